@@ -1,0 +1,64 @@
+# recsys_ssl: every target creates or refreshes .venv from setup.py when it is missing or stale.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CLI := $(BIN)/recsys-ssl
+
+# Where a pipeline run keeps its artifacts, and which dataset it runs on.
+RUN_DIR ?= runs/demo
+DATASET ?= synthetic_catalog/10k
+CONFIG ?= data/configs/ssl_cfm.yaml
+PYTEST_ARGS ?=
+
+.PHONY: venv test demo data stats mi train evaluate experiment export serve bench clean
+
+venv: $(STAMP)
+
+# The stamp depends on setup.py: a changed pin reinstalls, a second run does nothing.
+$(STAMP): setup.py
+	@if [ ! -x $(BIN)/python ] || ! $(BIN)/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then \
+		echo "creating $(VENV) with $(PYTHON)"; rm -rf $(VENV); $(PYTHON) -m venv $(VENV); fi
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+
+demo: $(STAMP)
+	$(CLI) demo --run-dir $(RUN_DIR)
+
+data: $(STAMP)
+	$(CLI) data --dataset $(DATASET) --run-dir $(RUN_DIR)
+
+stats: $(STAMP)
+	$(CLI) stats --dataset $(DATASET) --run-dir $(RUN_DIR)
+
+mi: $(STAMP)
+	$(CLI) mi --dataset $(DATASET) --run-dir $(RUN_DIR)
+
+train: $(STAMP)
+	$(CLI) train --config $(CONFIG) --run-dir $(RUN_DIR)
+
+evaluate: $(STAMP)
+	$(CLI) evaluate --config $(CONFIG) --run-dir $(RUN_DIR)
+
+experiment: $(STAMP)
+	$(CLI) experiment --run-dir $(RUN_DIR)
+
+export: $(STAMP)
+	$(CLI) export --config $(CONFIG) --run-dir $(RUN_DIR)
+
+serve: $(STAMP)
+	$(CLI) serve --run-dir $(RUN_DIR)
+
+bench: $(STAMP)
+	$(BIN)/python bench/mi_bench.py
+	$(BIN)/python bench/train_bench.py
+	$(BIN)/python bench/serve_bench.py
+
+clean:
+	rm -rf runs .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,22 @@
+"""recsys_ssl: self-supervised learning for large-scale item retrieval.
+
+Importing the package sets ``TF_USE_LEGACY_KERAS=1`` so that ``tf.keras`` is Keras 2
+(tf-keras), which TensorFlow Recommenders needs. TensorFlow itself is imported lazily, by
+the modules that need it, through :func:`recsys_ssl.tf_setup.tensorflow`; Beam workers and
+the CLI's argument parsing stay light.
+"""
+import os
+
+# Must happen before tensorflow is first imported anywhere in the process.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# TensorFlow's C++ INFO lines (CUDA probing, CPU features) drown the progress bars.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"
+
+import sys as _sys
+
+if "tensorflow" in _sys.modules:  # imported before us: check now rather than fail later.
+    from recsys_ssl import tf_setup as _tf_setup
+
+    _tf_setup.check_keras_2(_sys.modules["tensorflow"])

@@ -1,0 +1,1 @@
+"""TFDS builders (synthetic catalog, MovieLens raw files, your CSVs) and the tf.data inputs."""
