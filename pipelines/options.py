@@ -1,0 +1,181 @@
+"""What the two Beam jobs share: command-line inputs, pipeline options, the runner, counters.
+
+Standard Beam options pass through unchanged (``--runner``, ``--temp_location``,
+``--project``, ``--direct_num_workers``, ``--flink_master``, ...). Without ``--runner`` (or with
+``--runner=DirectRunner``) the job runs locally on Beam's FnApiRunner in **multi-process** mode
+with 2 workers: hermetic, nothing downloaded. (Beam 2.77's DirectRunner would first try the
+Prism runner, which downloads a binary; we call the FnApiRunner directly instead.)
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import pathlib
+import sys
+import time
+from typing import Sequence
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+from pipelines import sources
+from recsys_ssl import features as features_lib
+from recsys_ssl import paths
+
+LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner", "direct")
+DEFAULT_NUM_WORKERS = 2
+
+
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("inputs (a project dataset, or your own files)")
+    group.add_argument("--dataset", default=None, help="a project dataset, e.g. synthetic_catalog/10k (the default when no --items-file)")
+    group.add_argument("--tfds-dir", default=None, help="TFDS data_dir (default $RECSYS_SSL_TFDS_DIR, else <run-dir>/tfds)")
+    group.add_argument("--data-dir", default=None, help="raw data root for datasets built from raw files (MovieLens)")
+    group.add_argument("--items-file", default=None, help="glob of item files (each item once): Parquet, CSV or TFRecord")
+    group.add_argument("--pairs-file", default=None, help="glob of TRAIN pair files (query and item features)")
+    group.add_argument("--spec", default=None, help="feature spec YAML for --items-file/--pairs-file (path or name in data/specs)")
+    group.add_argument("--format", choices=sources.FORMATS, default=None, help="file format (default: from the extension)")
+    parser.add_argument("--run-dir", default="runs/demo", help="artifacts go to <run-dir>/<job> (default %(default)s)")
+    parser.add_argument("--output-dir", default=None, help="write the artifacts here instead of <run-dir>/<job> (any Beam filesystem)")
+    parser.add_argument("--batch-size", type=int, default=sources.DEFAULT_BATCH_SIZE, help="items per batch (default %(default)s)")
+
+
+@dataclasses.dataclass
+class Inputs:
+    """A job's resolved inputs: the spec and the item / train-pair sources."""
+
+    dataset: str | None
+    spec: features_lib.FeatureSpec
+    items: sources.Source
+    pairs: sources.Source | None
+    metadata: dict
+
+
+def _format_of(pattern: str, flag: str | None) -> str:
+    if flag:
+        return flag
+    suffix = pathlib.PurePath(pattern.replace("*", "x")).suffix.lower().lstrip(".")
+    guess = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "tfrecord": "tfrecord", "tfrecords": "tfrecord"}.get(suffix)
+    if guess is None:
+        raise SystemExit(f"cannot tell the format of {pattern!r} from its extension: pass --format {{{','.join(sources.FORMATS)}}}")
+    return guess
+
+
+def resolve_inputs(args: argparse.Namespace, need_pairs: bool) -> Inputs:
+    """--items-file/--pairs-file/--spec, else the TFDS dataset (prepared here if missing)."""
+    if args.items_file:
+        if not args.spec:
+            raise SystemExit("--items-file needs --spec (the feature spec that describes its columns)")
+        spec = features_lib.load_spec(args.spec)
+        items = sources.Source(_format_of(args.items_file, args.format), files=local_path_or_url(args.items_file))
+        pairs = (
+            sources.Source(_format_of(args.pairs_file, args.format), files=local_path_or_url(args.pairs_file))
+            if args.pairs_file
+            else None
+        )
+        if need_pairs and pairs is None:
+            raise SystemExit("this job needs the training pairs: pass --pairs-file")
+        return Inputs(None, spec, items, pairs, {})
+    name = args.dataset or "synthetic_catalog/10k"
+    from recsys_ssl.datasets import inputs  # TFDS; imported only for project datasets
+
+    tfds_dir = local_path_or_url(args.tfds_dir or str(paths.tfds_dir(args.run_dir)))
+    kwargs = {"data_dir": tfds_dir}
+    if args.data_dir:
+        kwargs["raw_data_dir"] = args.data_dir
+    handle = inputs.load_dataset(name, **kwargs)
+    items_dir, pairs_dir = prepared_dirs(handle, tfds_dir)
+    return Inputs(
+        name,
+        handle.spec,
+        sources.Source("tfds", tfds_dir=items_dir, split=getattr(handle, "items_split", "items")),
+        sources.Source("tfds", tfds_dir=pairs_dir, split="train"),
+        dict(getattr(handle, "metadata", {}) or {}),
+    )
+
+
+def prepared_dirs(handle, tfds_dir: str) -> tuple[str, str]:
+    """(items builder dir, pairs builder dir) of a dataset handle: <tfds_dir>/<builder>/<config>/<version>."""
+    for attribute in ("items_dir", "pairs_dir"):
+        if not hasattr(handle, attribute):
+            break
+    else:
+        return str(handle.items_dir), str(handle.pairs_dir)
+    builders = {}
+    for role in ("items", "pairs"):
+        builder = getattr(handle, f"{role}_builder", None)
+        if builder is not None:
+            builders[role] = str(builder.data_dir)
+    if len(builders) == 2:
+        return builders["items"], builders["pairs"]
+    raise RuntimeError(
+        f"dataset handle {type(handle).__name__} exposes neither items_dir/pairs_dir nor items_builder/pairs_builder"
+    )
+
+
+def output_dir(args: argparse.Namespace, job: str) -> str:
+    """--output-dir, else <run-dir>/<job>; local paths made absolute (workers may not share our cwd)."""
+    return local_path_or_url(args.output_dir or str(paths.RunLayout(args.run_dir).root / job))
+
+
+def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
+    """Beam options from the arguments the job did not recognise, with local defaults."""
+    beam_args = list(beam_args)
+    if PipelineOptions(beam_args).view_as(StandardOptions).runner in LOCAL_RUNNERS:
+        if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
+            beam_args.append("--default_sdk_harness_log_level=ERROR")  # local workers: counters, not chatter
+    options = PipelineOptions(beam_args)
+    standard = options.view_as(StandardOptions)
+    direct = options.view_as(DirectOptions)
+    if standard.runner in LOCAL_RUNNERS:
+        if not any(a.startswith("--direct_running_mode") for a in beam_args):
+            direct.direct_running_mode = "multi_processing"
+            if not any(a.startswith("--direct_num_workers") for a in beam_args):
+                direct.direct_num_workers = DEFAULT_NUM_WORKERS
+    return options
+
+
+def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
+    """A pipeline on the runner the options name; locally the FnApiRunner (never Prism)."""
+    runner_name = options.view_as(StandardOptions).runner
+    if runner_name in LOCAL_RUNNERS:
+        from apache_beam.portability.api import beam_provision_api_pb2
+        from apache_beam.runners.portability.fn_api_runner import fn_runner
+        from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+        # As DirectRunner does: hand the options to the worker processes (log level, ...).
+        encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+        provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+        return beam.Pipeline(runner=fn_runner.FnApiRunner(provision_info=provision), options=options)
+    return beam.Pipeline(options=options)
+
+
+def counters(result) -> dict[str, int]:
+    """The job's Beam counters (name -> committed or attempted value)."""
+    out: dict[str, int] = {}
+    try:
+        query = result.metrics().query()
+    except Exception:  # some runners do not report metrics
+        return out
+    for counter in query["counters"]:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        out[counter.key.metric.name] = out.get(counter.key.metric.name, 0) + int(value or 0)
+    return out
+
+
+def run_and_report(pipeline: beam.Pipeline, job: str) -> dict[str, int]:
+    """Runs the pipeline to completion and prints its counters (progress and drops)."""
+    start = time.time()
+    print(f"[{job}] running on {type(pipeline.runner).__name__} ...", file=sys.stderr, flush=True)
+    result = pipeline.run()
+    result.wait_until_finish()
+    found = counters(result)
+    print(f"[{job}] done in {time.time() - start:.1f}s; counters:", file=sys.stderr)
+    for name in sorted(found):
+        print(f"  {name:<36} {found[name]}", file=sys.stderr)
+    return found
+
+
+def local_path_or_url(path: str) -> str:
+    return path if "://" in path else os.path.abspath(path)

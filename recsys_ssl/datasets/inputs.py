@@ -1,0 +1,258 @@
+"""From prepared TFDS datasets to batched ``tf.data`` input: one handle per dataset.
+
+    ds = load_dataset("synthetic_catalog/10k")     # builds with TFDS when not yet prepared
+    ds.pairs("train")     # unbatched dicts: every spec feature (+ int64 "timestamp")
+    ds.items()            # unbatched item dicts, each corpus item once
+    ds.item_arrays()      # feature -> numpy object array (bytes / list of bytes): the corpus in memory
+    batch(ds.pairs("train"), ds.spec, 1024, shuffle=True, seed=0, repeat=True)
+
+Names: ``synthetic_catalog/{tiny,10k,100k,1m}``, ``movielens/{100k,1m}-{user-item,item-item}``,
+``interactions_csv/<name>``. The builders keep pairs and the item corpus in two TFDS configs
+(``<config>`` and its ``-items`` twin); the handle hides that.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+import pathlib
+from typing import Iterable
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from recsys_ssl import features as features_lib
+from recsys_ssl import paths
+from recsys_ssl.datasets import _common, interactions_csv, movielens, synthetic_catalog
+from recsys_ssl.tf_setup import tf
+
+DEFAULT_DATASET = "synthetic_catalog/10k"
+SPLITS = _common.PAIRS_SPLITS
+BUILDERS = ("synthetic_catalog", "movielens", "interactions_csv")
+DEFAULT_SHUFFLE_BUFFER = 100_000
+
+
+@dataclasses.dataclass
+class Dataset:
+    """A prepared dataset: its pairs (train / train_10pct / test), its item corpus and its spec."""
+
+    name: str
+    spec: features_lib.FeatureSpec
+    pairs_builder: tfds.core.DatasetBuilder
+    items_builder: tfds.core.DatasetBuilder
+
+    @property
+    def metadata(self) -> dict:
+        """The builder's metadata (synthetic: planted_groups, zipf_exponent, seed; all: counts, dropped)."""
+        return dict(self.pairs_builder.info.metadata or {})
+
+    items_split = _common.ITEMS_SPLIT
+
+    @property
+    def pairs_dir(self) -> str:
+        """The prepared pairs config's folder (<tfds_dir>/<builder>/<config>/<version>), for Beam sources."""
+        return str(self.pairs_builder.data_dir)
+
+    @property
+    def items_dir(self) -> str:
+        return str(self.items_builder.data_dir)
+
+    def num_examples(self, split: str) -> int:
+        splits = self.pairs_builder.info.splits
+        return int(splits[split].num_examples) if _check_split(split) in splits else 0
+
+    @property
+    def num_items(self) -> int:
+        return int(self.items_builder.info.splits[_common.ITEMS_SPLIT].num_examples)
+
+    def pairs(self, split: str = "train") -> tf.data.Dataset:
+        """Unbatched query -> item examples: scalar / 1-D ``tf.string`` per feature, int64 ``timestamp``."""
+        if _check_split(split) not in self.pairs_builder.info.splits:  # an empty split (see _common)
+            signature = self.pairs_builder.info.features.get_tensor_spec()
+            return tf.data.Dataset.from_generator(lambda: iter(()), output_signature=signature)
+        return self.pairs_builder.as_dataset(split=split, shuffle_files=False)
+
+    def items(self) -> tf.data.Dataset:
+        """Unbatched item examples (item features only), each corpus item exactly once."""
+        return self.items_builder.as_dataset(split=_common.ITEMS_SPLIT, shuffle_files=False)
+
+    @functools.cached_property
+    def _item_arrays(self) -> dict[str, np.ndarray]:
+        return dataset_arrays(self.items(), self.spec)
+
+    def item_arrays(self) -> dict[str, np.ndarray]:
+        """feature -> [num_items] object array: bytes (single-valued) or list of bytes (multi-valued)."""
+        return dict(self._item_arrays)
+
+    def pair_arrays(self, split: str, features: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """One split in memory, as :meth:`item_arrays` (``timestamp`` as int64)."""
+        dataset = self.pairs(split)
+        if features is not None:
+            keep = list(features)
+            dataset = dataset.map(lambda x: {k: x[k] for k in keep})
+        return dataset_arrays(dataset, self.spec)
+
+
+def _check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; a dataset's pairs have splits {SPLITS}")
+    return split
+
+
+def dataset_arrays(dataset: tf.data.Dataset, spec: features_lib.FeatureSpec | None = None,
+                   chunk: int = 8192) -> dict[str, np.ndarray]:
+    """An unbatched dataset of string features in memory: feature -> [N] numpy array.
+
+    Scalars become object arrays of bytes (int64 stays int64); 1-D features object arrays of
+    lists of bytes.
+    """
+    parts: dict[str, list] = {name: [] for name in dataset.element_spec}
+    for batch_ in dataset.ragged_batch(chunk):
+        for name, value in batch_.items():
+            if isinstance(value, tf.RaggedTensor):
+                parts[name].extend(value.to_list())
+            else:
+                parts[name].append(value.numpy())
+    out = {}
+    for name, values in parts.items():
+        rank = dataset.element_spec[name].shape.rank
+        if rank == 0:
+            out[name] = np.concatenate(values) if values else np.zeros(0, dtype=dataset.element_spec[name].dtype.as_numpy_dtype)
+        else:
+            column = np.empty(len(values), dtype=object)
+            column[:] = values
+            out[name] = column
+    return out
+
+
+def parse_name(name: str) -> tuple[str, str]:
+    builder, _, config = name.partition("/")
+    if builder not in BUILDERS or not config:
+        raise ValueError(f"unknown dataset {name!r}: expected one of synthetic_catalog/<size> "
+                         f"({', '.join(synthetic_catalog.SIZES)}), movielens/<100k|1m>-<user-item|item-item>, "
+                         "interactions_csv/<name>")
+    return builder, config
+
+
+def _prepare(builder: tfds.core.DatasetBuilder, manual_dir: pathlib.Path | None = None) -> None:
+    if builder.is_prepared():
+        return
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=str(manual_dir) if manual_dir else None, try_download_gcs=False))
+
+
+def load_dataset(name: str = DEFAULT_DATASET, data_dir: str | os.PathLike | None = None,
+                 raw_data_dir: str | os.PathLike | None = None, *,
+                 csv_configs: tuple | None = None) -> Dataset:
+    """The handle of a dataset, built with TFDS (never downloading) if it is not prepared yet.
+
+    data_dir: TFDS data_dir (default ``paths.tfds_dir()``).
+    raw_data_dir: the raw data root holding ``movielens-100k/`` etc. (default ``paths.raw_data_root()``).
+    csv_configs: for ``interactions_csv/<name>`` not yet prepared, ``interactions_csv.make_configs(...)``.
+    """
+    builder_name, config = parse_name(name)
+    data_dir = str(data_dir or paths.tfds_dir())
+    if builder_name == "synthetic_catalog":
+        if config not in synthetic_catalog.SIZES:
+            raise ValueError(f"unknown synthetic_catalog config {config!r}; sizes: {list(synthetic_catalog.SIZES)}")
+        pairs = synthetic_catalog.SyntheticCatalog(config=config, data_dir=data_dir)
+        items = synthetic_catalog.SyntheticCatalog(config=_common.items_config_name(config), data_dir=data_dir)
+        _prepare(items)
+        _prepare(pairs)
+        return Dataset(name, synthetic_catalog.spec(), pairs, items)
+    if builder_name == "movielens":
+        names = [c.name for c in movielens.Movielens.BUILDER_CONFIGS if c.task != "items"]
+        if config not in names:
+            raise ValueError(f"unknown movielens config {config!r}; configs: {names}")
+        pairs = movielens.Movielens(config=config, data_dir=data_dir)
+        items = movielens.Movielens(config=movielens.items_config_name(config), data_dir=data_dir)
+        release, task = pairs.builder_config.release, pairs.builder_config.task
+        if not (pairs.is_prepared() and items.is_prepared()):
+            manual_dir = movielens.default_manual_dir(release, str(raw_data_dir) if raw_data_dir else None)
+            _prepare(items, manual_dir)
+            _prepare(pairs, manual_dir)
+        return Dataset(name, movielens.spec_for(task), pairs, items)
+    # interactions_csv: configs are made at build time; a prepared dataset loads from its folder.
+    root = pathlib.Path(data_dir) / "interactions_csv"
+    dirs = [root / c / str(_common.VERSION) for c in (config, _common.items_config_name(config))]
+    if not all((d / "dataset_info.json").exists() for d in dirs):
+        if csv_configs is None:
+            raise FileNotFoundError(
+                f"interactions_csv/{config} is not prepared in {data_dir}; build it first: recsys-ssl data "
+                f"--dataset interactions_csv/{config} --interactions F --items F [--queries F] --spec S")
+        for csv_config in reversed(csv_configs):  # items first, as the others
+            _prepare(interactions_csv.InteractionsCsv(config=csv_config, data_dir=data_dir))
+    pairs, items = (tfds.builder_from_directory(str(d)) for d in dirs)
+    metadata = pairs.info.metadata
+    if csv_configs is not None:
+        wanted = {"interactions": csv_configs[0].interactions, "items": csv_configs[0].items,
+                  "queries": csv_configs[0].queries}
+        if wanted != metadata.get("files"):
+            logging.warning("interactions_csv/%s is already prepared in %s from %s; not rebuilding from %s "
+                            "(delete that folder to rebuild)", config, root, metadata.get("files"), wanted)
+    spec = features_lib.spec_from_dict(metadata["spec"], source=metadata.get("spec_path") or f"interactions_csv/{config}")
+    return Dataset(name, spec, pairs, items)
+
+
+def batch(
+    dataset: tf.data.Dataset,
+    spec: features_lib.FeatureSpec,
+    batch_size: int,
+    *,
+    features: Iterable[str] | None = None,
+    shuffle: bool = False,
+    seed: int | None = None,
+    deterministic: bool = True,
+    repeat: bool = False,
+    drop_remainder: bool = False,
+    shuffle_buffer: int | None = None,
+) -> tf.data.Dataset:
+    """Batched, optionally shuffled and repeated, prefetched input.
+
+    Returns dicts of [B] ``tf.string`` (single-valued), [B, max_len] ``tf.string`` (multi-valued
+    spec features: truncated to max_len, padded with ""), [B] int64 ``timestamp``. A 1-D
+    feature not in the spec is padded to the batch's longest.
+
+    features: the keys to keep (default: all). shuffle_buffer: default min(100k, dataset size).
+    deterministic: fixed element order (with ``seed``, the same order every run).
+    """
+    keys = list(features) if features is not None else list(dataset.element_spec)
+    missing = [k for k in keys if k not in dataset.element_spec]
+    if missing:
+        raise KeyError(f"features {missing} are not in the dataset; it has {sorted(dataset.element_spec)}")
+    dataset = dataset.map(lambda x: {k: x[k] for k in keys})
+    if shuffle:
+        if shuffle_buffer is None:
+            size = int(dataset.cardinality())
+            shuffle_buffer = DEFAULT_SHUFFLE_BUFFER if size < 0 else max(1, min(size, DEFAULT_SHUFFLE_BUFFER))
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    dataset = dataset.ragged_batch(batch_size, drop_remainder=drop_remainder)
+    widths = {}
+    for key in keys:
+        if dataset.element_spec[key].shape.rank == 2:  # ragged [B, None]
+            known = key in spec.feature_names and spec.feature(key).multi_valued
+            widths[key] = spec.feature(key).max_len if known else None
+
+    def pad(batch_: dict) -> dict:
+        out = dict(batch_)
+        for key, width in widths.items():
+            out[key] = batch_[key].to_tensor(default_value=features_lib.PADDING, shape=[None, width])
+        return out
+
+    dataset = dataset.map(pad, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def truncation_counts(arrays: dict[str, np.ndarray], spec: features_lib.FeatureSpec) -> dict[str, int]:
+    """Values beyond max_len per multi-valued spec feature (what :func:`batch` truncates), for reports."""
+    out = {}
+    for name, column in arrays.items():
+        if name in spec.feature_names and spec.feature(name).multi_valued:
+            max_len = spec.feature(name).max_len
+            out[name] = int(sum(max(0, len(values) - max_len) for values in column))
+    return out

@@ -1,0 +1,241 @@
+"""``interactions_csv``: your own catalog, from CSV files described by a feature spec.
+
+Inputs (CSV with a header row; a column is named by the feature's ``column``, else its name):
+  interactions: the spec's ``query_key`` and ``item_key`` columns, the ``timestamp`` column when
+    the spec names one (integers), and the split column when one is given (``train``/``test``).
+    Without a queries file, the other query features are read from this file, row by row.
+  items: one row per item: every item feature (multi-valued cells are split on the feature's
+    ``separator``, default ``|``; an empty cell is an empty list).
+  queries (optional): one row per query: every query feature.
+
+Split: by the given split column, else per query by time as ../shared/bench/PROTOCOL.md
+(sort by (timestamp, item id), the last ceil(20%) to test; without a timestamp column the
+file order is the time order). ``train_10pct`` is a uniform 10% sample of train.
+
+Configs are made at build time (``make_configs``): ``<name>`` (pairs) and ``<name>-items``
+(the corpus). The spec is saved in the dataset's metadata, so a prepared dataset loads without
+the CSVs.
+
+Bad input: a spec column missing from a header raises ``features.SpecError`` naming the file
+and the column; a malformed row (field count, non-integer timestamp, bad split value,
+duplicate id) raises ValueError naming file and line; interactions whose item (or query, when a
+queries file is given) is unknown are dropped and counted in the metadata (``dropped``).
+"""
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import pathlib
+from typing import Any, Iterator
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from recsys_ssl import features as features_lib
+from recsys_ssl.datasets import _common
+
+SPLIT_VALUES = ("train", "test")
+
+
+class CsvRowError(ValueError):
+    """A malformed CSV row; the message names the file and the line."""
+
+
+@dataclasses.dataclass
+class InteractionsCsvConfig(tfds.core.BuilderConfig):
+    """Where the CSVs and the spec are. ``kind``: ``pairs`` or ``items``."""
+
+    kind: str = _common.PAIRS
+    interactions: str = ""
+    items: str = ""
+    queries: str = ""
+    spec: str = ""
+    split_column: str = ""
+    seed: int = 0
+
+
+def make_configs(name: str, interactions: str, items: str, spec: str, queries: str | None = None,
+                 split_column: str | None = None, seed: int = 0) -> tuple[InteractionsCsvConfig, InteractionsCsvConfig]:
+    """The (pairs, items) configs of one CSV dataset called ``name``."""
+    common = dict(interactions=str(interactions), items=str(items), queries=str(queries or ""), spec=str(spec),
+                  split_column=split_column or "", seed=seed)
+    return (InteractionsCsvConfig(name=name, kind=_common.PAIRS, **common),
+            InteractionsCsvConfig(name=_common.items_config_name(name), kind=_common.ITEMS, **common))
+
+
+def _read_csv(path: pathlib.Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+    """(header, rows as (line number, fields)); a row with the wrong field count raises CsvRowError."""
+    if not path.is_file():
+        raise FileNotFoundError(f"CSV file {path} does not exist")
+    f = open(path, newline="", encoding="utf-8")
+    reader = csv.reader(f)
+    try:
+        header = next(reader)
+    except StopIteration:
+        f.close()
+        raise CsvRowError(f"{path}:1: empty file, expected a header row") from None
+
+    def rows():
+        with f:
+            for fields in reader:
+                if not fields:  # a blank line
+                    continue
+                if len(fields) != len(header):
+                    raise CsvRowError(f"{path}:{reader.line_num}: expected {len(header)} fields ({header}), got {len(fields)}: {fields}")
+                yield reader.line_num, fields
+    return header, rows()
+
+
+def _cell(feature: features_lib.Feature, value: str):
+    if feature.multi_valued:
+        return [v for v in value.split(feature.separator) if v]
+    return value
+
+
+def _read_table(path: pathlib.Path, spec: features_lib.FeatureSpec, features: tuple, key: str, what: str):
+    """Reads a one-row-per-entity file -> (columns: feature -> object array, index: key -> row)."""
+    header, rows = _read_csv(path)
+    features_lib.check_columns(spec, header, features, str(path))
+    positions = [(f, header.index(f.csv_column)) for f in features]
+    key_position = header.index(spec.feature(key).csv_column)
+    records, index = [], {}
+    for line_no, fields in rows:
+        key_value = fields[key_position]
+        if key_value in index:
+            raise CsvRowError(f"{path}:{line_no}: duplicate {what} {key_value!r} (first on line {index[key_value][1]})")
+        index[key_value] = (len(records), line_no)
+        records.append([_cell(f, fields[p]) for f, p in positions])
+    columns = {}
+    for i, (feature, _) in enumerate(positions):
+        column = np.empty(len(records), dtype=object)
+        column[:] = [r[i] for r in records]
+        columns[feature.name] = column
+    return columns, {k: row for k, (row, _) in index.items()}
+
+
+@dataclasses.dataclass
+class CsvData:
+    """Parsed CSVs: the item and query tables, the pairs (rows into them) and what was dropped."""
+
+    items: dict[str, np.ndarray]
+    queries: dict[str, np.ndarray]
+    pairs: _common.PairsTable
+    dropped: dict[str, int]
+
+
+def read_csvs(config: InteractionsCsvConfig, spec: features_lib.FeatureSpec) -> CsvData:
+    items, item_index = _read_table(pathlib.Path(config.items), spec, spec.item_features, spec.item_key, "item id")
+    queries_path = pathlib.Path(config.interactions)
+    header, rows = _read_csv(queries_path)
+    query_key = spec.feature(spec.query_key)
+    item_key = spec.feature(spec.item_key)
+    if config.queries:
+        queries, query_index = _read_table(pathlib.Path(config.queries), spec, spec.query_features, spec.query_key, "query id")
+        features_lib.check_columns(spec, header, (query_key, item_key), str(queries_path))
+        per_row_query = ()
+    else:
+        features_lib.check_columns(spec, header, spec.query_features + (item_key,), str(queries_path))
+        queries, query_index = None, None
+        per_row_query = [(f, header.index(f.csv_column)) for f in spec.query_features]
+    for column, role in ((spec.timestamp, "timestamp"), (config.split_column, "split column")):
+        if column and column not in header:
+            raise features_lib.SpecError(f"{queries_path}: {role} column {column!r} is missing; the header has {header}")
+    q_pos, i_pos = header.index(query_key.csv_column), header.index(item_key.csv_column)
+    t_pos = header.index(spec.timestamp) if spec.timestamp else None
+    s_pos = header.index(config.split_column) if config.split_column else None
+
+    dropped: collections.Counter = collections.Counter()
+    query_rows, item_rows, timestamps, is_test, query_groups, row_queries = [], [], [], [], [], []
+    query_codes: dict[str, int] = {}
+    for line_no, fields in rows:
+        item_row = item_index.get(fields[i_pos])
+        if item_row is None:
+            dropped[f"unknown item id (not in {pathlib.Path(config.items).name})"] += 1
+            continue
+        if query_index is not None:
+            query_row = query_index.get(fields[q_pos])
+            if query_row is None:
+                dropped[f"unknown query id (not in {pathlib.Path(config.queries).name})"] += 1
+                continue
+        else:
+            query_row = len(row_queries)
+            row_queries.append([_cell(f, fields[p]) for f, p in per_row_query])
+        if t_pos is not None:
+            try:
+                timestamps.append(int(fields[t_pos]))
+            except ValueError:
+                raise CsvRowError(f"{queries_path}:{line_no}: timestamp {spec.timestamp!r} must be an integer, "
+                                  f"got {fields[t_pos]!r}") from None
+        else:
+            timestamps.append(line_no)  # file order is time order
+        if s_pos is not None:
+            value = fields[s_pos].strip().lower()
+            if value not in SPLIT_VALUES:
+                raise CsvRowError(f"{queries_path}:{line_no}: split column {config.split_column!r} must be one of "
+                                  f"{SPLIT_VALUES}, got {fields[s_pos]!r}")
+            is_test.append(value == "test")
+        query_rows.append(query_row)
+        # The split groups by query id (not by row) when query features come per row.
+        query_codes.setdefault(fields[q_pos], len(query_codes))
+        query_groups.append(query_codes[fields[q_pos]])
+        item_rows.append(item_row)
+
+    if queries is None:
+        queries = {}
+        for i, (feature, _) in enumerate(per_row_query):
+            column = np.empty(len(row_queries), dtype=object)
+            column[:] = [r[i] for r in row_queries]
+            queries[feature.name] = column
+    query_group_arr = np.asarray(query_groups, dtype=np.int64)
+    item_rows_arr = np.asarray(item_rows, dtype=np.int64)
+    timestamps_arr = np.asarray(timestamps, dtype=np.int64)
+    if s_pos is None:
+        tie = items[spec.item_key][item_rows_arr].astype(str) if len(item_rows_arr) else np.zeros(0, str)
+        _, test_mask, _ = _common.temporal_split(query_group_arr, timestamps_arr, tie)
+    else:
+        test_mask = np.asarray(is_test, dtype=bool)
+    table = _common.PairsTable(np.asarray(query_rows, dtype=np.int64), item_rows_arr, timestamps_arr,
+                               _common.make_splits(test_mask, config.seed))
+    return CsvData(items=items, queries=queries, pairs=table, dropped=dict(dropped))
+
+
+class InteractionsCsv(_common.LocalBuilder, skip_registration=True):
+    """Your CSVs as TFDS: build with a config from :func:`make_configs`."""
+
+    VERSION = _common.VERSION
+
+    def _spec(self) -> features_lib.FeatureSpec:
+        if not self.builder_config or not self.builder_config.spec:
+            raise ValueError("interactions_csv needs a config from interactions_csv.make_configs(...) with a spec")
+        return features_lib.load_spec(self.builder_config.spec)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        config = self.builder_config
+        spec = self._spec()
+        features = _common.pairs_features(spec) if config.kind == _common.PAIRS else _common.items_features(spec)
+        metadata = tfds.core.MetadataDict(
+            spec=spec.to_dict(), spec_path=config.spec,
+            files={"interactions": config.interactions, "items": config.items, "queries": config.queries},
+            split=(f"column {config.split_column}" if config.split_column else "per query by time, last ceil(20%) to test"))
+        return tfds.core.DatasetInfo(builder=self, description=__doc__, features=features, metadata=metadata,
+                                     disable_shuffling=True)
+
+    def _split_generators(self, dl_manager: Any):
+        config = self.builder_config
+        spec = self._spec()
+        data = read_csvs(config, spec)
+        num_items = len(data.items[spec.item_key])
+        counts = {"items": num_items}
+        self.info.metadata.update(counts=counts, dropped=data.dropped)
+        items = _common.to_str_columns(data.items)
+        if config.kind == _common.ITEMS:
+            return {_common.ITEMS_SPLIT: self._generate_examples(_common.item_examples(items))}
+        table = data.pairs
+        counts.update(table.split_counts(), pairs=int(len(table.item_rows)),
+                      queries=int(len(np.unique(data.queries[spec.query_key]))) if len(table.item_rows) else 0,
+                      head_share=_common.popularity_head_share(table.item_rows[table.splits["train"]], num_items))
+        return _common.pair_split_generators(self, table, data.queries, items)
+
+    def _generate_examples(self, examples):  # the generators are made in _split_generators
+        yield from examples

@@ -1,0 +1,404 @@
+"""``synthetic_catalog``: a generated app-store-like catalog with planted feature groups.
+
+The generator is numpy-vectorised (a million items in seconds); the TFDS builder below
+writes it. Everything is deterministic given ``seed``.
+
+**Items.** Ten categorical item features besides ``item_id``, two of them multi-valued,
+with three planted groups of correlated features (``PLANTED_GROUPS``)::
+
+    catalog:  category -> subcategory -> developer, and tags drawn mostly from the category's pool
+    locale:   country -> language
+    pricing:  price_bucket -> monetization
+
+``title_tokens`` and ``release_year`` are independent of everything. Each dependency is
+strong (e.g. 85% of items take a subcategory of their category) but never a copy, so the
+mutual information job has something to find: over the 10k corpus each planted feature's
+top-MI partner (``item_id`` excluded) is in its own group.
+
+**Pairs.** Each feature value has a latent vector; an item's latent is the sum of its
+values' latents (multi-valued: the mean) plus a little per-item noise; a query's latent is
+its segment's plus its country's (the same table as the items' ``country``) plus noise.
+For each pair the item is drawn from a Zipf law over popularity ranks, p(rank r) ∝ r^-s,
+ranks given to items by a random permutation; then the query from
+p(q | item) ∝ exp(<z_q, x_item> / T), T = ``TEMPERATURE``. So the item marginal is exactly Zipf(s), and
+p(item | query) ∝ p(item) exp(<z_q, x_item>/T) / Z(x_item) (Z sums over all queries) depends
+on the item only through its popularity and its features' latents: tail items are learnable
+from features. Timestamps are uniform over one year.
+
+**Split.** Per query, the latest ceil(20%) pairs by (timestamp, item id) are ``test``,
+the rest ``train``; ``train_10pct`` is a uniform 10% sample of ``train`` (same test set).
+"""
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from recsys_ssl import features as features_lib
+from recsys_ssl import paths
+from recsys_ssl.datasets import _common
+
+SPEC_NAME = "synthetic_catalog"
+PLANTED_GROUPS: list[list[str]] = [
+    ["category", "subcategory", "developer", "tags"],
+    ["country", "language"],
+    ["price_bucket", "monetization"],
+]
+INDEPENDENT_FEATURES = ["title_tokens", "release_year"]
+ITEM_FEATURES = ["item_id", "category", "subcategory", "developer", "tags", "title_tokens",
+                 "country", "language", "price_bucket", "monetization", "release_year"]
+MULTI_VALUED = ("tags", "title_tokens")
+QUERY_FEATURES = ["query_id", "query_segment", "query_country"]
+
+NUM_CATEGORIES = 16
+SUBCATEGORIES_PER_CATEGORY = 5
+NUM_TAGS = 120
+TAGS_PER_CATEGORY = 8
+NUM_WORDS = 400
+COUNTRIES = ["US", "IN", "BR", "DE", "JP", "GB", "FR", "MX", "KR", "ID", "ES", "IT"]
+LANGUAGES = ["en", "hi", "pt", "de", "ja", "fr", "es", "ko", "id", "it"]
+MAIN_LANGUAGE = {"US": "en", "IN": "hi", "BR": "pt", "DE": "de", "JP": "ja", "GB": "en", "FR": "fr",
+                 "MX": "es", "KR": "ko", "ID": "id", "ES": "es", "IT": "it"}
+PRICE_BUCKETS = ["free", "0-1", "1-3", "3-10", "10-30", "30+"]
+PRICE_PROBS = [0.45, 0.15, 0.15, 0.12, 0.08, 0.05]
+MONETIZATIONS = ["ads", "freemium", "paid", "subscription"]
+# p(monetization | price bucket): free items live on ads / in-app purchases, paid ones are sold.
+MONETIZATION_GIVEN_PRICE = np.array([
+    [0.50, 0.40, 0.04, 0.06],
+    [0.06, 0.14, 0.65, 0.15],
+    [0.05, 0.10, 0.65, 0.20],
+    [0.04, 0.08, 0.58, 0.30],
+    [0.03, 0.05, 0.52, 0.40],
+    [0.02, 0.04, 0.44, 0.50],
+])
+YEARS = [str(y) for y in range(2000, 2025)]
+NUM_SEGMENTS = 20
+
+# How strongly each planted dependency holds (the rest is drawn uniformly).
+P_SUBCATEGORY_IN_CATEGORY = 0.85
+P_DEVELOPER_IN_SUBCATEGORY = 0.8
+P_TAG_FROM_CATEGORY = 0.8
+P_MAIN_LANGUAGE = 0.8
+
+LATENT_DIM = 16
+# Weight of each feature's value latents in the item latent: category-level features dominate.
+LATENT_WEIGHTS = {"category": 1.0, "subcategory": 0.8, "developer": 0.6, "tags": 0.8, "title_tokens": 0.3,
+                  "country": 0.8, "language": 0.4, "price_bucket": 0.5, "monetization": 0.3, "release_year": 0.3}
+ITEM_NOISE = 0.3
+QUERY_NOISE = 0.5
+TEMPERATURE = 0.3
+TIME_START = 1_600_000_000
+TIME_SPAN = 365 * 24 * 3600
+
+
+def _zipf_probs(n: int, exponent: float) -> np.ndarray:
+    weights = np.arange(1, n + 1, dtype=np.float64) ** -float(exponent)
+    return weights / weights.sum()
+
+
+def _names(prefix: str, n: int, width: int) -> np.ndarray:
+    return np.array([f"{prefix}{i:0{width}d}".encode() for i in range(n)], dtype=object)
+
+
+def _mixture(rng: np.random.Generator, planted: np.ndarray, uniform_size: int, p_planted: float) -> np.ndarray:
+    """planted codes with probability p_planted, else a uniform code in [0, uniform_size)."""
+    keep = rng.random(len(planted)) < p_planted
+    return np.where(keep, planted, rng.integers(0, uniform_size, len(planted)))
+
+
+def _bags(rng: np.random.Generator, lengths: np.ndarray, codes: np.ndarray, vocab: np.ndarray) -> np.ndarray:
+    """Object array of lists of bytes: item i gets codes[offsets[i]:offsets[i]+lengths[i]], deduplicated."""
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    # Drop repeated codes within an item (keeping first occurrences, in order), vectorised.
+    order = np.lexsort((np.arange(len(codes)), codes, rows))
+    repeated = np.zeros(len(codes), dtype=bool)
+    repeated[order[1:]] = (rows[order][1:] == rows[order][:-1]) & (codes[order][1:] == codes[order][:-1])
+    keep = ~repeated
+    flat = vocab[codes[keep]].tolist()
+    ends = np.cumsum(np.bincount(rows[keep], minlength=len(lengths))).tolist()
+    out = np.empty(len(lengths), dtype=object)
+    out[:] = [flat[s:e] for s, e in zip([0] + ends[:-1], ends)]
+    return out
+
+
+def generate_items(num_items: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """The item corpus, feature -> [num_items] object array.
+
+    Single-valued features hold bytes, multi-valued ones (``tags``, ``title_tokens``) lists of
+    bytes: the layout of ``inputs.Dataset.item_arrays()``. Items are in ``item_id`` order.
+    """
+    rng = np.random.default_rng([seed, 0])
+    n = int(num_items)
+    num_subcategories = NUM_CATEGORIES * SUBCATEGORIES_PER_CATEGORY
+    # Larger catalogs have more developers (about 1 per 3k items and subcategory), at least 3.
+    developers_per_sub = max(3, n // 3000)
+    num_developers = num_subcategories * developers_per_sub
+
+    category = rng.choice(NUM_CATEGORIES, size=n, p=_zipf_probs(NUM_CATEGORIES, 0.7))
+    own_sub = category * SUBCATEGORIES_PER_CATEGORY + rng.choice(
+        SUBCATEGORIES_PER_CATEGORY, size=n, p=_zipf_probs(SUBCATEGORIES_PER_CATEGORY, 0.8))
+    subcategory = _mixture(rng, own_sub, num_subcategories, P_SUBCATEGORY_IN_CATEGORY)
+    own_dev = subcategory * developers_per_sub + rng.choice(
+        developers_per_sub, size=n, p=_zipf_probs(developers_per_sub, 1.0))
+    developer = _mixture(rng, own_dev, num_developers, P_DEVELOPER_IN_SUBCATEGORY)
+
+    # Each category owns a pool of tags (pools of different categories may overlap).
+    tag_pools = np.stack([rng.choice(NUM_TAGS, size=TAGS_PER_CATEGORY, replace=False) for _ in range(NUM_CATEGORIES)])
+    tag_lengths = 1 + rng.binomial(4, 0.4, size=n)
+    tag_owner = np.repeat(category, tag_lengths)
+    pool_codes = tag_pools[tag_owner, rng.choice(TAGS_PER_CATEGORY, size=len(tag_owner), p=_zipf_probs(TAGS_PER_CATEGORY, 0.5))]
+    tag_codes = _mixture(rng, pool_codes, NUM_TAGS, P_TAG_FROM_CATEGORY)
+
+    word_lengths = 1 + rng.binomial(3, 0.5, size=n)
+    word_codes = rng.choice(NUM_WORDS, size=int(word_lengths.sum()), p=_zipf_probs(NUM_WORDS, 1.1))
+
+    country = rng.choice(len(COUNTRIES), size=n, p=_zipf_probs(len(COUNTRIES), 0.9))
+    main_language = np.array([LANGUAGES.index(MAIN_LANGUAGE[c]) for c in COUNTRIES])[country]
+    language = _mixture(rng, main_language, len(LANGUAGES), P_MAIN_LANGUAGE)
+
+    price = rng.choice(len(PRICE_BUCKETS), size=n, p=PRICE_PROBS)
+    cdf = np.cumsum(MONETIZATION_GIVEN_PRICE, axis=1)[price]
+    monetization = np.minimum((rng.random(n)[:, None] > cdf).sum(axis=1), len(MONETIZATIONS) - 1)
+    year = rng.integers(0, len(YEARS), size=n)
+
+    bytes_of = lambda values: np.array([v.encode() for v in values], dtype=object)  # noqa: E731
+    return {
+        "item_id": _names("item_", n, 7),
+        "category": _names("cat_", NUM_CATEGORIES, 2)[category],
+        "subcategory": _names("sub_", num_subcategories, 3)[subcategory],
+        "developer": _names("dev_", num_developers, 5)[developer],
+        "tags": _bags(rng, tag_lengths, tag_codes, _names("tag_", NUM_TAGS, 3)),
+        "title_tokens": _bags(rng, word_lengths, word_codes, _names("w", NUM_WORDS, 3)),
+        "country": bytes_of(COUNTRIES)[country],
+        "language": bytes_of(LANGUAGES)[language],
+        "price_bucket": bytes_of(PRICE_BUCKETS)[price],
+        "monetization": bytes_of(MONETIZATIONS)[monetization],
+        "release_year": bytes_of(YEARS)[year],
+    }
+
+
+def generate_queries(num_queries: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """The queries (users), feature -> [num_queries] object array of bytes."""
+    rng = np.random.default_rng([seed, 1])
+    segment = rng.choice(NUM_SEGMENTS, size=num_queries, p=_zipf_probs(NUM_SEGMENTS, 0.5))
+    country = rng.choice(len(COUNTRIES), size=num_queries, p=_zipf_probs(len(COUNTRIES), 0.9))
+    return {
+        "query_id": _names("q_", num_queries, 6),
+        "query_segment": _names("seg_", NUM_SEGMENTS, 2)[segment],
+        "query_country": np.array([c.encode() for c in COUNTRIES], dtype=object)[country],
+    }
+
+
+def _value_latents(seed: int, table: str, values: np.ndarray, weight: float) -> np.ndarray:
+    """[len(values), LATENT_DIM]: each value's latent, a function of (seed, table, value) only."""
+    out = np.empty((len(values), LATENT_DIM))
+    for i, value in enumerate(values):
+        rng = np.random.default_rng([seed, 2, zlib.crc32(table.encode()), zlib.crc32(value)])
+        out[i] = rng.normal(0.0, weight / np.sqrt(LATENT_DIM), LATENT_DIM)
+    return out
+
+
+def _single_latents(seed: int, table: str, column: np.ndarray, weight: float) -> np.ndarray:
+    values, codes = np.unique(column.astype(bytes), return_inverse=True)
+    return _value_latents(seed, table, values, weight)[codes.ravel()]
+
+
+def _bag_latents(seed: int, table: str, column: np.ndarray, weight: float) -> np.ndarray:
+    lengths = np.fromiter((len(v) for v in column), dtype=np.int64, count=len(column))
+    flat = np.array([v for values in column for v in values], dtype=bytes)
+    out = np.zeros((len(column), LATENT_DIM))
+    if len(flat):
+        values, codes = np.unique(flat, return_inverse=True)
+        rows = np.repeat(np.arange(len(column)), lengths)
+        np.add.at(out, rows, _value_latents(seed, table, values, weight)[codes.ravel()])
+    return out / np.maximum(lengths, 1)[:, None]
+
+
+def item_latents(items: dict[str, np.ndarray], seed: int = 0) -> np.ndarray:
+    """[num_items, LATENT_DIM]: sum of the item's feature-value latents plus per-item noise."""
+    n = len(items["item_id"])
+    x = np.random.default_rng([seed, 3]).normal(0.0, ITEM_NOISE / np.sqrt(LATENT_DIM), (n, LATENT_DIM))
+    for name, weight in LATENT_WEIGHTS.items():
+        build = _bag_latents if name in MULTI_VALUED else _single_latents
+        x += build(seed, name, items[name], weight)
+    return x
+
+
+def query_latents(queries: dict[str, np.ndarray], seed: int = 0) -> np.ndarray:
+    """[num_queries, LATENT_DIM]: segment + country (the items' country table) + noise."""
+    n = len(queries["query_id"])
+    z = np.random.default_rng([seed, 4]).normal(0.0, QUERY_NOISE / np.sqrt(LATENT_DIM), (n, LATENT_DIM))
+    z += _single_latents(seed, "query_segment", queries["query_segment"], 1.5)
+    z += _single_latents(seed, "country", queries["query_country"], LATENT_WEIGHTS["country"])
+    return z
+
+
+@dataclasses.dataclass
+class Interactions:
+    """Generated query -> item pairs.
+
+    queries: feature -> [num_queries] object array of bytes.
+    query_rows, item_rows: [num_pairs] int64 rows of ``queries`` / the items.
+    timestamps: [num_pairs] int64 seconds.
+    item_ranks: [num_items] int64, each item's popularity rank (0 = most popular).
+    """
+
+    queries: dict[str, np.ndarray]
+    query_rows: np.ndarray
+    item_rows: np.ndarray
+    timestamps: np.ndarray
+    item_ranks: np.ndarray
+
+
+def generate_pairs(
+    items: dict[str, np.ndarray],
+    num_pairs: int,
+    seed: int = 0,
+    zipf_exponent: float = 1.0,
+    num_queries: int = 2_000,
+    temperature: float = TEMPERATURE,
+    chunk_size: int | None = None,
+) -> Interactions:
+    """Query -> item pairs from the latent model (module docstring); items in generate_items order.
+
+    chunk_size: distinct items per softmax block (default: about 4M [items x queries] entries).
+    """
+    chunk_size = chunk_size or max(1, (1 << 22) // num_queries)
+    rng = np.random.default_rng([seed, 5])
+    num_items = len(items["item_id"])
+    queries = generate_queries(num_queries, seed)
+    # float32 for the [items x queries] logits (the cost of big catalogs); float64 CDFs.
+    x = item_latents(items, seed).astype(np.float32)
+    z = query_latents(queries, seed).astype(np.float32) / np.float32(temperature)
+
+    rank_to_item = rng.permutation(num_items)
+    ranks = rng.choice(num_items, size=num_pairs, p=_zipf_probs(num_items, zipf_exponent))
+    item_rows = rank_to_item[ranks].astype(np.int64)
+
+    # p(q | item): one softmax row per distinct item, sampled by inverse CDF in two levels (a
+    # full-width cumsum is the cost of big catalogs): the pair's uniform picks a block of
+    # BLOCK queries from the block sums (one flat searchsorted per chunk: row r's normalised
+    # CDF is shifted by r), then a query inside the block from that block's CDF.
+    order = np.argsort(item_rows, kind="stable")
+    distinct, starts, counts = np.unique(item_rows[order], return_index=True, return_counts=True)
+    query_rows = np.empty(num_pairs, dtype=np.int64)
+    uniforms = rng.random(num_pairs)
+    block = 64
+    num_blocks = -(-num_queries // block)
+    z = np.concatenate([z, np.zeros((num_blocks * block - num_queries, z.shape[1]), z.dtype)])
+    for lo in range(0, len(distinct), chunk_size):
+        chunk = distinct[lo:lo + chunk_size]
+        weights = x[chunk] @ z.T  # [C, num_blocks * block] logits, then unnormalised probabilities
+        weights -= weights[:, :num_queries].max(axis=1, keepdims=True)
+        np.exp(weights, out=weights)
+        weights[:, num_queries:] = 0.0  # padding queries
+        weights = weights.reshape(len(chunk), num_blocks, block)
+        block_sums = weights.sum(axis=2, dtype=np.float64)  # [C, num_blocks]
+        block_cdf = np.cumsum(block_sums, axis=1)
+        totals = block_cdf[:, -1:]
+        pair_ids = order[starts[lo]:starts[lo] + counts[lo:lo + chunk_size].sum()]
+        local_row = np.repeat(np.arange(len(chunk)), counts[lo:lo + chunk_size])
+        u = uniforms[pair_ids]
+        shifted = block_cdf / totals + np.arange(len(chunk))[:, None]
+        b = np.searchsorted(shifted.ravel(), local_row + u, side="right") - local_row * num_blocks
+        b = np.clip(b, 0, num_blocks - 1)
+        residual = u * totals[local_row, 0] - (block_cdf[local_row, b] - block_sums[local_row, b])
+        inner_cdf = np.cumsum(weights[local_row, b], axis=1, dtype=np.float64)  # [P, block]
+        j = np.minimum((inner_cdf <= residual[:, None]).sum(axis=1), block - 1)
+        query_rows[pair_ids] = np.minimum(b * block + j, num_queries - 1)
+
+    timestamps = TIME_START + rng.integers(0, TIME_SPAN, size=num_pairs, dtype=np.int64)
+    item_ranks = np.empty(num_items, dtype=np.int64)
+    item_ranks[rank_to_item] = np.arange(num_items)
+    return Interactions(queries, query_rows, item_rows, timestamps, item_ranks)
+
+
+# --- the TFDS builder ----------------------------------------------------------------------
+
+@dataclasses.dataclass
+class SyntheticCatalogConfig(tfds.core.BuilderConfig):
+    """One catalog size. ``kind``: ``pairs`` (query -> item) or ``items`` (the corpus)."""
+
+    kind: str = _common.PAIRS
+    num_items: int = 10_000
+    num_queries: int = 2_000
+    num_pairs: int = 60_000
+    zipf_exponent: float = 1.0
+    seed: int = 0
+
+
+# name -> (num_items, num_queries, num_pairs). ``tiny`` is for tests and smoke runs.
+SIZES = {
+    "tiny": (500, 100, 3_000),
+    "10k": (10_000, 2_000, 60_000),
+    "100k": (100_000, 10_000, 1_000_000),
+    "1m": (1_000_000, 10_000, 2_000_000),
+}
+
+
+def _configs() -> list[SyntheticCatalogConfig]:
+    configs = []
+    for name, (num_items, num_queries, num_pairs) in SIZES.items():
+        for kind in (_common.PAIRS, _common.ITEMS):
+            configs.append(SyntheticCatalogConfig(
+                name=name if kind == _common.PAIRS else _common.items_config_name(name),
+                description=f"{num_items:,} items, {num_queries:,} queries, {num_pairs:,} pairs ({kind})",
+                kind=kind, num_items=num_items, num_queries=num_queries, num_pairs=num_pairs))
+    return configs
+
+
+def spec() -> features_lib.FeatureSpec:
+    return features_lib.load_spec(paths.SPECS_DIR / f"{SPEC_NAME}.yaml")
+
+
+def build_pairs(config: SyntheticCatalogConfig) -> tuple[dict, Interactions, _common.PairsTable]:
+    """Generates the corpus and the pairs of ``config`` and splits them (what the builder writes)."""
+    items = generate_items(config.num_items, config.seed)
+    interactions = generate_pairs(items, config.num_pairs, seed=config.seed, zipf_exponent=config.zipf_exponent,
+                                  num_queries=config.num_queries)
+    _, is_test, _ = _common.temporal_split(interactions.query_rows, interactions.timestamps, interactions.item_rows)
+    table = _common.PairsTable(interactions.query_rows, interactions.item_rows, interactions.timestamps,
+                               _common.make_splits(is_test, config.seed))
+    return items, interactions, table
+
+
+class SyntheticCatalog(_common.LocalBuilder, skip_registration=True):
+    """The synthetic catalog: ``<size>`` (query -> item pairs) and ``<size>-items`` (corpus)."""
+
+    VERSION = _common.VERSION
+    BUILDER_CONFIGS = _configs()
+    DEFAULT_CONFIG_NAME = "10k"
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        feature_spec = spec()
+        config = self.builder_config
+        features = (_common.pairs_features(feature_spec) if config.kind == _common.PAIRS
+                    else _common.items_features(feature_spec))
+        metadata = tfds.core.MetadataDict(
+            planted_groups=PLANTED_GROUPS, independent_features=INDEPENDENT_FEATURES,
+            zipf_exponent=config.zipf_exponent, seed=config.seed, num_items=config.num_items,
+            num_queries=config.num_queries, num_pairs=config.num_pairs, spec=SPEC_NAME, dropped={})
+        return tfds.core.DatasetInfo(builder=self, description=__doc__, features=features, metadata=metadata,
+                                     disable_shuffling=True)
+
+    def _split_generators(self, dl_manager: Any):
+        config = self.builder_config
+        if config.kind == _common.ITEMS:
+            items = _common.to_str_columns(generate_items(config.num_items, config.seed))
+            self.info.metadata["counts"] = {"items": config.num_items}
+            return {_common.ITEMS_SPLIT: self._generate_examples(_common.item_examples(items))}
+        items, interactions, table = build_pairs(config)
+        self.info.metadata["counts"] = dict(
+            table.split_counts(), items=config.num_items, queries=config.num_queries, pairs=config.num_pairs,
+            queries_with_pairs=int(len(np.unique(table.query_rows))),
+            items_with_pairs=int(len(np.unique(table.item_rows))),
+            head_share=_common.popularity_head_share(table.item_rows[table.splits["train"]], config.num_items))
+        query_columns = _common.to_str_columns(interactions.queries)
+        item_columns = _common.to_str_columns(items)
+        return _common.pair_split_generators(self, table, query_columns, item_columns)
+
+    def _generate_examples(self, examples):  # the generators are made in _split_generators
+        yield from examples

@@ -1,0 +1,758 @@
+"""Exact full-corpus retrieval metrics: Recall@K, MAP@K, and head / tail / popularity slices.
+
+Two layers:
+
+* a pure-numpy core (:func:`retrieval_metrics`, :func:`top_k`, :func:`popularity_order`,
+  :func:`head_mask`, :func:`popularity_buckets`) that scores every query against every item
+  of the corpus, in chunks of queries (one matmul + one partition per chunk);
+* the model side that embeds the corpus and the test queries with a trained two-tower model
+  and feeds the core: :func:`evaluate_arrays` (in-memory arrays), :func:`evaluate_model`
+  (a dataset handle from ``recsys_ssl.datasets.inputs``), :func:`run` / :func:`main`
+  (``recsys-ssl evaluate``: load ``<run_dir>/train/<name>``, write ``eval/<name>/metrics.json``).
+
+Definitions (``../shared/bench/PROTOCOL.md`` step 4, generalised):
+
+* Score: cosine similarity (rows L2-normalised in float64 first; with ``normalize=False``
+  the plain dot product of the given embeddings).
+* Exclusions: items in a query's ``exclude`` set get score ``-inf`` and are never
+  retrieved (user -> item: the user's training items; item -> item: the seed item itself).
+  When fewer than K items remain, the list R_q is shorter than K.
+* Ranking and ties: score descending, then item index ascending. Deterministic, and the same
+  rule the brute-force reference in ``tests/test_evaluate.py`` uses.
+* Queries: one per distinct query id of the test split, T_q = the *distinct* items of its
+  test interactions (user -> item); or one per test pair, T_q = {its item} (``per_pair``,
+  the default for item -> item, as in the paper's seed -> next-item evaluation).
+* Recall@K = mean over queries of |R_q ∩ T_q| / |T_q|.
+* MAP@K = mean over queries of AP@K, where
+  ``AP@K = (1 / min(|T_q|, K)) * sum_{i=1..K} P@i * rel_i`` (P@i = hits among the first i
+  retrieved, divided by i; rel_i = 1 when the i-th retrieved item is in T_q). The inner sum is
+  accumulated left to right (rank 1 first).
+* Means over queries use ``math.fsum`` (exactly rounded, independent of summation order).
+* Slice recall@K for an item slice S (head, tail, a popularity decile) is the micro average
+  ``sum_q |R_q ∩ T_q ∩ S| / sum_q |T_q ∩ S|`` over the test interactions whose item is in S.
+
+Head / tail: items ranked by training count descending, then item id ascending (numeric
+order when every id is an integer, else string order); the first ``floor(fraction * N)``
+items are the head (``fraction`` 0.1 in the paper, 0.2 in PROTOCOL.md); items never seen in
+training are tail. Training counts are computed from the dataset's ``train`` split (the
+source of truth, the same definition as the statistics job's ``item_frequencies.tsv``,
+which is cross-checked when present).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+import sys
+import time
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+DEFAULT_KS = (10, 50, 100)
+PAPER_HEAD_FRACTION = 0.1  # the paper: head = top 10% most frequent items
+PROTOCOL_HEAD_FRACTION = 0.2  # ../shared/bench/PROTOCOL.md: top 20% (336 of 1,682 items)
+NUM_POPULARITY_BUCKETS = 10  # deciles, for the recall-by-popularity plot
+TIE_RULE = "score desc, then item index asc"
+# Scores materialised per chunk (queries x items); ~32 MB of float64.
+_CHUNK_ELEMENTS = 4_000_000
+
+
+# -- popularity, head and tail ------------------------------------------------------------
+
+
+def _id_rank(item_ids: Sequence[Any]) -> np.ndarray:
+    """rank[i] = position of item i when the ids are sorted ascending (numeric if all integers)."""
+    ids = [x.decode() if isinstance(x, bytes) else str(x) for x in item_ids]
+    try:
+        keys = np.array([int(x) for x in ids], dtype=np.int64)
+    except (ValueError, OverflowError):
+        keys = np.array(ids, dtype=str)
+    order = np.argsort(keys, kind="stable")
+    rank = np.empty(len(ids), dtype=np.int64)
+    rank[order] = np.arange(len(ids))
+    return rank
+
+
+def popularity_order(counts: Sequence[int] | np.ndarray, item_ids: Sequence[Any] | None = None) -> np.ndarray:
+    """Item indices [N] from most to least popular: count desc, then item id asc.
+
+    counts: [N] training count of each corpus item (0 for items unseen in training).
+    item_ids: [N] the items' ids (str or bytes); None orders ties by index.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    tiebreak = np.arange(len(counts)) if item_ids is None else _id_rank(item_ids)
+    if item_ids is not None and len(item_ids) != len(counts):
+        raise ValueError(f"{len(item_ids)} item ids for {len(counts)} counts")
+    return np.lexsort((tiebreak, -counts))
+
+
+def head_item_count(num_items: int, fraction: float) -> int:
+    """floor(fraction * num_items): 0.2 of 1,682 items -> 336, as in PROTOCOL.md."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"head fraction must be in [0, 1], got {fraction}")
+    return int(math.floor(fraction * num_items + 1e-9))  # 1e-9: 0.29 * 100 is 28.999...
+
+
+def head_mask(counts: Sequence[int] | np.ndarray, fraction: float, item_ids: Sequence[Any] | None = None) -> np.ndarray:
+    """[N] bool: True for the head items (the first floor(fraction * N) by popularity)."""
+    order = popularity_order(counts, item_ids)
+    mask = np.zeros(len(order), dtype=bool)
+    mask[order[: head_item_count(len(order), fraction)]] = True
+    return mask
+
+
+def popularity_buckets(
+    counts: Sequence[int] | np.ndarray, item_ids: Sequence[Any] | None = None, num_buckets: int = NUM_POPULARITY_BUCKETS
+) -> np.ndarray:
+    """[N] int: each item's popularity bucket, 0 = most popular; bucket b holds the items at
+    positions [b*N/B, (b+1)*N/B) of :func:`popularity_order` (sizes differ by at most one)."""
+    order = popularity_order(counts, item_ids)
+    buckets = np.empty(len(order), dtype=np.int64)
+    buckets[order] = np.arange(len(order)) * num_buckets // max(len(order), 1)
+    return buckets
+
+
+def popularity_slices(
+    counts: Sequence[int] | np.ndarray,
+    item_ids: Sequence[Any] | None = None,
+    head_fraction: float = PROTOCOL_HEAD_FRACTION,
+    num_buckets: int = NUM_POPULARITY_BUCKETS,
+) -> dict[str, np.ndarray]:
+    """The standard slices: ``head`` / ``tail`` (``head_fraction``), both conventions'
+    ``head_10pct`` / ``tail_10pct`` (the paper) and ``head_20pct`` / ``tail_20pct``
+    (PROTOCOL.md), and ``popularity_00`` .. ``popularity_09`` (00 = most popular)."""
+    head = head_mask(counts, head_fraction, item_ids)
+    slices = {"head": head, "tail": ~head}
+    for fraction in (PAPER_HEAD_FRACTION, PROTOCOL_HEAD_FRACTION):
+        other = head_mask(counts, fraction, item_ids)
+        slices[f"head_{round(fraction * 100)}pct"], slices[f"tail_{round(fraction * 100)}pct"] = other, ~other
+    buckets = popularity_buckets(counts, item_ids, num_buckets)
+    for b in range(num_buckets):
+        slices[f"popularity_{b:02d}"] = buckets == b
+    return slices
+
+
+# -- top-k with a deterministic tie rule -----------------------------------------------------
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best items of each row, ordered by (score desc, item index asc).
+
+    scores: [Q, N] float; ``-inf`` marks an excluded item. Returns (indices [Q, k] int64,
+    valid [Q, k] bool); ``valid`` is False where a row ran out of non-excluded items.
+    Cost: one ``np.partition`` per row plus a sort of the (usually k) candidates.
+    """
+    num_queries, num_items = scores.shape
+    k = min(k, num_items)
+    if np.isnan(scores).any():
+        rows = np.unique(np.nonzero(np.isnan(scores))[0])
+        raise ValueError(f"NaN scores for query rows {rows[:10].tolist()} (embeddings with NaN?)")
+    indices = np.zeros((num_queries, k), np.int64)
+    valid = np.zeros((num_queries, k), bool)
+    if k == 0 or num_queries == 0:
+        return indices, valid
+    # The k-th largest score of each row: every item scoring at least that is a candidate.
+    kth = np.partition(scores, num_items - k, axis=1)[:, num_items - k]
+    candidates = scores >= kth[:, None]
+    exact = candidates.sum(axis=1) == k
+    if exact.any():
+        # No tie at the threshold (the usual case): exactly k candidates, listed by index
+        # ascending, so a stable sort on -score gives (score desc, index asc).
+        everywhere = bool(exact.all())  # then skip copying the [Q, N] matrices
+        exact_scores = scores if everywhere else scores[exact]
+        cols = np.nonzero(candidates if everywhere else candidates[exact])[1].reshape(-1, k)
+        values = np.take_along_axis(exact_scores, cols, axis=1)
+        order = np.argsort(-values, axis=1, kind="stable")
+        indices[exact] = np.take_along_axis(cols, order, axis=1)
+        valid[exact] = np.take_along_axis(values, order, axis=1) > -np.inf
+    if not exact.all():
+        indices[~exact], valid[~exact] = _top_k_with_ties(scores[~exact], candidates[~exact], k)
+    return indices, valid
+
+
+def _top_k_with_ties(scores: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with more than k candidates (ties at the k-th score): order all, keep k."""
+    num_queries = len(scores)
+    rows, cols = np.nonzero(candidates)
+    values = scores[rows, cols]
+    order = np.lexsort((cols, -values, rows))
+    rows, cols, values = rows[order], cols[order], values[order]
+    starts = np.searchsorted(rows, np.arange(num_queries))
+    position = np.arange(len(rows)) - starts[rows]
+    keep = position < k
+    indices = np.zeros((num_queries, k), np.int64)
+    valid = np.zeros((num_queries, k), bool)
+    indices[rows[keep], position[keep]] = cols[keep]
+    valid[rows[keep], position[keep]] = values[keep] > -np.inf
+    return indices, valid
+
+
+# -- the metrics ---------------------------------------------------------------------------
+
+
+def _flatten_sets(sets: Sequence[Iterable[int]], num_items: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-query item lists -> (query index, item index) arrays of distinct pairs, sorted."""
+    arrays = [np.asarray(v if isinstance(v, np.ndarray) else list(v), dtype=np.int64).ravel() for v in sets]
+    if not arrays:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+    items = np.concatenate(arrays)
+    rows = np.repeat(np.arange(len(arrays), dtype=np.int64), lengths)
+    bad = (items < 0) | (items >= num_items)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{what}[{rows[first]}] has item index {items[first]}, outside the corpus of {num_items} items")
+    # One key per (query, item), sorted (by query, then item); repeats dropped. A plain sort
+    # plus a neighbour comparison: faster here than np.unique's hashing.
+    keys = np.sort(rows * num_items + items)
+    keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))] if len(keys) else keys
+    return keys // num_items, keys % num_items
+
+
+def _normalized(x: np.ndarray, what: str) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise ValueError(f"{what} row {int(np.nonzero(norms[:, 0] == 0)[0][0])} is all zeros: cosine is undefined")
+    return x / norms
+
+
+def retrieval_metrics(
+    query_embeddings: np.ndarray,
+    item_embeddings: np.ndarray,
+    test_items: Sequence[Iterable[int]],
+    exclude: Sequence[Iterable[int]] | None = None,
+    slices: Mapping[str, np.ndarray] | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
+    normalize: bool = True,
+    chunk_size: int | None = None,
+    return_per_query: bool = False,
+) -> dict[str, Any]:
+    """Exact full-corpus Recall@K and MAP@K (definitions in the module docstring).
+
+    query_embeddings: [Q, D]; item_embeddings: [N, D] (any float dtype; scored in float64).
+    test_items: Q sequences of item indices in [0, N) (duplicates count once; none empty).
+    exclude: Q sequences of item indices never retrieved for that query (or None).
+    slices: name -> [N] bool item mask; each gets a micro-averaged ``recall@K``.
+    ks: cut-offs; chunk_size: queries scored per matmul (default: ~4M scores per chunk).
+    Returns {"recall@K": float, "map@K": float, ..., "slices": {name: {"recall@K": float|None,
+    "test_interactions": int, "items": int}}, "counts": {...}} plus, with
+    ``return_per_query``, "per_query": {"hits@K": [Q] int, "ap@K": [Q] float}.
+    """
+    queries = np.asarray(query_embeddings, dtype=np.float64)
+    items = np.asarray(item_embeddings, dtype=np.float64)
+    if queries.ndim != 2 or items.ndim != 2 or queries.shape[1] != items.shape[1]:
+        raise ValueError(f"need [Q, D] queries and [N, D] items, got {queries.shape} and {items.shape}")
+    num_queries, num_items = len(queries), len(items)
+    if len(test_items) != num_queries:
+        raise ValueError(f"{len(test_items)} test sets for {num_queries} queries")
+    if exclude is not None and len(exclude) != num_queries:
+        raise ValueError(f"{len(exclude)} exclusion sets for {num_queries} queries")
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1:
+        raise ValueError(f"cut-offs must be positive integers, got {ks}")
+    if normalize:
+        queries, items = _normalized(queries, "query_embeddings"), _normalized(items, "item_embeddings")
+    slices = dict(slices or {})
+    for name, mask in slices.items():
+        if np.shape(mask) != (num_items,):
+            raise ValueError(f"slice {name!r} mask has shape {np.shape(mask)}, expected ({num_items},)")
+
+    test_rows, test_cols = _flatten_sets(test_items, num_items, "test_items")
+    test_sizes = np.bincount(test_rows, minlength=num_queries)
+    if num_queries and test_sizes.min() == 0:
+        raise ValueError(f"query {int(np.argmin(test_sizes))} has an empty test set")
+    if exclude is None:
+        excl_rows, excl_cols = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    else:
+        excl_rows, excl_cols = _flatten_sets(exclude, num_items, "exclude")
+
+    kmax = min(ks[-1], num_items)
+    # Column of the k-th rank for each cut-off (a cut-off beyond the corpus size is the corpus).
+    kcols = {k: min(k, num_items) - 1 for k in ks}
+    hits = {k: np.zeros(num_queries, np.int64) for k in ks}
+    ap_sums = {k: np.zeros(num_queries, np.float64) for k in ks}
+    hit_items, hit_ranks = [], []
+    excluded_targets = 0  # test items also excluded: never retrievable, so misses
+
+    chunk = chunk_size or max(1, _CHUNK_ELEMENTS // max(num_items, 1))
+    test_starts = np.searchsorted(test_rows, np.arange(0, num_queries + chunk, chunk).clip(max=num_queries))
+    excl_starts = np.searchsorted(excl_rows, np.arange(0, num_queries + chunk, chunk).clip(max=num_queries))
+    for c, start in enumerate(range(0, num_queries, chunk)):
+        stop = min(start + chunk, num_queries)
+        scores = queries[start:stop] @ items.T
+        e0, e1 = excl_starts[c], excl_starts[c + 1]
+        scores[excl_rows[e0:e1] - start, excl_cols[e0:e1]] = -np.inf
+        top, valid = top_k(scores, kmax)
+        relevant = np.zeros(scores.shape, bool)
+        t0, t1 = test_starts[c], test_starts[c + 1]
+        relevant[test_rows[t0:t1] - start, test_cols[t0:t1]] = True
+        excluded_targets += int(np.isneginf(scores[test_rows[t0:t1] - start, test_cols[t0:t1]]).sum())
+        rel = relevant[np.arange(stop - start)[:, None], top] & valid  # [q, kmax]
+        cum_hits = np.cumsum(rel, axis=1)
+        precision = cum_hits / np.arange(1, kmax + 1)
+        # cumsum accumulates left to right, so AP's sum is the same float as a rank-by-rank loop.
+        cum_ap = np.cumsum(np.where(rel, precision, 0.0), axis=1)
+        for k in ks:
+            hits[k][start:stop] = cum_hits[:, kcols[k]]
+            ap_sums[k][start:stop] = cum_ap[:, kcols[k]]
+        r, rank = np.nonzero(rel)
+        hit_items.append(top[r, rank])
+        hit_ranks.append(rank)
+
+    hit_items = np.concatenate(hit_items) if hit_items else np.zeros(0, np.int64)
+    hit_ranks = np.concatenate(hit_ranks) if hit_ranks else np.zeros(0, np.int64)
+    result: dict[str, Any] = {}
+    for k in ks:
+        recall = hits[k] / test_sizes
+        ap = ap_sums[k] / np.minimum(test_sizes, k)
+        result[f"recall@{k}"] = math.fsum(recall) / num_queries if num_queries else None
+        result[f"map@{k}"] = math.fsum(ap) / num_queries if num_queries else None
+        if return_per_query:
+            result.setdefault("per_query", {})[f"hits@{k}"] = hits[k]
+            result["per_query"][f"ap@{k}"] = ap
+    result["slices"] = {}
+    for name, mask in slices.items():
+        mask = np.asarray(mask, bool)
+        total = int(mask[test_cols].sum())
+        entry: dict[str, Any] = {}
+        for k in ks:
+            in_slice = int(mask[hit_items[hit_ranks <= kcols[k]]].sum())
+            entry[f"recall@{k}"] = in_slice / total if total else None
+        entry["test_interactions"] = total
+        entry["items"] = int(mask.sum())
+        result["slices"][name] = entry
+    result["counts"] = {
+        "queries": num_queries,
+        "items": num_items,
+        "test_interactions": int(len(test_rows)),
+        "excluded_pairs": int(len(excl_rows)),
+        # Test items that are also excluded can never be retrieved (they count as misses).
+        "test_items_also_excluded": int(excluded_targets),
+    }
+    result["definition"] = {
+        "ks": ks,
+        "score": "cosine" if normalize else "dot",
+        "ties": TIE_RULE,
+        "recall": "mean_q |R_q ∩ T_q| / |T_q|",
+        "map": "mean_q (1/min(|T_q|,K)) sum_i P@i rel_i",
+        "slice_recall": "sum_q |R_q ∩ T_q ∩ S| / sum_q |T_q ∩ S|",
+    }
+    return result
+
+
+# -- from interactions to queries (numpy; the model side below feeds it) ----------------------
+
+USER_ITEM, ITEM_ITEM = "user-item", "item-item"
+MODES = ("auto", USER_ITEM, ITEM_ITEM)
+
+
+def resolve_mode(mode: str, query_key: str, item_key: str) -> str:
+    """``auto``: item -> item when the query key names an item (``seed_<item_key>`` or the item key)."""
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r} is not one of {MODES}")
+    if mode != "auto":
+        return mode
+    return ITEM_ITEM if query_key in (item_key, f"seed_{item_key}") else USER_ITEM
+
+
+def _as_key(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def group_by_query(query_keys: Sequence[Any], item_keys: Sequence[Any], item_index: Mapping[bytes, int]) -> dict[str, Any]:
+    """Groups interactions by query.
+
+    query_keys, item_keys: [P] the pairs' query and item ids (bytes or str).
+    item_index: item id (bytes) -> corpus index.
+    Returns {"queries": [Q] distinct query ids (sorted), "first_pair": [Q] index of each
+    query's first pair, "items": Q arrays of corpus indices (unknown items dropped),
+    "unknown_items": number of pairs whose item is not in the corpus}.
+    """
+    query_keys = np.array([_as_key(k) for k in query_keys], dtype=object)
+    items = np.array([item_index.get(_as_key(k), -1) for k in item_keys], dtype=np.int64)
+    if len(query_keys) == 0:
+        return {"queries": query_keys, "first_pair": np.zeros(0, np.int64), "items": [], "unknown_items": 0}
+    queries, first, inverse = np.unique(query_keys, return_index=True, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.cumsum(np.bincount(inverse, minlength=len(queries)))[:-1]
+    groups = [g[g >= 0] for g in np.split(items[order], bounds)]
+    return {"queries": queries, "first_pair": first, "items": groups, "unknown_items": int((items < 0).sum())}
+
+
+def prepare_queries(
+    test_pairs: tuple[Sequence[Any], Sequence[Any]],
+    train_pairs: tuple[Sequence[Any], Sequence[Any]],
+    item_ids: Sequence[Any],
+    mode: str,
+    per_pair: bool = False,
+) -> dict[str, Any]:
+    """Test sets, exclusion sets and training counts for full-corpus evaluation.
+
+    test_pairs / train_pairs: (query ids [P], item ids [P]); item_ids: [N] the corpus ids.
+    mode: ``user-item`` excludes each query's training items; ``item-item`` excludes the
+    seed item itself (the query id is an item id).
+    per_pair: every test pair is its own query with one target (the paper's item -> item
+      protocol) instead of one query per distinct query id with all its test items.
+    Returns {"queries", "first_pair" (into test_pairs), "test_items", "exclude",
+    "train_counts" [N], "dropped": {...}}; queries left without a known test item are dropped
+    and counted, never silently.
+    """
+    item_keys = [_as_key(i) for i in item_ids]
+    item_index = {key: n for n, key in enumerate(item_keys)}
+    if len(item_index) != len(item_keys):
+        raise ValueError(f"the item corpus has {len(item_keys) - len(item_index)} duplicate item ids")
+    if per_pair:
+        pair_items = np.array([item_index.get(_as_key(k), -1) for k in test_pairs[1]], dtype=np.int64)
+        test = {
+            "queries": np.array([_as_key(k) for k in test_pairs[0]], dtype=object),
+            "first_pair": np.arange(len(pair_items)),
+            "items": [pair_items[p : p + 1][pair_items[p : p + 1] >= 0] for p in range(len(pair_items))],
+            "unknown_items": int((pair_items < 0).sum()),
+        }
+    else:
+        test = group_by_query(*test_pairs, item_index)
+    train = group_by_query(*train_pairs, item_index)
+    # Every training pair counts (repeats included): the stats job's item_frequencies definition.
+    train_items = np.concatenate(train["items"]) if train["items"] else np.zeros(0, np.int64)
+    train_counts = np.bincount(train_items, minlength=len(item_keys))
+    keep = np.array([len(items) > 0 for items in test["items"]], dtype=bool)
+    queries = test["queries"][keep]
+    test_items = [items for items, k in zip(test["items"], keep) if k]
+    if mode == USER_ITEM:
+        train_of = dict(zip(train["queries"].tolist(), train["items"]))
+        exclude = [train_of.get(q, np.zeros(0, np.int64)) for q in queries.tolist()]
+    elif mode == ITEM_ITEM:
+        exclude = [np.array([item_index[q]], np.int64) if q in item_index else np.zeros(0, np.int64) for q in queries.tolist()]
+    else:
+        raise ValueError(f"mode must be {USER_ITEM!r} or {ITEM_ITEM!r}, got {mode!r}")
+    return {
+        "queries": queries,
+        "first_pair": test["first_pair"][keep],
+        "test_items": test_items,
+        "exclude": exclude,
+        "train_counts": train_counts,
+        "dropped": {
+            "test_pairs_item_not_in_corpus": test["unknown_items"],
+            "train_pairs_item_not_in_corpus": train["unknown_items"],
+            "queries_without_known_test_item": int((~keep).sum()),
+        },
+    }
+
+
+# -- the model side -----------------------------------------------------------------------------
+
+
+def _concat_padded(parts: list[np.ndarray]) -> np.ndarray:
+    """Concatenates [B_i] or [B_i, L_i] string arrays, padding multi-valued ones with b""."""
+    if parts[0].ndim == 1:
+        return np.concatenate(parts)
+    width = max(p.shape[1] for p in parts)
+    return np.concatenate([np.pad(p, ((0, 0), (0, width - p.shape[1])), constant_values=b"") for p in parts])
+
+
+def _collect(batches, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Iterates a batched tf.data.Dataset once: feature -> numpy array over all rows."""
+    columns: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for batch in batches:
+        for name in names:
+            columns[name].append(batch[name].numpy())
+    return {name: _concat_padded(parts) if parts else np.zeros(0, dtype=object) for name, parts in columns.items()}
+
+
+def _read_columns_fast(dataset, split: str, names: Sequence[str]) -> dict[str, np.ndarray] | None:
+    """String feature columns of a split straight from the TFDS record files, or None.
+
+    TFDS stores each example as a tf.train.Example keyed by feature name (a ``Text`` feature:
+    one bytes value), so whole batches of records parse in one vectorised
+    ``tf.io.parse_example``: ~15x faster than the handle's per-example decoding (MovieLens-100K's
+    80k training pairs: 0.5 s instead of 9 s); a multi-valued feature (``Sequence(Text)``, a
+    bytes list) comes back [P, max_len] padded with b"", as ``inputs.batch`` gives it. Anything
+    unexpected (a feature of another type, a builder without record files, a count that
+    differs from the split's) returns None and the caller reads through the dataset handle.
+    """
+    from recsys_ssl.tf_setup import tf
+
+    try:
+        builder = dataset.pairs_builder
+        features = builder.info.features
+        if any(features[name].shape not in ((), (None,)) or features[name].tf_dtype != tf.string for name in names):
+            return None
+        # Multi-valued features: the spec's max_len, truncated and padded with "" as inputs.batch does.
+        widths = {name: dataset.spec.feature(name).max_len for name in names if features[name].shape == (None,)}
+        info = builder.info.splits[split]
+        files = [str(pathlib.Path(builder.data_dir) / f) for f in info.filenames]
+        parse = {name: tf.io.VarLenFeature(tf.string) if name in widths else tf.io.FixedLenFeature([], tf.string)
+                 for name in names}
+
+        def parse_batch(records):
+            parsed = tf.io.parse_example(records, parse)
+            for name, width in widths.items():
+                dense = tf.sparse.to_dense(parsed[name], default_value="")[:, :width]
+                parsed[name] = tf.pad(dense, [[0, 0], [0, width - tf.shape(dense)[1]]])
+            return parsed
+
+        records = tf.data.TFRecordDataset(files).batch(65536).map(parse_batch)
+        columns: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        for batch in records.as_numpy_iterator():
+            for name in names:
+                columns[name].append(batch[name])
+        out = {name: np.concatenate(parts).astype(object) if parts else np.zeros(0, object) for name, parts in columns.items()}
+    except (AttributeError, KeyError, TypeError, ValueError, tf.errors.OpError) as error:
+        print(f"note: reading {split} through the dataset handle ({type(error).__name__}: {error})", file=sys.stderr)
+        return None
+    if any(len(column) != int(info.num_examples) for column in out.values()):
+        return None
+    return out
+
+
+def _read_columns(dataset, split: str, names: Sequence[str], batch_size: int = 8192) -> dict[str, np.ndarray]:
+    """feature -> numpy array over a whole split: the fast record reader, else the handle."""
+    from recsys_ssl.datasets import inputs
+
+    fast = _read_columns_fast(dataset, split, names)
+    if fast is not None:
+        return fast
+    return _collect(inputs.batch(dataset.pairs(split), dataset.spec, batch_size, features=names), names)
+
+
+def _embed(tower, features: Mapping[str, np.ndarray], rows: np.ndarray, batch_size: int, desc: str) -> np.ndarray:
+    """tower(...) over the selected rows, batch by batch: [len(rows), D] float32."""
+    from tqdm import tqdm
+
+    from recsys_ssl.tf_setup import tf
+
+    out = []
+    for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch", leave=False, disable=len(rows) <= batch_size):
+        take = rows[start : start + batch_size]
+        out.append(tower({name: tf.constant(values[take]) for name, values in features.items()}).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def _stats_agreement(stats_dir: str | pathlib.Path | None, item_ids: Sequence[bytes], counts: np.ndarray) -> str:
+    """Cross-checks the train counts against the statistics job's item_frequencies.tsv."""
+    from recsys_ssl import artifacts
+
+    if stats_dir is None or not artifacts.exists(artifacts.join(stats_dir, artifacts.ITEM_FREQUENCIES)):
+        return "no stats artifact"
+    frequencies = artifacts.read_item_frequencies(stats_dir)
+    mismatched = [i.decode() for i, c in zip(item_ids, counts) if frequencies.get(i.decode()) != int(c)]
+    if mismatched:
+        print(
+            f"warning: {len(mismatched)} items' training counts differ from {stats_dir}/item_frequencies.tsv "
+            f"(e.g. {mismatched[:3]}); the evaluation uses the counts of the dataset's train split",
+            file=sys.stderr,
+        )
+        return f"differs for {len(mismatched)} items"
+    return "agrees"
+
+
+def evaluate_model(
+    trained,
+    dataset,
+    split: str = "test",
+    *,
+    ks: Sequence[int] = DEFAULT_KS,
+    head_fraction: float = PROTOCOL_HEAD_FRACTION,
+    mode: str = "auto",
+    batch_size: int = 1024,
+    stats_dir: str | pathlib.Path | None = None,
+    num_buckets: int = NUM_POPULARITY_BUCKETS,
+    per_pair: bool | None = None,
+) -> dict[str, Any]:
+    """Embeds the whole corpus and every test query with a trained model, then scores exactly.
+
+    trained: ``train.load_trained(...)`` (``.model.query_tower`` / ``.model.item_tower``).
+    dataset: ``inputs.load_dataset(...)`` handle (``.spec``, ``.items()``, ``.pairs(split)``).
+    Reads the corpus, the ``train`` split (popularity, exclusions) and ``split`` once each,
+    then calls :func:`evaluate_arrays`.
+    """
+    from recsys_ssl.datasets import inputs
+
+    spec = dataset.spec
+    started = time.perf_counter()
+    corpus = _collect(inputs.batch(dataset.items(), spec, batch_size, features=spec.item_feature_names), spec.item_feature_names)
+    train = _read_columns(dataset, "train", [spec.query_key, spec.item_key])
+    test = _read_columns(dataset, split, list(dict.fromkeys(spec.query_feature_names + [spec.item_key])))
+    result = evaluate_arrays(
+        trained, spec, corpus, (train[spec.query_key], train[spec.item_key]), test, ks=ks, head_fraction=head_fraction,
+        mode=mode, batch_size=batch_size, stats_dir=stats_dir, num_buckets=num_buckets, per_pair=per_pair,
+    )
+    result.update(dataset=getattr(dataset, "name", None), split=split, seconds=round(time.perf_counter() - started, 3))
+    return result
+
+
+def evaluate_arrays(
+    trained,
+    spec,
+    corpus: Mapping[str, np.ndarray],
+    train_pairs: tuple[Sequence[Any], Sequence[Any]],
+    test_pairs: Mapping[str, np.ndarray],
+    *,
+    ks: Sequence[int] = DEFAULT_KS,
+    head_fraction: float = PROTOCOL_HEAD_FRACTION,
+    mode: str = "auto",
+    batch_size: int = 1024,
+    stats_dir: str | pathlib.Path | None = None,
+    num_buckets: int = NUM_POPULARITY_BUCKETS,
+    per_pair: bool | None = None,
+) -> dict[str, Any]:
+    """The model side on in-memory arrays (the layout ``inputs.batch`` gives, concatenated).
+
+    corpus: item feature -> [N] bytes or [N, L] bytes padded with b"" (each item once).
+    train_pairs: (query ids [P], item ids [P]) of the ``train`` split: popularity (head /
+      tail / deciles) and user -> item exclusions; also for a model trained on
+      ``train_10pct`` (same test set, same slices).
+    test_pairs: every query feature and the item key -> [T] / [T, L] arrays.
+    Queries are the distinct values of ``spec.query_key`` among the test pairs; a query's
+    features are those of its first pair. ``per_pair`` (None: True for item -> item, the
+    paper's protocol) makes every test pair its own query instead. Returns :func:`retrieval_metrics`' dict plus
+    "mode", "head_fraction", "head_items", "dropped", "popularity_source",
+    "stats_item_frequencies", "seconds".
+    """
+    query_key, item_key = spec.query_key, spec.item_key
+    mode = resolve_mode(mode, query_key, item_key)
+    started = time.perf_counter()
+    item_ids = list(corpus[item_key])
+    item_features = {f: np.asarray(corpus[f]) for f in spec.item_feature_names}
+    item_embeddings = _embed(trained.model.item_tower, item_features, np.arange(len(item_ids)), batch_size, "embed items")
+    per_pair = mode == ITEM_ITEM if per_pair is None else per_pair
+    prepared = prepare_queries((test_pairs[query_key], test_pairs[item_key]), train_pairs, item_ids, mode, per_pair)
+    query_features = {f: np.asarray(test_pairs[f]) for f in spec.query_feature_names}
+    query_embeddings = _embed(trained.model.query_tower, query_features, prepared["first_pair"], batch_size, "embed queries")
+    slices = popularity_slices(prepared["train_counts"], item_ids, head_fraction, num_buckets)
+    result = retrieval_metrics(query_embeddings, item_embeddings, prepared["test_items"], prepared["exclude"], slices, ks=ks)
+    for name, count in prepared["dropped"].items():
+        if count:
+            print(f"warning: {count} {name.replace('_', ' ')} (not evaluated)", file=sys.stderr)
+    result.update(
+        mode=mode,
+        per_pair=per_pair,
+        head_fraction=head_fraction,
+        head_items=int(slices["head"].sum()),
+        dropped=prepared["dropped"],
+        popularity_source="train split",
+        stats_item_frequencies=_stats_agreement(stats_dir, [_as_key(i) for i in item_ids], prepared["train_counts"]),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    return result
+
+
+# -- reporting and the CLI ------------------------------------------------------------------
+
+
+def format_table(metrics: Mapping[str, Any]) -> str:
+    """A plain-text table: rows overall / head / tail, columns Recall@K (and MAP@K overall)."""
+    ks = metrics["definition"]["ks"]
+    columns = [f"recall@{k}" for k in ks] + [f"map@{k}" for k in ks]
+    rows = [("overall", metrics, metrics["counts"]["test_interactions"])]
+    for name in ("head", "tail"):
+        if name in metrics.get("slices", {}):
+            rows.append((name, metrics["slices"][name], metrics["slices"][name]["test_interactions"]))
+    header = f"{'slice':<8} {'pairs':>8} " + " ".join(f"{c:>10}" for c in columns)
+    lines = [header]
+    for name, values, pairs in rows:
+        cells = [f"{values[c]:>10.4f}" if values.get(c) is not None else f"{'-':>10}" for c in columns]
+        lines.append(f"{name:<8} {pairs:>8} " + " ".join(cells))
+    return "\n".join(lines)
+
+
+def to_json(metrics: Mapping[str, Any]) -> str:
+    def default(value):
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+        if isinstance(value, np.generic):
+            return value.item()
+        return str(value)
+
+    return json.dumps(metrics, indent=1, default=default) + "\n"
+
+
+def write_metrics(run_dir: str | pathlib.Path, name: str, metrics: Mapping[str, Any]) -> pathlib.Path:
+    """Writes <run_dir>/eval/<name>/metrics.json atomically (a resumable grid trusts its presence)."""
+    from recsys_ssl import artifacts
+    from recsys_ssl.paths import RunLayout
+
+    path = RunLayout(run_dir).eval(name) / "metrics.json"
+    artifacts.write_text(path, to_json(metrics))
+    return path
+
+
+def run(
+    run_dir: str | pathlib.Path,
+    name: str,
+    *,
+    split: str = "test",
+    ks: Sequence[int] = DEFAULT_KS,
+    head_fraction: float = PROTOCOL_HEAD_FRACTION,
+    mode: str = "auto",
+    dataset_name: str | None = None,
+    raw_data_dir: str | None = None,
+    batch_size: int = 1024,
+    per_pair: bool | None = None,
+) -> dict[str, Any]:
+    """Loads <run_dir>/train/<name>, evaluates it on its dataset, writes eval/<name>/metrics.json."""
+    from recsys_ssl import train
+    from recsys_ssl.datasets import inputs
+    from recsys_ssl.paths import RunLayout, tfds_dir
+
+    trained = train.load_trained(run_dir, name)
+    dataset_name = dataset_name or trained.config.dataset
+    dataset = inputs.load_dataset(dataset_name, data_dir=str(tfds_dir(run_dir)), raw_data_dir=raw_data_dir)
+    metrics = evaluate_model(
+        trained, dataset, split, ks=ks, head_fraction=head_fraction, mode=mode, batch_size=batch_size,
+        stats_dir=RunLayout(run_dir).stats, per_pair=per_pair,
+    )
+    metrics["name"] = name
+    metrics["config"] = trained.config.to_dict()
+    write_metrics(run_dir, name, metrics)
+    return metrics
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="recsys-ssl evaluate",
+        description="Exact full-corpus Recall@K / MAP@K of a trained model, with head/tail slices; "
+        "writes <run-dir>/eval/<name>/metrics.json.",
+    )
+    parser.add_argument("--run-dir", default="runs/demo", help="the pipeline run's folder (default: runs/demo)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--name", help="the trained experiment's name (<run-dir>/train/<name>)")
+    group.add_argument("--config", help="an experiment config; its name is the experiment's name")
+    parser.add_argument("--split", default="test", help="the split to evaluate (default: test)")
+    parser.add_argument("--ks", type=int, nargs="+", default=list(DEFAULT_KS), help="cut-offs K (default: 10 50 100)")
+    parser.add_argument(
+        "--head-fraction", type=float, default=PROTOCOL_HEAD_FRACTION,
+        help="head = this fraction of the most frequent training items (0.2: PROTOCOL.md, 0.1: the paper)",
+    )
+    parser.add_argument("--mode", choices=MODES, default="auto",
+                        help="user-item excludes the user's train items; item-item the seed item (auto: from the spec)")
+    parser.add_argument("--per-pair", action=argparse.BooleanOptionalAction, default=None,
+                        help="every test pair is its own query (default: yes for item-item, no for user-item)")
+    parser.add_argument("--dataset", help="evaluate on this dataset instead of the one the model was trained on")
+    parser.add_argument("--data-dir", help="raw data root (for MovieLens / CSV datasets not yet prepared)")
+    parser.add_argument("--batch-size", type=int, default=1024, help="embedding batch size")
+    args = parser.parse_args(argv)
+    if args.name:
+        name = args.name
+    elif args.config:
+        from recsys_ssl import config as cfg
+
+        name = cfg.load_config(args.config).name
+    else:
+        parser.error("pass --name or --config")
+    metrics = run(
+        args.run_dir, name, split=args.split, ks=args.ks, head_fraction=args.head_fraction, mode=args.mode,
+        dataset_name=args.dataset, raw_data_dir=args.data_dir, batch_size=args.batch_size, per_pair=args.per_pair,
+    )
+    print(f"{name} on {metrics['dataset']} ({metrics['split']}, {metrics['mode']}, "
+          f"{metrics['counts']['queries']} queries x {metrics['counts']['items']} items, "
+          f"head = top {metrics['head_fraction']:.0%} = {metrics['head_items']} items) in {metrics['seconds']:.2f} s")
+    print(format_table(metrics))
+    print(f"wrote {pathlib.Path(args.run_dir) / 'eval' / name / 'metrics.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
