@@ -1,0 +1,258 @@
+"""Experiment configs: one YAML file per method under ``data/configs/`` -> ``ExperimentConfig``.
+
+A config holds every knob of one training run (model shape, main task, SSL task, FD, the
+optimizer and the schedule); the CLI may override a few (``--steps``, ``--seed`` ...).
+Unknown or ill-typed fields fail with the file and the field, e.g.
+``data/configs/x.yaml: ssl.alpha: must be a number, got 'high'``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import types
+import typing
+from typing import Any
+
+import yaml
+
+METHODS = ("baseline", "fd", "so", "ssl")
+AUGMENTATIONS = ("rfm", "rfm_no_complement", "cfm", "cfm_no_dropout", "dropout_only")
+MASKED_EMBEDDINGS = ("learned", "zeros")
+OPTIMIZERS = ("adagrad", "adam", "sgd")
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "parameter_server")
+DATA_FRACTIONS = ("full", "10pct")
+
+
+class ConfigError(ValueError):
+    """An experiment config that does not validate; the message names the file and the field."""
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Tower shapes. ``*_hidden``: MLP widths; the last one is the output embedding size."""
+
+    query_hidden: list[int] = dataclasses.field(default_factory=lambda: [128, 64])
+    item_hidden: list[int] = dataclasses.field(default_factory=lambda: [128, 64])
+    masked_embedding: str = "learned"  # "learned": one trainable vector per feature; "zeros"
+
+
+@dataclasses.dataclass
+class MainTaskConfig:
+    """The supervised retrieval task (in-batch softmax)."""
+
+    temperature: float = 0.07
+    logq_correction: bool = True
+    remove_accidental_hits: bool = True
+
+
+@dataclasses.dataclass
+class SSLConfig:
+    """The self-supervised task on uniformly sampled items (methods ``ssl`` and ``so``).
+
+    batch_size: SSL items per step (None: the main batch size).
+    dropout_rate: d_r, per-value dropout of multi-valued features, independently per view.
+    cfm_group_size: |F_m| (None: the MI job's ``group_size``, i.e. round(k/2)).
+    """
+
+    alpha: float = 1.0
+    temperature: float = 0.07
+    batch_size: int | None = None
+    dropout_rate: float = 0.3
+    cfm_group_size: int | None = None
+
+
+@dataclasses.dataclass
+class FDConfig:
+    """Feature dropout on the item tower in the main task (method ``fd``).
+
+    mask_rate: probability that an item feature of an example is replaced by its masked
+    embedding; dropout_rate: per-value dropout of multi-valued features.
+    """
+
+    mask_rate: float = 0.3
+    dropout_rate: float = 0.3
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimizer and schedule. ``steps``: total steps (None: ``epochs`` passes over the pairs)."""
+
+    batch_size: int = 512
+    learning_rate: float = 0.05
+    optimizer: str = "adagrad"
+    epochs: int = 3
+    steps: int | None = None
+    steps_per_epoch: int | None = None  # None: one pass over the training pairs
+    backup_every_steps: int = 100  # BackupAndRestore save_freq
+    data_fraction: str = "full"
+    strategy: str = "auto"
+    cross_replica_negatives: bool = False
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    name: str
+    method: str = "baseline"
+    augmentation: str | None = None  # ssl only
+    dataset: str = "synthetic_catalog/10k"
+    seed: int = 0
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    main: MainTaskConfig = dataclasses.field(default_factory=MainTaskConfig)
+    ssl: SSLConfig = dataclasses.field(default_factory=SSLConfig)
+    fd: FDConfig = dataclasses.field(default_factory=FDConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    source: str = "<memory>"
+
+    @property
+    def uses_ssl_batch(self) -> bool:
+        """Whether training draws a uniform SSL item batch each step (SSL and SO)."""
+        return self.method in ("ssl", "so")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out.pop("source")
+        return out
+
+
+# -- parsing ------------------------------------------------------------------------------
+
+def _fail(source: str, field: str, message: str) -> ConfigError:
+    return ConfigError(f"{source}: {field}: {message}")
+
+
+def _coerce(value: Any, annotation: Any, source: str, field: str) -> Any:
+    """Checks ``value`` against a dataclass field's annotation (a small, strict subset)."""
+    hint = annotation
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list:
+        if not isinstance(value, list) or not value:
+            raise _fail(source, field, f"must be a non-empty list, got {value!r}")
+        return [_coerce(v, args[0], source, f"{field}[{i}]") for i, v in enumerate(value)]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _fail(source, field, f"must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(source, field, f"must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _fail(source, field, f"must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise _fail(source, field, f"must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {hint!r}")  # a bug here, not in the file
+
+
+def _parse_section(cls, raw: Any, source: str, prefix: str):
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise _fail(source, prefix, f"must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(raw) - fields
+    if unknown:
+        raise _fail(source, f"{prefix}.{sorted(unknown)[0]}", f"unknown field; known: {sorted(fields)}")
+    return cls(**{k: _coerce(v, hints[k], source, f"{prefix}.{k}") for k, v in raw.items()})
+
+
+_SECTIONS = {"model": ModelConfig, "main": MainTaskConfig, "ssl": SSLConfig, "fd": FDConfig, "train": TrainConfig}
+_TOP = {"name", "method", "augmentation", "dataset", "seed"}
+
+
+def config_from_dict(raw: Any, source: str = "<memory>") -> ExperimentConfig:
+    """Validates a parsed config; every error names ``source`` and the offending field."""
+    if not isinstance(raw, dict):
+        raise _fail(source, "<top>", f"a config is a mapping, got {type(raw).__name__}")
+    unknown = set(raw) - _TOP - set(_SECTIONS)
+    if unknown:
+        raise _fail(source, sorted(unknown)[0], f"unknown field; known: {sorted(_TOP | set(_SECTIONS))}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name or "/" in name:
+        raise _fail(source, "name", f"must be a non-empty string without '/', got {name!r}")
+    method = raw.get("method", "baseline")
+    if method not in METHODS:
+        raise _fail(source, "method", f"{method!r} is not one of {METHODS}")
+    augmentation = raw.get("augmentation")
+    if method == "ssl" and augmentation not in AUGMENTATIONS:
+        raise _fail(source, "augmentation", f"method ssl needs one of {AUGMENTATIONS}, got {augmentation!r}")
+    if method != "ssl" and augmentation is not None:
+        raise _fail(source, "augmentation", f"only method ssl takes an augmentation (method is {method!r})")
+    config = ExperimentConfig(
+        name=name,
+        method=method,
+        augmentation=augmentation,
+        dataset=_coerce(raw.get("dataset", "synthetic_catalog/10k"), str, source, "dataset"),
+        seed=_coerce(raw.get("seed", 0), int, source, "seed"),
+        source=source,
+        **{key: _parse_section(cls, raw.get(key), source, key) for key, cls in _SECTIONS.items()},
+    )
+    validate(config)
+    return config
+
+
+def validate(config: ExperimentConfig) -> None:
+    """Range checks shared by files and CLI overrides."""
+    s = config.source
+    if config.model.masked_embedding not in MASKED_EMBEDDINGS:
+        raise _fail(s, "model.masked_embedding", f"{config.model.masked_embedding!r} is not one of {MASKED_EMBEDDINGS}")
+    if config.model.query_hidden[-1] != config.model.item_hidden[-1]:
+        raise _fail(s, "model.item_hidden", "the last width of both towers (the embedding size) must match: "
+                    f"{config.model.query_hidden[-1]} != {config.model.item_hidden[-1]}")
+    for field, value in (("main.temperature", config.main.temperature), ("ssl.temperature", config.ssl.temperature),
+                         ("train.learning_rate", config.train.learning_rate)):
+        if value <= 0:
+            raise _fail(s, field, f"must be positive, got {value}")
+    for field, value in (("ssl.dropout_rate", config.ssl.dropout_rate), ("fd.mask_rate", config.fd.mask_rate),
+                         ("fd.dropout_rate", config.fd.dropout_rate)):
+        if not 0.0 <= value < 1.0:
+            raise _fail(s, field, f"must be in [0, 1), got {value}")
+    if config.ssl.alpha < 0:
+        raise _fail(s, "ssl.alpha", f"must be non-negative, got {config.ssl.alpha}")
+    for field, value in (("train.batch_size", config.train.batch_size), ("train.epochs", config.train.epochs),
+                         ("train.backup_every_steps", config.train.backup_every_steps),
+                         ("train.steps", config.train.steps), ("train.steps_per_epoch", config.train.steps_per_epoch),
+                         ("ssl.batch_size", config.ssl.batch_size), ("ssl.cfm_group_size", config.ssl.cfm_group_size)):
+        if value is not None and value < 1:
+            raise _fail(s, field, f"must be a positive integer, got {value}")
+    if config.train.optimizer not in OPTIMIZERS:
+        raise _fail(s, "train.optimizer", f"{config.train.optimizer!r} is not one of {OPTIMIZERS}")
+    if config.train.strategy not in STRATEGIES:
+        raise _fail(s, "train.strategy", f"{config.train.strategy!r} is not one of {STRATEGIES}")
+    if config.train.data_fraction not in DATA_FRACTIONS:
+        raise _fail(s, "train.data_fraction", f"{config.train.data_fraction!r} is not one of {DATA_FRACTIONS}")
+
+
+def load_config(path: str | pathlib.Path) -> ExperimentConfig:
+    """Loads and validates a YAML config; a bare name (``ssl_cfm``) means ``data/configs/<name>.yaml``."""
+    path = pathlib.Path(path)
+    if not path.exists() and not path.suffix:
+        from recsys_ssl.paths import CONFIGS_DIR
+
+        path = CONFIGS_DIR / f"{path.name}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"experiment config {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    return config_from_dict(raw, source=str(path))
+
+
+def replace(config: ExperimentConfig, **sections: dict[str, Any]) -> ExperimentConfig:
+    """A copy with some fields changed: ``replace(c, train={"steps": 10}, top={"seed": 1})``."""
+    top = sections.pop("top", {})
+    changed = {key: dataclasses.replace(getattr(config, key), **values) for key, values in sections.items()}
+    out = dataclasses.replace(config, **top, **changed)
+    validate(out)
+    return out

@@ -1,0 +1,69 @@
+"""SSL item batches drawn uniformly from the item corpus (not from the training pairs).
+
+The paper (section 2 of PAPER.md) samples the SSL batch from the corpus because the
+training pairs' item marginal is power-law: the SSL task should see tail items as often as
+head items. Each batch is drawn without replacement: the corpus is reshuffled every pass
+and cut into full batches (the last partial batch of a pass is dropped, so no batch holds an
+item twice, and every item is equally likely to be dropped, which keeps the marginal uniform).
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from recsys_ssl import features as fs
+from recsys_ssl.tf_setup import tf
+
+
+def _as_bytes(value) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode("utf-8")
+
+
+def pad_item_arrays(item_arrays: Mapping[str, np.ndarray], spec: fs.FeatureSpec) -> dict[str, np.ndarray]:
+    """The corpus as dense arrays: single-valued [N] bytes, multi-valued [N, max_len] padded with b"".
+
+    item_arrays: feature -> object array (bytes, or a list of bytes for multi-valued), as
+    ``inputs.item_arrays()`` gives. Values beyond ``max_len`` are truncated (like batching).
+    """
+    missing = [f.name for f in spec.item_features if f.name not in item_arrays]
+    if missing:
+        raise KeyError(f"item corpus lacks item features {missing} of spec {spec.source}")
+    sizes = {len(item_arrays[f.name]) for f in spec.item_features}
+    if len(sizes) != 1:
+        raise ValueError(f"item corpus features have different lengths: {sizes}")
+    out: dict[str, np.ndarray] = {}
+    for feature in spec.item_features:
+        column = item_arrays[feature.name]
+        if not feature.multi_valued:
+            out[feature.name] = np.asarray([_as_bytes(v) for v in column], dtype=object)
+            continue
+        dense = np.full((len(column), feature.max_len), b"", dtype=object)
+        for row, values in enumerate(column):
+            values = list(values)[: feature.max_len]
+            dense[row, : len(values)] = [_as_bytes(v) for v in values]
+        out[feature.name] = dense
+    return out
+
+
+def uniform_item_batches(item_arrays: Mapping[str, np.ndarray], spec: fs.FeatureSpec, batch_size: int,
+                         seed: int | None = None, padded: bool = False) -> tf.data.Dataset:
+    """An endless tf.data.Dataset of item batches, uniform over the corpus, no repeats in a batch.
+
+    Yields dicts of [B] tf.string (single-valued) and [B, max_len] tf.string (multi-valued).
+    ``padded=True`` means ``item_arrays`` already went through ``pad_item_arrays``.
+    """
+    dense = dict(item_arrays) if padded else pad_item_arrays(item_arrays, spec)
+    num_items = len(dense[spec.item_key])
+    if batch_size > num_items:
+        raise ValueError(f"SSL batch size {batch_size} exceeds the {num_items} items of the corpus")
+    corpus = {name: tf.constant(array.tolist(), tf.string) for name, array in dense.items()}
+    # Shuffle and batch row indices, then gather whole batches: per-batch vectorised work
+    # instead of per-item string dicts flowing through the shuffle buffer.
+    return (
+        tf.data.Dataset.range(num_items)
+        .shuffle(num_items, seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size, drop_remainder=True)
+        .repeat()
+        .map(lambda rows: {name: tf.gather(column, rows) for name, column in corpus.items()})
+    )

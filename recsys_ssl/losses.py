@@ -1,0 +1,65 @@
+"""Losses as pure functions returning ``(loss, logits, labels)`` (the simclr objective style).
+
+``contrastive_loss`` is PAPER.md's L_self (and, on un-augmented items, the SO baseline);
+``gather_across_replicas`` lets either task use the negatives of every replica (the global
+batch) instead of only the local one.
+"""
+from __future__ import annotations
+
+from recsys_ssl.tf_setup import tf
+
+
+def num_replicas() -> int:
+    """Replicas in sync under the current strategy (1 without one)."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def gather_across_replicas(values: tf.Tensor) -> tf.Tensor:
+    """[local_B, ...] -> [global_B, ...]: every replica's rows, THIS replica's rows first.
+
+    Putting the local rows first keeps the positives on the diagonal of [local_B, global_B]
+    logits (what ``tfrs.tasks.Retrieval`` assumes: ``labels = eye(num_queries, num_candidates)``).
+    Gradients flow back to the replica that produced each row. Outside a multi-replica
+    replica context this returns ``values`` unchanged. Replicas must have equal local batches
+    (the input pipeline drops remainders).
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return values
+    gathered = context.all_gather(values, axis=0)
+    local = tf.shape(values)[0]
+    replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
+    return tf.roll(gathered, shift=-replica * local, axis=0)
+
+
+def contrastive_loss(z: tf.Tensor, z_prime: tf.Tensor, temperature: float,
+                     cross_replica: bool = False) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """In-batch softmax between two views of the same items.
+
+    ``L = -1/N sum_i log( exp(<z_i, z'_i>/tau) / sum_j exp(<z_i, z'_j>/tau) )`` with the
+    positives the two views of one item and the negatives the other items' second view.
+
+    Args:
+      z, z_prime: [B, D] L2-normalised embeddings of view 1 and view 2.
+      temperature: tau.
+      cross_replica: take the negatives z'_j from every replica (global batch).
+    Returns:
+      loss: scalar, the mean over this replica's B rows.
+      logits: [B, B_global] (B_global = B without cross_replica), positives on the diagonal.
+      labels: [B, B_global] one-hot.
+    """
+    candidates = gather_across_replicas(z_prime) if cross_replica else z_prime
+    logits = tf.matmul(z, candidates, transpose_b=True) / temperature
+    labels = tf.one_hot(tf.range(tf.shape(z)[0]), tf.shape(candidates)[0], dtype=logits.dtype)
+    loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+    return loss, logits, labels
+
+
+def logq_correct(logits: tf.Tensor, candidate_probability: tf.Tensor) -> tf.Tensor:
+    """Sampling-bias correction (Yi et al. 2019): ``logits - log p_j`` per candidate column j.
+
+    A frequent item is a negative in many batches; lowering its logit by log p_j makes the
+    in-batch softmax estimate the full softmax. Same formula (and clipping) as TFRS's
+    ``Retrieval(candidate_sampling_probability=...)``, which the model uses.
+    """
+    return logits - tf.math.log(tf.clip_by_value(candidate_probability, 1e-6, 1.0))[tf.newaxis, :]

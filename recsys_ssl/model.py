@@ -1,0 +1,189 @@
+"""The two-tower retrieval model with the paper's SSL task and its baselines (FD, SO).
+
+Training inputs, one element per step::
+
+    {"pairs": {feature: [B] / [B, L] tf.string ...},        # query + item features of B pairs
+     "ssl_items": {item feature: [B_ssl] / [B_ssl, L] ...}}  # methods ssl and so only: items
+                                                             # drawn uniformly from the corpus
+
+Loss: ``L_main + alpha * L_self`` (PAPER.md sections 1-2), where
+
+* ``L_main``: ``tfrs.tasks.Retrieval``, in-batch softmax over cosine / tau, with logQ
+  correction (``logits - log p_j``, p_j from the statistics job's item frequencies) and
+  accidental-hit removal; FD masks/drops item features here.
+* ``L_self``: ``losses.contrastive_loss`` between two views of the SSL items through the SAME
+  item tower (no projection head). SSL: augmented views (``augment``); SO: un-augmented.
+
+Both losses are tracked as the metrics ``main_loss`` and ``ssl_loss`` (Keras bars, TensorBoard),
+plus ``candidates``: how many candidates each query's softmax saw (the global batch when
+negatives are gathered across replicas).
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from recsys_ssl import augment, losses
+from recsys_ssl import config as cfg
+from recsys_ssl import features as fs
+from recsys_ssl.tf_setup import tf
+from recsys_ssl.towers import build_towers
+
+import tensorflow_recommenders as tfrs  # noqa: E402  (after tf_setup: Keras 2)
+
+
+def _ids_to_int(ids: tf.Tensor) -> tf.Tensor:
+    """String item ids -> int64 fingerprints, so they can be all-gathered across replicas."""
+    return tf.strings.to_hash_bucket_fast(ids, 2**62)
+
+
+def item_probabilities(item_frequencies: Mapping[str, int]) -> dict[str, float]:
+    """p_j for logQ: add-one smoothed frequency over the training pairs.
+
+    Smoothing keeps unseen items finite (an unseen item gets the smallest p, so the largest
+    boost, as a rarely sampled negative should). p's scale does not matter: a constant factor
+    (e.g. the batch size in "probability of being in a batch") cancels in the softmax.
+    """
+    total = float(sum(item_frequencies.values())) + len(item_frequencies)
+    return {item: (count + 1.0) / total for item, count in item_frequencies.items()}
+
+
+class TwoTowerModel(tfrs.Model):
+    """``query_tower`` and ``item_tower`` (each dict of raw strings -> [B, D] L2-normalised)."""
+
+    def __init__(self, spec: fs.FeatureSpec, config: cfg.ExperimentConfig, vocabularies: Mapping[str, Sequence[str]],
+                 item_frequencies: Mapping[str, int] | None = None, cfm_groups: Mapping | None = None,
+                 for_inference: bool = False):
+        """``for_inference``: only the towers are used (no item frequencies / CFM groups needed)."""
+        super().__init__()
+        self.spec = spec
+        self.config = config
+        masks_items = config.method == "fd" or (config.method == "ssl" and config.augmentation != "dropout_only")
+        self.query_tower, self.item_tower = build_towers(
+            spec, vocabularies, config.model.query_hidden, config.model.item_hidden,
+            config.model.masked_embedding if masks_items else None)
+        self.retrieval_task = tfrs.tasks.Retrieval(
+            # Per-example losses: the model averages them (PAPER.md's 1/N) and scales for replicas.
+            loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True, reduction=tf.keras.losses.Reduction.NONE),
+            temperature=config.main.temperature,
+            remove_accidental_hits=config.main.remove_accidental_hits,
+        )
+        # Keras would SUM each replica's metric results ("auto" off TPU): report the first
+        # replica's own values instead (its main/SSL loss, its number of candidates).
+        self.distribute_reduction_method = "first"
+        self.main_loss_tracker = tf.keras.metrics.Mean(name="main_loss")
+        self.ssl_loss_tracker = tf.keras.metrics.Mean(name="ssl_loss")
+        self.candidates_tracker = tf.keras.metrics.Mean(name="candidates")
+
+        items = spec.item_features
+        self._maskable = np.array([f.maskable for f in items], dtype=bool)
+        self._id_features = np.array([f.is_id for f in items], dtype=bool)
+        self._multi_valued = [f.name for f in items if f.multi_valued]
+
+        self._probability_table = None
+        if config.main.logq_correction and not for_inference:
+            if not item_frequencies:
+                raise ValueError("main.logq_correction needs item frequencies (the statistics job's "
+                                 "item_frequencies.tsv); set main.logq_correction: false to train without")
+            probabilities = item_probabilities(item_frequencies)
+            self._min_probability = min(probabilities.values())
+            self._probability_table = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(
+                    tf.constant(list(probabilities), tf.string), tf.constant(list(probabilities.values()), tf.float32)),
+                default_value=self._min_probability)
+
+        self._cfm_groups = None
+        if config.method == "ssl" and config.augmentation in ("cfm", "cfm_no_dropout") and not for_inference:
+            if not cfm_groups:
+                raise ValueError("CFM needs the MI job's cfm_groups.json (run `recsys-ssl mi`)")
+            group_size = config.ssl.cfm_group_size or int(cfm_groups["group_size"])
+            self._cfm_groups = augment.cfm_group_matrix(
+                [f.name for f in items], cfm_groups["ranked_partners"], group_size, self._maskable)
+
+    @property
+    def metrics(self):
+        tracked = [self.main_loss_tracker, self.candidates_tracker]
+        if self.config.uses_ssl_batch:
+            tracked.insert(1, self.ssl_loss_tracker)
+        return tracked
+
+    # -- randomness -----------------------------------------------------------------------
+    def _step_seed(self) -> tf.Tensor:
+        """[2] seed from (config seed, replica, optimizer step): reproducible, distinct per step and replica."""
+        optimizer = getattr(self, "optimizer", None)
+        step = tf.cast(optimizer.iterations, tf.int64) if optimizer is not None else tf.constant(0, tf.int64)
+        context = tf.distribute.get_replica_context()
+        replica = tf.cast(context.replica_id_in_sync_group if context is not None else 0, tf.int64)
+        return tf.stack([tf.constant(self.config.seed, tf.int64) * 4096 + replica, step])
+
+    # -- the two tasks --------------------------------------------------------------------
+    def item_probability(self, item_ids: tf.Tensor) -> tf.Tensor:
+        """[B] tf.string item ids -> [B] float32 p_j (logQ)."""
+        return self._probability_table.lookup(item_ids)
+
+    def main_loss(self, pairs: Mapping[str, tf.Tensor], training: bool, seed: tf.Tensor) -> tf.Tensor:
+        """Mean in-batch softmax loss of this replica's pairs."""
+        query = self.query_tower(pairs)
+        item_features, mask = pairs, None
+        if self.config.method == "fd" and training:
+            seed_mask, seed_drop = augment.split_seed(seed, 2)
+            item_features = augment.dropout_features(pairs, self._multi_valued, self.config.fd.dropout_rate, seed_drop)
+            mask = augment.feature_dropout_masks(tf.shape(query)[0], self._maskable, self.config.fd.mask_rate, seed_mask)
+        candidates = self.item_tower(item_features, feature_mask=mask)
+        item_ids = pairs[self.spec.item_key]
+        probability = self.item_probability(item_ids) if self._probability_table is not None else None
+        ids = _ids_to_int(item_ids) if self.config.main.remove_accidental_hits else None
+        if self.config.train.cross_replica_negatives:
+            candidates = losses.gather_across_replicas(candidates)
+            probability = None if probability is None else losses.gather_across_replicas(probability)
+            ids = None if ids is None else losses.gather_across_replicas(ids)
+        per_example = self.retrieval_task(
+            query, candidates, candidate_sampling_probability=probability, candidate_ids=ids,
+            compute_metrics=False, compute_batch_metrics=False)
+        self.candidates_tracker.update_state(tf.cast(tf.shape(candidates)[0], tf.float32))
+        return tf.reduce_mean(per_example)
+
+    def ssl_views(self, items: Mapping[str, tf.Tensor], seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """The two views' embeddings [B, D] each, through the same item tower."""
+        method, augmentation, rate = self.config.method, self.config.augmentation, self.config.ssl.dropout_rate
+        if method == "so":
+            z = self.item_tower(items)
+            return z, z
+        seed_mask, seed_1, seed_2 = augment.split_seed(seed, 3)
+        if augmentation == "rfm":
+            mask_1, mask_2 = augment.rfm_masks(self._maskable, seed_mask)
+        elif augmentation == "rfm_no_complement":
+            mask_1, mask_2 = augment.rfm_no_complement_masks(self._maskable, seed_mask)
+        elif augmentation in ("cfm", "cfm_no_dropout"):
+            mask_1, mask_2 = augment.cfm_masks(self._cfm_groups, self._id_features, self._maskable, seed_mask)
+        else:  # dropout_only
+            mask_1 = mask_2 = None
+        if augmentation == "cfm_no_dropout":
+            rate = 0.0
+        # One string lookup for both views; each view drops values on the ids (same draws as
+        # augment.dropout_features would make on the strings) and masks its own features.
+        looked_up = self.item_tower.lookup(items)
+        valid = {name: looked_up[name][1] for name in self._multi_valued}
+        keep_1 = augment.dropout_keep_masks(valid, rate, seed_1)
+        keep_2 = augment.dropout_keep_masks(valid, rate, seed_2)
+        z, z_prime = self.item_tower.encode_views(looked_up, [mask_1, mask_2], [keep_1, keep_2])
+        return z, z_prime
+
+    def ssl_loss(self, items: Mapping[str, tf.Tensor], seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        z, z_prime = self.ssl_views(items, seed)
+        return losses.contrastive_loss(z, z_prime, self.config.ssl.temperature,
+                                       cross_replica=self.config.train.cross_replica_negatives)
+
+    def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
+        pairs = inputs["pairs"]
+        seed_main, seed_ssl = augment.split_seed(self._step_seed(), 2)
+        main = self.main_loss(pairs, training, seed_main)
+        self.main_loss_tracker.update_state(main)
+        total = main
+        if self.config.uses_ssl_batch and "ssl_items" in inputs:
+            ssl, _, _ = self.ssl_loss(inputs["ssl_items"], seed_ssl)
+            self.ssl_loss_tracker.update_state(ssl)
+            total = total + self.config.ssl.alpha * ssl
+        # Gradients are summed over replicas: divide so the update follows the global mean.
+        return total / tf.cast(losses.num_replicas(), total.dtype)

@@ -1,0 +1,417 @@
+"""``recsys-ssl train``: fit a two-tower model (baseline, FD, SO or SSL) from a YAML config.
+
+    recsys-ssl train --config data/configs/ssl_cfm.yaml --run-dir runs/demo [--steps 2000]
+
+Reads the dataset (``recsys_ssl.datasets.inputs``), the statistics job's vocabularies and item
+frequencies (``<run_dir>/stats``) and, for CFM, the MI job's groups (``<run_dir>/mi``); writes
+``<run_dir>/train/<name>/``::
+
+    manifest.json        config, dataset, spec, inputs, strategy, steps, final losses, throughput
+    spec.json, vocabularies.json   what ``load_trained`` needs to rebuild the towers
+    weights/final.*      the trained weights (TF checkpoint)
+    checkpoints/         a weights checkpoint per epoch
+    backup/              BackupAndRestore: a killed run, started again with the same command,
+                         resumes from its last backup (every ``train.backup_every_steps`` steps)
+    logs/                TensorBoard (main_loss, ssl_loss, loss, candidates)
+
+Distribution (``--strategy``, default ``auto``): one device; ``mirrored`` (the local GPUs);
+``multi_worker`` (MultiWorkerMirroredStrategy from $TF_CONFIG, every worker runs this same
+command); ``parameter_server`` (embedding tables sharded over the ps tasks; the chief runs
+this command, the worker and ps tasks run it too and serve). ``auto`` picks from $TF_CONFIG
+and the visible GPUs. ``train.batch_size`` is the GLOBAL batch (split over replicas);
+``--cross-replica-negatives`` makes every replica's softmax (main and SSL) run over the
+global batch's candidates instead of its local slice.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from recsys_ssl import artifacts
+from recsys_ssl import config as cfg
+from recsys_ssl import features as fs
+from recsys_ssl.datasets import item_sampler
+from recsys_ssl.model import TwoTowerModel
+from recsys_ssl.paths import RunLayout
+from recsys_ssl.tf_setup import tf
+
+log = logging.getLogger("recsys_ssl.train")
+
+WEIGHTS = "weights/final"
+
+
+@dataclasses.dataclass
+class TrainingData:
+    """Everything training reads, whatever its source.
+
+    batch_pairs(batch_size, seed): an endless, shuffled tf.data.Dataset of full pair batches
+      (dicts of [B] / [B, max_len] tf.string), as ``inputs.batch(..., repeat=True, drop_remainder=True)``.
+    num_pairs: training pairs per pass (sets the epoch length when the config does not).
+    item_arrays: the corpus (``inputs.item_arrays()`` layout), for the uniform SSL batches.
+    sources: what to record in the manifest (dataset name, stats/mi dirs ...).
+    """
+
+    spec: fs.FeatureSpec
+    batch_pairs: Callable[[int, int], tf.data.Dataset]
+    num_pairs: int
+    item_arrays: Mapping[str, np.ndarray]
+    vocabularies: Mapping[str, list[str]]
+    item_frequencies: Mapping[str, int] | None = None
+    cfm_groups: Mapping[str, Any] | None = None
+    sources: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def load_training_data(config: cfg.ExperimentConfig, run_dir: str | os.PathLike, data_dir: str | None = None,
+                       raw_data_dir: str | None = None) -> TrainingData:
+    """The config's dataset plus the batch jobs' artifacts under ``run_dir``."""
+    from recsys_ssl.datasets import inputs  # the TFDS builders load only when training from a dataset
+
+    layout = RunLayout(run_dir)
+    dataset = inputs.load_dataset(config.dataset, data_dir=data_dir or str(layout.tfds), raw_data_dir=raw_data_dir)
+    split = "train" if config.train.data_fraction == "full" else "train_10pct"
+    stats_dir, mi_dir = layout.stats, layout.mi
+    if not artifacts.exists(artifacts.join(stats_dir, artifacts.MANIFEST)):
+        raise FileNotFoundError(
+            f"{stats_dir}: no statistics artifacts (vocabularies, item frequencies); run "
+            f"`recsys-ssl stats --dataset {config.dataset} --run-dir {run_dir}` first")
+    stats_manifest = artifacts.read_manifest(stats_dir)
+    if stats_manifest.get("dataset") not in (None, config.dataset):
+        raise ValueError(f"{stats_dir}/manifest.json: statistics of dataset {stats_manifest.get('dataset')!r}, "
+                         f"but config {config.source} trains on {config.dataset!r}")
+    cfm_groups = None
+    if config.method == "ssl" and config.augmentation in ("cfm", "cfm_no_dropout"):
+        if not artifacts.exists(artifacts.join(mi_dir, artifacts.CFM_GROUPS)):
+            raise FileNotFoundError(f"{mi_dir}: no {artifacts.CFM_GROUPS}; CFM needs the MI job: run "
+                                    f"`recsys-ssl mi --dataset {config.dataset} --run-dir {run_dir}` first")
+        cfm_groups = artifacts.read_cfm_groups(mi_dir)
+    pairs = dataset.pairs(split)
+    num_pairs = dataset.num_examples(split)
+    spec = dataset.spec
+
+    def batch_pairs(batch_size: int, seed: int) -> tf.data.Dataset:
+        return inputs.batch(pairs, spec, batch_size, shuffle=True, seed=seed, repeat=True, drop_remainder=True)
+
+    return TrainingData(
+        spec=spec, batch_pairs=batch_pairs, num_pairs=num_pairs, item_arrays=dataset.item_arrays(),
+        vocabularies=artifacts.read_vocabularies(stats_dir),
+        item_frequencies=artifacts.read_item_frequencies(stats_dir) if config.main.logq_correction else None,
+        cfm_groups=cfm_groups,
+        sources={"dataset": config.dataset, "split": split, "stats_dir": str(stats_dir),
+                 "mi_dir": str(mi_dir) if cfm_groups else None})
+
+
+# -- distribution ------------------------------------------------------------------------------
+def _tf_config() -> dict[str, Any]:
+    return json.loads(os.environ.get("TF_CONFIG") or "{}")
+
+
+def resolve_strategy_name(name: str) -> str:
+    """``auto``: parameter_server if $TF_CONFIG has ps tasks, multi_worker if it has a cluster,
+    mirrored with several GPUs, else default."""
+    if name != "auto":
+        return name
+    cluster = _tf_config().get("cluster", {})
+    if cluster.get("ps"):
+        return "parameter_server"
+    if sum(len(v) for v in cluster.values()) > 1:
+        return "multi_worker"
+    return "mirrored" if len(tf.config.list_physical_devices("GPU")) > 1 else "default"
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    name = resolve_strategy_name(name)
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if not _tf_config():
+            raise ValueError("--strategy multi_worker needs $TF_CONFIG (see README, 'Running on a cluster')")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "parameter_server":
+        resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+        num_ps = len(resolver.cluster_spec().as_dict().get("ps", []))
+        if not num_ps:
+            raise ValueError("--strategy parameter_server needs ps tasks in $TF_CONFIG")
+        # Shard every variable of 256 KiB or more (the embedding tables) over the ps tasks.
+        partitioner = tf.distribute.experimental.partitioners.MinSizePartitioner(
+            min_shard_bytes=256 << 10, max_shards=num_ps)
+        return tf.distribute.experimental.ParameterServerStrategy(resolver, variable_partitioner=partitioner)
+    raise ValueError(f"unknown strategy {name!r}; one of {cfg.STRATEGIES}")
+
+
+def _is_chief() -> bool:
+    task = _tf_config().get("task", {})
+    task_type, index = task.get("type"), task.get("index", 0)
+    if task_type in (None, "chief"):
+        return True
+    has_chief = bool(_tf_config().get("cluster", {}).get("chief"))
+    return task_type == "worker" and index == 0 and not has_chief
+
+
+# -- model and input ---------------------------------------------------------------------------
+def make_optimizer(config: cfg.ExperimentConfig) -> tf.keras.optimizers.Optimizer:
+    rate = config.train.learning_rate
+    return {"adagrad": tf.keras.optimizers.Adagrad, "adam": tf.keras.optimizers.Adam,
+            "sgd": tf.keras.optimizers.SGD}[config.train.optimizer](learning_rate=rate)
+
+
+def build_model(config: cfg.ExperimentConfig, data: TrainingData) -> TwoTowerModel:
+    """The compiled model (call inside the strategy's scope)."""
+    model = TwoTowerModel(data.spec, config, data.vocabularies, data.item_frequencies, data.cfm_groups)
+    model.compile(optimizer=make_optimizer(config))
+    build_towers_now(model, data.spec)
+    return model
+
+
+def build_towers_now(model: TwoTowerModel, spec: fs.FeatureSpec) -> None:
+    """Creates the towers' variables before fit(), so BackupAndRestore restores into them."""
+    model.query_tower(dummy_batch(spec.query_features))
+    model.item_tower(dummy_batch(spec.item_features))
+    model.built = True
+
+
+def training_dataset(config: cfg.ExperimentConfig, data: TrainingData, seed: int) -> tf.data.Dataset:
+    """Elements ``{"pairs": ..., "ssl_items": ...}`` (ssl_items for SSL/SO), global batches."""
+    pairs = data.batch_pairs(config.train.batch_size, seed)
+    if config.uses_ssl_batch:
+        ssl_items = item_sampler.uniform_item_batches(
+            data.item_arrays, data.spec, config.ssl.batch_size or config.train.batch_size, seed=seed + 1)
+        dataset = tf.data.Dataset.zip((pairs, ssl_items)).map(lambda p, s: {"pairs": p, "ssl_items": s})
+    else:
+        dataset = pairs.map(lambda p: {"pairs": p})
+    options = tf.data.Options()
+    # Every worker reads the whole stream and keeps its share of the batches (in-memory data
+    # has no files to shard by).
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def schedule(config: cfg.ExperimentConfig, num_pairs: int) -> tuple[int, int]:
+    """(epochs, steps_per_epoch): ``train.epochs`` passes, or ``train.steps`` steps in all.
+
+    For ``train.steps`` the epoch is shortened to a divisor of it (at least half the natural
+    epoch), so the total is exact; when there is none, the total is rounded up to whole epochs.
+    """
+    steps_per_epoch = config.train.steps_per_epoch or max(1, num_pairs // config.train.batch_size)
+    steps = config.train.steps
+    if not steps:
+        return config.train.epochs, steps_per_epoch
+    if steps <= steps_per_epoch:
+        return 1, steps
+    divisors = [d for d in range(steps_per_epoch, (steps_per_epoch + 1) // 2 - 1, -1) if d > 0 and steps % d == 0]
+    if divisors:
+        return steps // divisors[0], divisors[0]
+    epochs = math.ceil(steps / steps_per_epoch)
+    log.warning("train.steps %d is not a multiple of an epoch length near %d: training %d steps", steps,
+                steps_per_epoch, epochs * steps_per_epoch)
+    return epochs, steps_per_epoch
+
+
+class _Throughput(tf.keras.callbacks.Callback):
+    """Examples (pairs) per second after the first step (which includes tracing)."""
+
+    def __init__(self, batch_size: int):
+        super().__init__()
+        self.batch_size, self.steps, self._start, self.seconds = batch_size, 0, None, 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if self._start is not None:
+            self.steps += 1
+            self.seconds = now - self._start
+        else:
+            self._start = now
+
+    @property
+    def examples_per_second(self) -> float | None:
+        return self.steps * self.batch_size / self.seconds if self.steps and self.seconds else None
+
+
+class _InitialStep(tf.keras.callbacks.Callback):
+    """The optimizer step a fit() started from (> 0 when BackupAndRestore resumed a run)."""
+
+    step = 0
+
+    def on_train_begin(self, logs=None):
+        self.step = int(self.model.optimizer.iterations.numpy())
+
+
+# -- the run -----------------------------------------------------------------------------------
+def run(config: cfg.ExperimentConfig, run_dir: str | os.PathLike, data: TrainingData, name: str | None = None,
+        strategy: tf.distribute.Strategy | None = None, verbose: int | str = "auto",
+        extra_callbacks: list[tf.keras.callbacks.Callback] = ()) -> dict[str, Any]:
+    """Trains, writes ``<run_dir>/train/<name>/`` and returns its manifest (dict).
+
+    A run whose ``backup/`` exists (killed, or finished) resumes from it: ``initial_step`` in
+    the manifest says where this invocation started.
+    """
+    name = name or config.name
+    train_dir = RunLayout(run_dir).train(name)
+    strategy_name = resolve_strategy_name(config.train.strategy)
+    strategy = strategy or make_strategy(config.train.strategy)
+    chief = _is_chief()
+    # Non-chief workers of a multi-worker run write their copies to a scratch folder.
+    out_dir = train_dir if chief else pathlib.Path(tempfile.mkdtemp(prefix=f"recsys_ssl_worker_{name}_"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tf.keras.utils.set_random_seed(config.seed)
+    epochs, steps_per_epoch = schedule(config, data.num_pairs)
+    replicas = strategy.num_replicas_in_sync
+    if config.train.batch_size % replicas:
+        raise ValueError(f"train.batch_size {config.train.batch_size} must be divisible by the {replicas} replicas")
+    with strategy.scope():
+        model = build_model(config, data)
+    dataset = training_dataset(config, data, config.seed)
+    throughput = _Throughput(config.train.batch_size)
+    start = _InitialStep()  # after BackupAndRestore, which restores in on_train_begin
+    # ParameterServerStrategy allows no batch-level callbacks: back up per epoch, no throughput.
+    parameter_server = isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy)
+    callbacks = [
+        tf.keras.callbacks.BackupAndRestore(str(train_dir / "backup"), delete_checkpoint=False,
+                                            save_freq="epoch" if parameter_server else config.train.backup_every_steps),
+        tf.keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoints" / "epoch-{epoch:03d}"), save_weights_only=True),
+        tf.keras.callbacks.TensorBoard(str(out_dir / "logs"), update_freq="epoch" if parameter_server
+                                       else max(1, min(100, steps_per_epoch))),
+        *([] if parameter_server else [throughput]),
+        start,
+        *extra_callbacks,
+    ]
+    log.info("training %s (%s) for %d epochs x %d steps, global batch %d on %d replica(s)", name, config.method,
+             epochs, steps_per_epoch, config.train.batch_size, replicas)
+    history = model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose)
+    model.save_weights(str(out_dir / WEIGHTS))
+    final = {key: float(values[-1]) for key, values in history.history.items() if values}
+    manifest = {
+        "stage": "train",
+        "name": name,
+        "config": config.to_dict(),
+        "config_path": config.source,
+        "spec_path": data.spec.source,
+        "inputs": data.sources,
+        "strategy": strategy_name,
+        "strategy_class": type(strategy).__name__,
+        "replicas": replicas,
+        "cross_replica_negatives": config.train.cross_replica_negatives,
+        "epochs": epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "steps": int(model.optimizer.iterations.numpy()),
+        "initial_step": start.step,
+        "history": {key: [float(v) for v in values] for key, values in history.history.items()},
+        "final": final,
+        "examples_per_second": throughput.examples_per_second,
+        "weights": WEIGHTS,
+        "versions": artifacts.versions(),
+    }
+    (out_dir / "spec.json").write_text(json.dumps(data.spec.to_dict(), indent=1) + "\n")
+    (out_dir / "vocabularies.json").write_text(json.dumps(dict(data.vocabularies)) + "\n")
+    (out_dir / artifacts.MANIFEST).write_text(artifacts.dumps_json(manifest))
+    if not chief:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    return manifest
+
+
+# -- for evaluation and export -----------------------------------------------------------------
+@dataclasses.dataclass
+class Trained:
+    model: TwoTowerModel
+    config: cfg.ExperimentConfig
+    spec: fs.FeatureSpec
+    manifest: dict[str, Any]
+    directory: pathlib.Path
+
+
+def dummy_batch(features: tuple[fs.Feature, ...]) -> dict[str, tf.Tensor]:
+    """One example of padding/missing values: builds a tower's variables."""
+    return {f.name: tf.constant([[""] * f.max_len] if f.multi_valued else [""]) for f in features}
+
+
+def load_trained(run_dir: str | os.PathLike, name: str) -> Trained:
+    """The trained model of ``<run_dir>/train/<name>`` (towers built and weights restored)."""
+    directory = RunLayout(run_dir).train(name)
+    manifest_path = directory / artifacts.MANIFEST
+    if not manifest_path.exists():
+        raise FileNotFoundError(f"{manifest_path} does not exist: train {name!r} first "
+                                f"(`recsys-ssl train --run-dir {run_dir} --name {name} ...`)")
+    manifest = json.loads(manifest_path.read_text())
+    config = cfg.config_from_dict(manifest["config"], source=str(manifest_path))
+    spec = fs.spec_from_dict(json.loads((directory / "spec.json").read_text()), source=manifest.get("spec_path", ""))
+    vocabularies = json.loads((directory / "vocabularies.json").read_text())
+    model = TwoTowerModel(spec, config, vocabularies, for_inference=True)
+    build_towers_now(model, spec)
+    model.load_weights(str(directory / manifest.get("weights", WEIGHTS))).expect_partial()
+    return Trained(model=model, config=config, spec=spec, manifest=manifest, directory=directory)
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="recsys-ssl train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="experiment YAML (data/configs/<method>.yaml, or a bare name)")
+    parser.add_argument("--run-dir", default="runs/demo", help="the run's artifact folder (default runs/demo)")
+    parser.add_argument("--name", help="the run name under <run-dir>/train/ (default: the config's name)")
+    parser.add_argument("--dataset", help="override the config's dataset (e.g. movielens/100k-item-item)")
+    parser.add_argument("--data-dir", help="TFDS data_dir (default $RECSYS_SSL_TFDS_DIR, else <run-dir>/tfds)")
+    parser.add_argument("--raw-data-dir", help="raw MovieLens root (default $RECSYS_SSL_DATA, else ../shared/data)")
+    parser.add_argument("--steps", type=int, help="total training steps (overrides train.steps / epochs)")
+    parser.add_argument("--epochs", type=int, help="override train.epochs")
+    parser.add_argument("--batch-size", type=int, help="override train.batch_size (global)")
+    parser.add_argument("--seed", type=int, help="override the config's seed")
+    parser.add_argument("--data-fraction", choices=cfg.DATA_FRACTIONS, help="train on all pairs or the 10%% sample")
+    parser.add_argument("--strategy", choices=cfg.STRATEGIES, help="tf.distribute strategy (default: the config's, auto)")
+    parser.add_argument("--cross-replica-negatives", action="store_true", default=None,
+                        help="softmax over the global batch's candidates (all replicas)")
+    parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
+    return parser.parse_args(argv)
+
+
+def apply_overrides(config: cfg.ExperimentConfig, args: argparse.Namespace) -> cfg.ExperimentConfig:
+    top = {k: v for k, v in (("dataset", args.dataset), ("seed", args.seed)) if v is not None}
+    train = {k: v for k, v in (("steps", args.steps), ("epochs", args.epochs), ("batch_size", args.batch_size),
+                               ("data_fraction", args.data_fraction), ("strategy", args.strategy),
+                               ("cross_replica_negatives", args.cross_replica_negatives)) if v is not None}
+    return cfg.replace(config, top=top, train=train)
+
+
+def serve_if_not_chief(strategy_name: str) -> bool:
+    """Parameter-server clusters: worker and ps tasks run a server until the chief is done."""
+    task = _tf_config().get("task", {})
+    if resolve_strategy_name(strategy_name) != "parameter_server" or task.get("type") not in ("worker", "ps"):
+        return False
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    server = tf.distribute.Server(resolver.cluster_spec(), job_name=resolver.task_type, task_index=resolver.task_id,
+                                  protocol=resolver.rpc_layer or "grpc", start=True)
+    log.info("serving as %s %d for the parameter-server chief", resolver.task_type, resolver.task_id)
+    server.join()
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = apply_overrides(cfg.load_config(args.config), args)
+    if serve_if_not_chief(config.train.strategy):
+        return 0
+    # The strategy first: multi-worker collectives must be configured before TensorFlow runs anything.
+    strategy = make_strategy(config.train.strategy)
+    data = load_training_data(config, args.run_dir, data_dir=args.data_dir, raw_data_dir=args.raw_data_dir)
+    manifest = run(config, args.run_dir, data, name=args.name, strategy=strategy, verbose=2 if args.quiet else "auto")
+    final = manifest["final"]
+    print(f"trained {manifest['name']}: {manifest['steps']} steps, "
+          + ", ".join(f"{k} {final[k]:.4f}" for k in ("main_loss", "ssl_loss") if k in final)
+          + f" -> {RunLayout(args.run_dir).train(manifest['name'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

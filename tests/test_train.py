@@ -1,0 +1,132 @@
+"""``recsys-ssl train`` end to end on the tiny synthetic catalog; configs; ``load_trained``."""
+from __future__ import annotations
+
+import collections
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from recsys_ssl import artifacts
+from recsys_ssl import config as cfg
+from recsys_ssl import train
+from recsys_ssl.datasets import inputs, item_sampler
+from recsys_ssl.paths import CONFIGS_DIR
+from recsys_ssl.tf_setup import tf
+
+METHOD_FILES = ["baseline", "fd", "so", "ssl_rfm", "ssl_rfm_no_complement", "ssl_cfm", "ssl_cfm_no_dropout",
+                "ssl_dropout_only"]
+
+
+@pytest.mark.parametrize("name", METHOD_FILES)
+def test_every_method_has_a_valid_config(name):
+    config = cfg.load_config(CONFIGS_DIR / f"{name}.yaml")
+    assert config.name == name
+    assert config.method == name.split("_")[0] if name.startswith("ssl") else config.method == name
+    if config.method == "ssl":
+        assert config.augmentation == name[len("ssl_"):]
+
+
+def test_config_errors_name_the_file_and_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmethod: ssl\naugmentation: cfm\nssl: {alpha: high}\n")
+    with pytest.raises(cfg.ConfigError, match=r"bad.yaml: ssl.alpha: must be a number, got 'high'"):
+        cfg.load_config(bad)
+    bad.write_text("name: x\nmethod: ssl\n")
+    with pytest.raises(cfg.ConfigError, match="augmentation"):
+        cfg.load_config(bad)
+    bad.write_text("name: x\ntrain: {batch_sise: 3}\n")
+    with pytest.raises(cfg.ConfigError, match=r"train.batch_sise: unknown field"):
+        cfg.load_config(bad)
+
+
+def test_schedule_steps_override_epochs():
+    config = cfg.load_config(CONFIGS_DIR / "baseline.yaml")
+    assert train.schedule(config, 5120) == (8, 10)
+    assert train.schedule(cfg.replace(config, train={"steps": 25}), 5120) == (5, 5)  # exact: 5 x 5
+    assert train.schedule(cfg.replace(config, train={"steps": 60}), 5120) == (6, 10)
+    assert train.schedule(cfg.replace(config, train={"steps": 4}), 5120) == (1, 4)
+    assert train.schedule(cfg.replace(config, train={"steps": 23}), 5120) == (3, 10)  # prime: rounded up
+
+
+def _write_stats_and_mi(run_dir: pathlib.Path, dataset) -> None:
+    """The batch jobs' artifacts, in their format, computed here in numpy (the Beam jobs are tested elsewhere)."""
+    spec = dataset.spec
+    items = item_sampler.pad_item_arrays(dataset.item_arrays(), spec)
+    pairs = dataset.pair_arrays("train")
+    files = {}
+    vocab_sizes = {}
+    for feature in spec.item_features + spec.query_features:
+        column = items[feature.name] if feature in spec.item_features else pairs[feature.name]
+        values = [v for row in column for v in (row if isinstance(row, (list, np.ndarray)) else [row]) if v]
+        counts = collections.Counter(v.decode() for v in values)
+        ranked = [v for v, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+        files[f"vocab/{feature.name}.txt"] = artifacts.vocab_text(ranked)
+        vocab_sizes[feature.name] = len(ranked)
+    seen = collections.Counter(v.decode() for v in pairs[spec.item_key])
+    frequencies = sorted(((i.decode(), seen.get(i.decode(), 0)) for i in items[spec.item_key]), key=lambda kv: (-kv[1], kv[0]))
+    files[artifacts.ITEM_FREQUENCIES] = artifacts.item_frequencies_text(frequencies)
+    files[artifacts.MANIFEST] = artifacts.dumps_json(artifacts.make_manifest(
+        "stats", dataset=dataset.name, spec=spec.to_dict(), inputs={}, counts={"vocab_sizes": vocab_sizes}))
+    artifacts.write_files(run_dir / "stats", files)
+    names = spec.mi_features
+    groups = dataset.metadata.get("planted_groups") or []
+    mi = np.eye(len(names))
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            if i != j and any(a in g and b in g for g in groups):
+                mi[i, j] = 0.5
+    artifacts.write_files(run_dir / "mi", {artifacts.CFM_GROUPS: artifacts.dumps_json(artifacts.cfm_groups(names, mi))})
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    dataset = inputs.load_dataset("synthetic_catalog/tiny", data_dir=run_dir / "tfds")
+    _write_stats_and_mi(run_dir, dataset)
+    return run_dir
+
+
+@pytest.mark.timeout(240)
+def test_cli_trains_ssl_cfm_and_load_trained_restores_it(run_dir, capsys):
+    argv = ["--config", str(CONFIGS_DIR / "ssl_cfm.yaml"), "--run-dir", str(run_dir), "--dataset",
+            "synthetic_catalog/tiny", "--steps", "30", "--batch-size", "64", "--name", "cfm_smoke", "--quiet"]
+    assert train.main(argv) == 0
+    assert "trained cfm_smoke: 30 steps" in capsys.readouterr().out
+    directory = run_dir / "train" / "cfm_smoke"
+    manifest = json.loads((directory / artifacts.MANIFEST).read_text())
+    assert manifest["steps"] == 30 and manifest["inputs"]["dataset"] == "synthetic_catalog/tiny"
+    assert set(manifest["final"]) >= {"main_loss", "ssl_loss"}
+    assert manifest["config"]["method"] == "ssl" and manifest["config"]["augmentation"] == "cfm"
+    assert list((directory / "logs").rglob("events.out.tfevents*"))  # TensorBoard
+    assert list((directory / "checkpoints").glob("epoch-*.index"))
+
+    trained = train.load_trained(run_dir, "cfm_smoke")
+    dataset = inputs.load_dataset("synthetic_catalog/tiny", data_dir=run_dir / "tfds")
+    batch = next(iter(inputs.batch(dataset.pairs("test"), dataset.spec, 8)))
+    query, item = trained.model.query_tower(batch), trained.model.item_tower(batch)
+    assert query.shape == (8, 64) and item.shape == (8, 64)
+    np.testing.assert_allclose(np.linalg.norm(item.numpy(), axis=1), 1.0, rtol=1e-5)
+    # The restored weights are the trained ones (not a fresh initialisation).
+    reader = tf.train.load_checkpoint(str(directory / train.WEIGHTS))
+    index = trained.model.item_tower.feature_names.index("item_id")
+    key = f"item_tower/embeddings/{index}/embedding/embeddings/.ATTRIBUTES/VARIABLE_VALUE"
+    table = trained.model.item_tower.embeddings[index].embedding.embeddings
+    assert not np.allclose(reader.get_tensor(key), 0.0)
+    np.testing.assert_allclose(table.numpy(), reader.get_tensor(key))
+
+
+def test_cfm_without_mi_artifacts_says_which_job_to_run(run_dir, tmp_path):
+    (tmp_path / "stats").symlink_to(run_dir / "stats")
+    (tmp_path / "tfds").symlink_to(run_dir / "tfds")
+    config = cfg.replace(cfg.load_config(CONFIGS_DIR / "ssl_cfm.yaml"), top={"dataset": "synthetic_catalog/tiny"})
+    with pytest.raises(FileNotFoundError, match="recsys-ssl mi"):
+        train.load_training_data(config, tmp_path)
+
+
+def test_missing_stats_say_which_job_to_run(run_dir, tmp_path):
+    (tmp_path / "tfds").symlink_to(run_dir / "tfds")
+    config = cfg.replace(cfg.load_config(CONFIGS_DIR / "baseline.yaml"), top={"dataset": "synthetic_catalog/tiny"})
+    with pytest.raises(FileNotFoundError, match="recsys-ssl stats"):
+        train.load_training_data(config, tmp_path)
