@@ -1,0 +1,259 @@
+"""Serving benchmark: (a) ScaNN vs numpy brute force, (b) the HTTP server under load.
+
+(a) N synthetic unit vectors (default 1M x 64, clustered: a mixture of Gaussians, which is
+    how learned embeddings look; ``--uniform`` for the structureless worst case). ScaNN is
+    tuned with ``recsys_ssl.index.tune`` to Recall@10 >= 0.95 on held-out queries, then
+    measured on *fresh* queries: Recall@10 against exact search, and queries per second,
+    single-query (the serving pattern) and batched, for ScaNN and for numpy brute force.
+(b) The index from (a) is exported with small query/item towers (64-d output) and served by
+    ``recsys-ssl serve`` in a subprocess; a second process drives it on loopback with
+    ``--clients`` concurrent keep-alive clients for ``--duration`` seconds and reports
+    p50/p99 latency, QPS and errors.
+
+    .venv/bin/python bench/serve_bench.py                      # the full run (~5-10 min on 2 cores)
+    .venv/bin/python bench/serve_bench.py --num-items 100000 --duration 10   # a quick one
+
+Prints a table and writes JSON (``--output``, default runs/bench/serve_bench.json).
+All timings are in the same process, so the ratios are what to read; absolute numbers
+depend on the machine (and on whatever else it runs).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def clustered_unit_vectors(n: int, dim: int, seed: int, clusters: int = 1000, spread: float = 0.6,
+                           uniform: bool = False) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(12345).normal(size=(clusters, dim)).astype(np.float32)
+    out = np.empty((n, dim), np.float32)
+    for start in range(0, n, 200_000):  # chunks: bounded temporary memory
+        m = min(200_000, n - start)
+        x = rng.normal(size=(m, dim)).astype(np.float32)
+        if not uniform:
+            x = centres[rng.integers(clusters, size=m)] + spread * x
+        out[start : start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def qps(fn, count: int) -> float:
+    start = time.perf_counter()
+    fn()
+    return count / (time.perf_counter() - start)
+
+
+def bench_search(args) -> tuple[dict, object, np.ndarray, list[str]]:
+    from recsys_ssl import index as index_lib
+
+    t0 = time.perf_counter()
+    items = clustered_unit_vectors(args.num_items, args.dim, seed=0, uniform=args.uniform)
+    ids = [f"item{i}" for i in range(args.num_items)]
+    tuning = clustered_unit_vectors(1000, args.dim, seed=1, uniform=args.uniform)
+    fresh = clustered_unit_vectors(args.num_queries, args.dim, seed=2, uniform=args.uniform)
+    print(f"(a) {args.num_items} x {args.dim} {'uniform' if args.uniform else 'clustered'} unit vectors "
+          f"in {time.perf_counter() - t0:.1f}s", flush=True)
+
+    t0 = time.perf_counter()
+    index, report = index_lib.tune(items, ids, tuning, target_recall=args.target_recall, k=10,
+                                   brute_force_below=0)
+    build_s = time.perf_counter() - t0
+
+    # Exact reference for the fresh queries (also the batched brute-force timing).
+    exact_rows = None
+
+    def brute_batched():
+        nonlocal exact_rows
+        exact_rows, _ = index_lib.exact_top_k(fresh, items, 10)  # 16-query blocks at 1M (the fastest)
+
+    bf_batched = qps(brute_batched, len(fresh))
+    single = fresh[: args.single_queries]
+    bf_single = qps(lambda: [index_lib.exact_top_k(q[None], items, 10) for q in single], len(single))
+
+    got, _ = index.search(fresh, 10)
+    recall = index_lib.recall_at_k(got, [[ids[r] for r in row] for row in exact_rows])
+    searcher, cfg = index.searcher, index.config
+    pre = max(cfg.reorder_num_neighbors, 10)
+    sc_single = qps(lambda: [searcher.search(q, 10, pre, cfg.num_leaves_to_search) for q in fresh], len(fresh))
+    sc_batched = qps(lambda: searcher.search_batched(fresh, 10, pre, cfg.num_leaves_to_search), len(fresh))
+    sc_parallel = qps(lambda: searcher.search_batched_parallel(fresh, 10, pre, cfg.num_leaves_to_search), len(fresh))
+    result = {
+        "num_items": args.num_items, "dim": args.dim, "data": "uniform" if args.uniform else "clustered",
+        "index_config": cfg.to_dict(), "build_and_tune_s": round(build_s, 1),
+        "tuning_recall_held_out": round(report["recall"], 4),
+        "recall_at_10_fresh_queries": round(recall, 4), "num_fresh_queries": len(fresh),
+        "qps": {"scann_single": round(sc_single), "scann_batched": round(sc_batched),
+                "scann_batched_parallel": round(sc_parallel), "brute_force_single": round(bf_single, 1),
+                "brute_force_batched": round(bf_batched, 1)},
+        "speedup": {"single_query": round(sc_single / bf_single, 1),
+                    "batched": round(max(sc_batched, sc_parallel) / bf_batched, 1)},
+    }
+    print(json.dumps(result, indent=2), flush=True)
+    return result, (index, report), items, ids
+
+
+# -- (b) the server under load ------------------------------------------------------------------
+
+
+def load_client(url: str, clients: int, duration: float, out_path: str) -> None:
+    """Runs in its own process: ``clients`` threads, each a keep-alive connection, for ``duration`` s."""
+    import http.client
+    import urllib.parse
+
+    parsed = urllib.parse.urlparse(url)
+    rng = np.random.default_rng(0)
+    bodies = [json.dumps({"instances": [{"query_id": f"q{rng.integers(5000)}", "query_segment": f"s{rng.integers(8)}"}],
+                          "k": 10}).encode() for _ in range(1000)]
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+    error_samples: list[str] = []
+    stop_at = time.perf_counter() + duration
+
+    def worker(i: int) -> None:
+        conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+        j = i
+        while time.perf_counter() < stop_at:
+            body = bodies[j % len(bodies)]
+            j += clients
+            start = time.perf_counter()
+            try:
+                conn.request("POST", "/v1/models/bench:predict", body, {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                payload = response.read()
+                ok = response.status == 200 and len(json.loads(payload)["predictions"][0]["item_ids"]) == 10
+            except Exception as error:  # counted, and the connection renewed
+                ok, payload = False, repr(error).encode()
+                conn.close()
+                conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+            latencies[i].append(time.perf_counter() - start)
+            if not ok:
+                errors[i] += 1
+                if len(error_samples) < 5:
+                    error_samples.append(payload[:300].decode(errors="replace"))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    all_ms = np.array([x for per in latencies for x in per]) * 1e3
+    pathlib.Path(out_path).write_text(json.dumps({
+        "clients": clients, "duration_s": round(elapsed, 1), "requests": int(all_ms.size),
+        "errors": int(sum(errors)), "error_samples": error_samples,
+        "qps": round(all_ms.size / elapsed, 1),
+        "latency_ms": {"p50": round(float(np.percentile(all_ms, 50)), 2), "p90": round(float(np.percentile(all_ms, 90)), 2),
+                       "p99": round(float(np.percentile(all_ms, 99)), 2), "max": round(float(all_ms.max()), 2)},
+    }))
+
+
+def bench_server(args, prebuilt, items, ids) -> dict:
+    from recsys_ssl import export, features as fs, towers
+    from recsys_ssl.tf_setup import tf
+
+    spec = fs.spec_from_dict({
+        "name": "bench", "query_key": "query_id", "item_key": "item_id",
+        "query_features": [{"name": "query_id", "kind": "categorical", "embedding_dim": 32},
+                           {"name": "query_segment", "kind": "categorical", "embedding_dim": 8}],
+        "item_features": [{"name": "item_id", "kind": "categorical", "vocab": {"source": "hash", "buckets": 1000}}],
+    })
+    tf.keras.utils.set_random_seed(0)
+    vocab = {"query_id": [f"q{i}" for i in range(5000)], "query_segment": [f"s{i}" for i in range(8)]}
+    query_tower, item_tower = towers.build_towers(spec, vocab, query_hidden=[64, args.dim], item_hidden=[args.dim])
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="serve_bench_"))
+    try:
+        t0 = time.perf_counter()
+        export.export_models(query_tower, item_tower, spec, {"item_id": np.array(ids, dtype=object)}, workdir, "bench",
+                             item_embeddings=items, prebuilt_index=prebuilt, with_retrieval_savedmodels=False)
+        print(f"(b) exported {len(ids)} items in {time.perf_counter() - t0:.1f}s; starting the server", flush=True)
+        server = subprocess.Popen([sys.executable, "-m", "recsys_ssl.cli", "serve", "--export-dir", str(workdir),
+                                   "--port", "0", "--poll-seconds", "0"],
+                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        url = None
+        while url is None:
+            line = server.stdout.readline()
+            if not line and server.poll() is not None:
+                raise RuntimeError("the server exited before it started")
+            if line.startswith("serving on "):
+                url = line.split()[2]
+                print(line.strip(), flush=True)
+        threading.Thread(target=lambda: [print("server:", l.rstrip()) for l in server.stdout], daemon=True).start()
+        try:
+            out = workdir / "load.json"
+            # Warm up (first calls trace nothing, but page in the index), then the measured load.
+            subprocess.run([sys.executable, __file__, "--load-client", url, "--clients", "2", "--duration", "3",
+                            "--load-output", str(out)], check=True)
+            subprocess.run([sys.executable, __file__, "--load-client", url, "--clients", str(args.clients),
+                            "--duration", str(args.duration), "--load-output", str(out)], check=True)
+            result = json.loads(out.read_text())
+            result["server_alive_after"] = server.poll() is None
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    result["num_items"] = len(ids)
+    print(json.dumps(result, indent=2), flush=True)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--num-items", type=int, default=1_000_000)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--uniform", action="store_true", help="uniform random unit vectors instead of clustered")
+    parser.add_argument("--target-recall", type=float, default=0.95)
+    parser.add_argument("--num-queries", type=int, default=2000, help="fresh queries for recall and QPS")
+    parser.add_argument("--single-queries", type=int, default=100, help="single-query brute-force timing sample")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--skip-server", action="store_true")
+    parser.add_argument("--output", default=str(ROOT / "runs" / "bench" / "serve_bench.json"))
+    parser.add_argument("--load-client", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--load-output", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.load_client:
+        load_client(args.load_client, args.clients, args.duration, args.load_output)
+        return 0
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    search, prebuilt, items, ids = bench_search(args)
+    results = {"search": search, "load_average_before_server": os.getloadavg(), "cpus": os.cpu_count()}
+    if not args.skip_server:
+        results["server"] = bench_server(args, prebuilt, items, ids)
+    results["load_average_after"] = os.getloadavg()  # other processes share these cores
+    output = pathlib.Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    s = search
+    print(f"\nScaNN vs numpy brute force, {s['num_items']} x {s['dim']} ({s['data']}):")
+    print(f"  Recall@10 (fresh queries)   {s['recall_at_10_fresh_queries']:.4f}   config {s['index_config']}")
+    print(f"  single-query QPS            ScaNN {s['qps']['scann_single']:>8}   brute force {s['qps']['brute_force_single']:>8}"
+          f"   speed-up {s['speedup']['single_query']}x")
+    print(f"  batched QPS                 ScaNN {max(s['qps']['scann_batched'], s['qps']['scann_batched_parallel']):>8}"
+          f"   brute force {s['qps']['brute_force_batched']:>8}   speed-up {s['speedup']['batched']}x")
+    if "server" in results:
+        r = results["server"]
+        print(f"server, {r['num_items']} items, {r['clients']} clients, {r['duration_s']}s: "
+              f"p50 {r['latency_ms']['p50']} ms, p99 {r['latency_ms']['p99']} ms, {r['qps']} QPS, "
+              f"{r['errors']} errors / {r['requests']} requests")
+    print(f"load average (1, 5, 15 min) at the end: {results['load_average_after']} on {os.cpu_count()} CPUs")
+    print(f"wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,366 @@
+"""Export: SavedModels for serving and a tuned ScaNN index, in TF Serving's versioned layout.
+
+``export_models(query_tower, item_tower, spec, item_features, export_dir, model_name)``
+writes ``<export_dir>/<model_name>/<version>/`` (layout in :mod:`recsys_ssl.index`):
+
+* ``query_model``: signatures ``serving_default`` (query features -> ``embedding`` [B, D])
+  and ``top_k`` (query features -> ``item_ids`` [B, k] string, ``scores`` [B, k] float32),
+  exact retrieval (TFRS BruteForce: a matmul and ``tf.math.top_k``) over the exported
+  corpus. Stock ops only, so stock TF Serving serves it.
+* ``item_model``: ``serving_default`` (item features -> ``embedding``), to embed new items
+  without the training code (``recsys-ssl index add`` uses it).
+* ``retrieval_scann``: ``serving_default`` (query features -> ``item_ids``, ``scores``)
+  through TFRS's ScaNN layer. It holds ScaNN's custom ``Scann>`` ops: whatever loads it
+  must ``import scann`` first (stock TF Serving cannot serve it).
+* ``index/``: the standalone ScaNN searcher (``serialize()``) and its item-id map, tuned to
+  ``target_recall`` (see :func:`recsys_ssl.index.tune`).
+* ``manifest.json`` (version, corpus size, embedding checksum, ScaNN config, measured recall,
+  the input signatures), written last.
+
+Every signature names its inputs after the features (``TensorSpec(name=feature)``) and its
+outputs explicitly, so clients never see ``output_1``. Single-valued features are [B]
+tf.string; multi-valued ones [B, L] tf.string, padded with "" and cut to the feature's
+``max_len`` inside the signature (clients may send any L >= 1).
+
+The export is written to a hidden staging folder and renamed into place, so a reader never
+sees a half-written version. Nothing here imports the training code except ``main``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+import time
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from recsys_ssl import features as fs
+from recsys_ssl import index as index_lib
+from recsys_ssl.tf_setup import tf
+
+import tensorflow_recommenders as tfrs  # noqa: E402  (after tf_setup: TFRS needs Keras 2)
+
+
+def feature_signature(features: Sequence[fs.Feature]) -> list[dict]:
+    """The manifest's description of a tower's inputs: [{"name", "kind", "max_len"}]."""
+    return [{"name": f.name, "kind": f.kind, "max_len": int(f.max_len)} for f in features]
+
+
+def input_specs(features: Sequence[fs.Feature]) -> dict[str, tf.TensorSpec]:
+    """Named TensorSpecs: [None] tf.string (single-valued), [None, None] (multi-valued)."""
+    return {f.name: tf.TensorSpec([None, None] if f.multi_valued else [None], tf.string, name=f.name)
+            for f in features}
+
+
+def _fit_lengths(inputs: Mapping[str, tf.Tensor], features: Sequence[fs.Feature]) -> dict[str, tf.Tensor]:
+    """Pads multi-valued inputs with "" / truncates them to max_len: [B, L] -> [B, max_len]."""
+    out = {}
+    for f in features:
+        x = inputs[f.name]
+        if f.multi_valued:
+            x = x[:, : f.max_len]
+            x = tf.pad(x, [[0, 0], [0, f.max_len - tf.shape(x)[1]]], constant_values=fs.PADDING)
+            x = tf.ensure_shape(x, [None, f.max_len])
+        out[f.name] = x
+    return out
+
+
+def embedding_function(tower: tf.keras.Model, features: Sequence[fs.Feature]):
+    """tf.function: named feature tensors -> {"embedding": [B, D] float32}."""
+    features = tuple(features)
+
+    @tf.function(input_signature=[input_specs(features)])
+    def embed(inputs):
+        return {"embedding": tower(_fit_lengths(inputs, features), training=False)}
+
+    return embed
+
+
+def retrieval_function(tower: tf.keras.Model, features: Sequence[fs.Feature], top_k_layer, k: int):
+    """tf.function: named query feature tensors -> {"item_ids": [B, k] string, "scores": [B, k]}."""
+    features = tuple(features)
+
+    @tf.function(input_signature=[input_specs(features)])
+    def retrieve(inputs):
+        query = tower(_fit_lengths(inputs, features), training=False)
+        scores, ids = top_k_layer(query, k=k)
+        return {"item_ids": ids, "scores": scores}
+
+    return retrieve
+
+
+# -- corpus -> embeddings ---------------------------------------------------------------------
+
+
+def _as_bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def corpus_batches(item_features: Mapping[str, np.ndarray], features: Sequence[fs.Feature], batch_size: int):
+    """Yields {feature: [b] bytes or [b, max_len] bytes} batches of the in-memory corpus.
+
+    item_features: as ``Dataset.item_arrays()``: single-valued [N] (bytes/str), multi-valued
+    [N] of lists, or an already padded [N, L] array.
+    """
+    n = len(item_features[features[0].name])
+    for f in features:
+        if len(item_features[f.name]) != n:
+            raise ValueError(f"item feature {f.name!r} has {len(item_features[f.name])} rows, expected {n}")
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        batch = {}
+        for f in features:
+            column = item_features[f.name][start:stop]
+            if f.multi_valued:
+                out = np.full((stop - start, f.max_len), b"", dtype=object)
+                for i, values in enumerate(column):
+                    values = [_as_bytes(v) for v in list(values)[: f.max_len]]
+                    out[i, : len(values)] = values
+            else:
+                out = np.array([_as_bytes(v) for v in column], dtype=object)
+            batch[f.name] = out
+        yield batch
+
+
+def embed_corpus(embed_fn, item_features, features, batch_size: int = 4096, log=print) -> np.ndarray:
+    """[N, D] float32 embeddings of the corpus, through the exported item signature itself."""
+    chunks, n = [], len(item_features[features[0].name])
+    for batch in corpus_batches(item_features, features, batch_size):
+        chunks.append(embed_fn({k: tf.constant(v, tf.string) for k, v in batch.items()})["embedding"].numpy())
+        if len(chunks) % 50 == 0:
+            log(f"export: embedded {sum(map(len, chunks))}/{n} items")
+    return np.concatenate(chunks).astype(np.float32)
+
+
+# -- the export ---------------------------------------------------------------------------------
+
+
+def _scann_layer_config(index_report: dict, n: int) -> dict:
+    """TFRS ScaNN layer settings: the tuned tree, or for brute-force-sized corpora a small tree
+    searched completely with exact reordering of enough candidates to be (near) exact."""
+    config = index_report["config"]
+    if config["algorithm"] == "tree_ah":
+        return {"num_leaves": config["num_leaves"], "num_leaves_to_search": config["num_leaves_to_search"],
+                "num_reordering_candidates": max(config["reorder_num_neighbors"], config["k"]),
+                "dimensions_per_block": config["dimensions_per_block"]}
+    leaves = max(1, min(100, n // 10))
+    return {"num_leaves": leaves, "num_leaves_to_search": leaves,
+            "num_reordering_candidates": min(n, 1000), "dimensions_per_block": 2}
+
+
+def export_models(
+    query_tower: tf.keras.Model,
+    item_tower: tf.keras.Model,
+    spec: fs.FeatureSpec,
+    item_features: Mapping[str, np.ndarray],
+    export_dir: str | os.PathLike,
+    model_name: str,
+    version: int | None = None,
+    *,
+    k: int = 10,
+    target_recall: float = 0.95,
+    tuning_queries: Mapping[str, np.ndarray] | None = None,
+    num_tuning_queries: int = 1000,
+    brute_force_below: int = index_lib.BRUTE_FORCE_BELOW,
+    with_retrieval_savedmodels: bool = True,
+    item_embeddings: np.ndarray | None = None,
+    prebuilt_index: tuple[index_lib.ItemIndex, dict] | None = None,
+    source: dict | None = None,
+    batch_size: int = 4096,
+    seed: int = 0,
+    log=print,
+) -> pathlib.Path:
+    """Writes one export version and returns its folder.
+
+    query_tower / item_tower: Keras models, dict of raw string tensors -> [B, D] float32
+      (L2-normalised). spec: the FeatureSpec they read.
+    item_features: the corpus, {item feature: [N] array} as ``Dataset.item_arrays()``.
+    tuning_queries: held-out query features ({query feature: [Q] array}) for ScaNN tuning;
+      without them, a sample of item embeddings stands in for queries.
+    with_retrieval_savedmodels: False skips ``top_k`` and ``retrieval_scann`` (they copy the
+      corpus into the SavedModels: the serving benchmark at 1M items leaves them out).
+    item_embeddings: precomputed [N, D] corpus embeddings (benchmarks); default: item_tower's.
+    prebuilt_index: (index, tuning report) already built over item_embeddings (benchmarks).
+    """
+    start = time.perf_counter()
+    model_dir = pathlib.Path(export_dir) / model_name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    version = int(version) if version is not None else index_lib.next_version(model_dir)
+    if (model_dir / str(version)).exists():
+        raise FileExistsError(f"{model_dir / str(version)} exists; export versions are immutable")
+
+    item_ids = [(_as_bytes(v)).decode() for v in item_features[spec.item_key]]
+    embed_query = embedding_function(query_tower, spec.query_features)
+    embed_item = embedding_function(item_tower, spec.item_features)
+    if item_embeddings is None:
+        item_embeddings = embed_corpus(embed_item, item_features, spec.item_features, batch_size, log)
+    item_embeddings = np.ascontiguousarray(item_embeddings, dtype=np.float32)
+    n, dim = item_embeddings.shape
+    log(f"export: {n} items, {dim}-d embeddings")
+
+    # Held-out queries for tuning: real query features if given, else a sample of items.
+    rng = np.random.default_rng(seed)
+    if prebuilt_index is not None:
+        queries = item_embeddings[rng.choice(n, size=min(n, num_tuning_queries), replace=False)]
+    elif tuning_queries is not None:
+        q_batches = list(corpus_batches(tuning_queries, spec.query_features, batch_size))
+        queries = np.concatenate([embed_query({k_: tf.constant(v, tf.string) for k_, v in b.items()})["embedding"].numpy()
+                                  for b in q_batches])[:num_tuning_queries]
+        query_source = "held-out queries"
+    else:
+        queries = item_embeddings[rng.choice(n, size=min(n, num_tuning_queries), replace=False)]
+        query_source = "sampled item embeddings (no held-out queries given)"
+    if prebuilt_index is not None:
+        index, report = prebuilt_index
+        if index.size != n or index.item_ids != item_ids:
+            raise ValueError("prebuilt_index does not hold the corpus's items in corpus order")
+    else:
+        index, report = index_lib.tune(item_embeddings, item_ids, queries, target_recall=target_recall, k=k,
+                                       brute_force_below=brute_force_below, log=log)
+        report["query_source"] = query_source
+
+    staging = index_lib.staging_dir(model_dir, version)
+    try:
+        index.save(staging / index_lib.INDEX_DIR)
+        manifest_models: dict[str, Any] = {}
+
+        query_module = tf.Module()
+        query_module.tower = query_tower
+        query_module.embed = embed_query
+        signatures = {"serving_default": embed_query.get_concrete_function()}
+        ids_tensor = tf.constant(item_ids, tf.string)
+        candidates = tf.constant(item_embeddings)
+        if with_retrieval_savedmodels:
+            brute_force = tfrs.layers.factorized_top_k.BruteForce(k=k)
+            brute_force.index(candidates=candidates, identifiers=ids_tensor)
+            query_module.brute_force = brute_force
+            query_module.top_k = retrieval_function(query_tower, spec.query_features, brute_force, k)
+            signatures["top_k"] = query_module.top_k.get_concrete_function()
+        tf.saved_model.save(query_module, str(staging / "query_model"), signatures=signatures)
+        manifest_models["query_model"] = {"signatures": {"serving_default": ["embedding"]} | (
+            {"top_k": ["item_ids", "scores"]} if with_retrieval_savedmodels else {}), "needs_scann_ops": False}
+
+        item_module = tf.Module()
+        item_module.tower = item_tower
+        item_module.embed = embed_item
+        tf.saved_model.save(item_module, str(staging / "item_model"),
+                            signatures={"serving_default": embed_item.get_concrete_function()})
+        manifest_models["item_model"] = {"signatures": {"serving_default": ["embedding"]}, "needs_scann_ops": False}
+
+        scann_report = None
+        if with_retrieval_savedmodels:
+            layer_config = _scann_layer_config(report, n)
+            scann_layer = tfrs.layers.factorized_top_k.ScaNN(k=k, **layer_config)
+            scann_layer.index(candidates=candidates, identifiers=ids_tensor)
+            # Recall of the SavedModel's own searcher, against exact search, on the tuning queries.
+            _, got = scann_layer(tf.constant(queries), k=k)
+            exact_rows, _ = index_lib.exact_top_k(queries, item_embeddings, k)
+            id_array = np.asarray(item_ids, dtype=object)
+            scann_recall = index_lib.recall_at_k([[b.decode() for b in row] for row in got.numpy()],
+                                                 [list(id_array[r]) for r in exact_rows])
+            scann_report = layer_config | {"recall": scann_recall, "k": k}
+            log(f"export: retrieval_scann Recall@{k} = {scann_recall:.4f} ({layer_config})")
+            scann_module = tf.Module()
+            scann_module.tower = query_tower
+            scann_module.scann = scann_layer
+            scann_module.retrieve = retrieval_function(query_tower, spec.query_features, scann_layer, k)
+            tf.saved_model.save(scann_module, str(staging / "retrieval_scann"),
+                                signatures={"serving_default": scann_module.retrieve.get_concrete_function()},
+                                options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]))
+            manifest_models["retrieval_scann"] = {"signatures": {"serving_default": ["item_ids", "scores"]},
+                                                  "needs_scann_ops": True}
+
+        import scann  # noqa: F401  (for its version)
+
+        manifest = {
+            "format": 1,
+            "model_name": model_name,
+            "version": version,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "k": k,
+            "query_key": spec.query_key,
+            "item_key": spec.item_key,
+            "spec": spec.to_dict(),
+            "signatures": {"query_features": feature_signature(spec.query_features),
+                           "item_features": feature_signature(spec.item_features)},
+            "corpus_size": n,
+            "savedmodel_corpus_size": n if with_retrieval_savedmodels else 0,
+            "embedding_dim": dim,
+            "embedding_checksum": index_lib.embedding_checksum(item_embeddings),
+            "index": report,
+            "retrieval_scann": scann_report,
+            "has_top_k": with_retrieval_savedmodels,
+            "savedmodels": manifest_models,
+            "source": source or {},
+            "versions": {"tensorflow": tf.__version__, "tensorflow_recommenders": tfrs.__version__,
+                         "scann": getattr(scann, "__version__", "unknown")},
+        }
+        final = index_lib.publish(staging, model_dir, version, manifest)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log(f"export: wrote {final} in {time.perf_counter() - start:.1f}s "
+        f"(index: {report['config']['algorithm']}, Recall@{k} {report['recall']:.4f})")
+    return final
+
+
+# -- `recsys-ssl export` ------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recsys-ssl export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run-dir", default="runs/demo", help="pipeline run folder")
+    parser.add_argument("--name", default=None, help="the trained experiment under <run-dir>/train/ (default: the config's name)")
+    parser.add_argument("--config", default=None, help="experiment config; its name names the experiment (as in `recsys-ssl train`)")
+    parser.add_argument("--model-name", default=None, help="served model name (default: --name)")
+    parser.add_argument("--export-dir", default=None, help="export root (default <run-dir>/export)")
+    parser.add_argument("--version", type=int, default=None, help="version number (default: latest + 1)")
+    parser.add_argument("--k", type=int, default=10, help="results per query of the SavedModel signatures")
+    parser.add_argument("--target-recall", type=float, default=0.95, help="ScaNN Recall@k target vs exact search")
+    parser.add_argument("--num-tuning-queries", type=int, default=1000)
+    parser.add_argument("--dataset", default=None, help="dataset of the corpus (default: the training run's)")
+    parser.add_argument("--data-dir", default=None, help="raw data folder (MovieLens)")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    from recsys_ssl import paths, train  # the training code: only the export CLI needs it
+    from recsys_ssl.datasets import inputs
+
+    name = args.name
+    if not name and args.config:
+        from recsys_ssl import config as cfg
+
+        name = cfg.load_config(args.config).name  # `recsys-ssl train` names runs the same way
+    if not name:
+        print("recsys-ssl export: pass --name (or --config)", file=sys.stderr)
+        return 2
+    layout = paths.RunLayout(args.run_dir)
+    trained = train.load_trained(args.run_dir, name)
+    dataset_name = args.dataset or getattr(trained.config, "dataset", None)
+    if not dataset_name:
+        print("recsys-ssl export: pass --dataset (the training run does not say)", file=sys.stderr)
+        return 2
+    ds = inputs.load_dataset(dataset_name, data_dir=str(layout.tfds), raw_data_dir=args.data_dir)
+    spec = trained.spec
+    items = ds.item_arrays()
+    queries: dict[str, list] = {f.name: [] for f in spec.query_features}
+    for example in ds.pairs("test").take(args.num_tuning_queries * 2):
+        for f in spec.query_features:
+            value = example[f.name].numpy()
+            queries[f.name].append(list(value) if f.multi_valued else value)
+    tuning = {k: np.array(v, dtype=object) for k, v in queries.items()} if queries[spec.query_key] else None
+    export_models(
+        trained.model.query_tower, trained.model.item_tower, spec, items,
+        args.export_dir or layout.export, args.model_name or name, args.version,
+        k=args.k, target_recall=args.target_recall, tuning_queries=tuning,
+        num_tuning_queries=args.num_tuning_queries,
+        source={"run_dir": str(args.run_dir), "experiment": name, "dataset": dataset_name,
+                "train_dir": str(layout.train(name))},
+    )
+    return 0
