@@ -199,6 +199,28 @@ def _read_parquet(
             yield pa.Table.from_batches([record_batch]), []
 
 
+def check_csv_headers(shards: Sequence[Shard], spec: features_lib.FeatureSpec,
+                      feature_list: Sequence[features_lib.Feature]) -> None:
+    """In the driver, before the job runs: every CSV file has a UTF-8 header naming the spec's
+    columns, and some file has a data row. A bad file fails here with one message naming it
+    (a worker would log its traceback); bad rows are still the workers' (dead letter)."""
+    any_rows = False
+    for shard in shards:
+        with FileSystems.open(shard.path) as handle:
+            first = handle.readline()
+            # Reads only up to the first non-blank line after the header: cheap for any file size.
+            any_rows = any_rows or any(line.strip() for line in iter(handle.readline, b""))
+        try:
+            header = first.decode("utf-8-sig").rstrip("\r\n")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{shard.path}:1: the header is not UTF-8 text ({error})") from None
+        if not header.strip():
+            raise features_lib.SpecError(f"{shard.path}:1: empty file, expected a header row")
+        features_lib.check_columns(spec, next(csv.reader([header])), feature_list, shard.path)
+    if not any_rows:
+        raise ValueError(f"no data rows after the header in {[s.path for s in shards]}")
+
+
 def _read_csv(
     shard: Shard, spec: features_lib.FeatureSpec, feature_list: Sequence[features_lib.Feature], batch_size: int
 ) -> Iterator[tuple[pa.Table, list[dict]]]:
@@ -389,6 +411,8 @@ class ReadBatches(beam.PTransform):
 
     def expand(self, pbegin):
         shards = list_shards(self._source)
+        if self._source.format == "csv":
+            check_csv_headers(shards, self._spec, [self._spec.feature(n) for n in self._names])
         return (
             pbegin
             | "ListShards" >> beam.Create(shards)

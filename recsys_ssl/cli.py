@@ -7,6 +7,7 @@ module only routes, and imports a stage's module only when that stage runs, so t
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # stage -> (module with main(argv), one-line help). Order = the pipeline's order.
@@ -42,7 +43,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"recsys-ssl: unknown stage {stage!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(STAGES[stage][0])
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except (ValueError, OSError) as error:  # bad input (SpecError, CSV rows, missing files): one clear line
+        if os.environ.get("RECSYS_SSL_TRACEBACK"):  # a bug rather than bad input? show where
+            raise
+        print(f"recsys-ssl {stage}: error: {error}  (RECSYS_SSL_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

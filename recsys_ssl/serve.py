@@ -272,6 +272,7 @@ class Handler(BaseHTTPRequestHandler):
     limits: Limits
     batcher: Batcher | None = None
     access_log = False
+    _body_read = False  # set once a request's body has been read off the connection
 
     def log_message(self, format, *args):  # noqa: A002
         if self.access_log:
@@ -280,6 +281,12 @@ class Handler(BaseHTTPRequestHandler):
     def _send(self, code: int, body: dict) -> None:
         data = json.dumps(body).encode()
         self.send_response(code)
+        headers = getattr(self, "headers", None)
+        has_body = headers is not None and (headers.get("Content-Length", "0") not in ("", "0") or "Transfer-Encoding" in headers)
+        unread = has_body and not self._body_read
+        if unread:  # an answer before the body was read (404, 405, 413, ...): the unread body would be
+            self.send_header("Connection", "close")  # parsed as the next request on this keep-alive connection
+        self._body_read = False  # the next request on this connection starts unread
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -315,13 +322,15 @@ class Handler(BaseHTTPRequestHandler):
             if length is None or not length.isdigit():
                 raise HttpError(411, "a Content-Length header is required")
             if int(length) > self.limits.max_body_bytes:
-                self.close_connection = True  # the unread body would poison keep-alive.
                 raise HttpError(413, f"body of {length} bytes is over the limit of {self.limits.max_body_bytes}")
             raw = self.rfile.read(int(length))
+            self._body_read = True
             try:
                 body = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError) as error:
                 raise HttpError(400, f"malformed JSON in the request body: {error}") from None
+            except RecursionError:  # e.g. "[[[[...": the parser recurses once per level
+                raise HttpError(400, "malformed JSON in the request body: nested too deeply") from None
             self._send(200, predict(retriever, model, body, self.limits, self.batcher))
         except HttpError as error:
             self._send(error.status, {"error": str(error)})

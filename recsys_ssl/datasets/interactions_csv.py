@@ -75,15 +75,21 @@ def _read_csv(path: pathlib.Path) -> tuple[list[str], Iterator[tuple[int, list[s
     except StopIteration:
         f.close()
         raise CsvRowError(f"{path}:1: empty file, expected a header row") from None
+    except UnicodeDecodeError as error:
+        f.close()
+        raise CsvRowError(f"{path}:1: not UTF-8 text ({error})") from None
 
     def rows():
         with f:
-            for fields in reader:
-                if not fields:  # a blank line
-                    continue
-                if len(fields) != len(header):
-                    raise CsvRowError(f"{path}:{reader.line_num}: expected {len(header)} fields ({header}), got {len(fields)}: {fields}")
-                yield reader.line_num, fields
+            try:
+                for fields in reader:
+                    if not fields:  # a blank line
+                        continue
+                    if len(fields) != len(header):
+                        raise CsvRowError(f"{path}:{reader.line_num}: expected {len(header)} fields ({header}), got {len(fields)}: {fields}")
+                    yield reader.line_num, fields
+            except UnicodeDecodeError as error:  # decoded in blocks: the line is where the bad block starts
+                raise CsvRowError(f"{path}:{reader.line_num + 1}: not UTF-8 text ({error})") from None
     return header, rows()
 
 
@@ -106,6 +112,8 @@ def _read_table(path: pathlib.Path, spec: features_lib.FeatureSpec, features: tu
             raise CsvRowError(f"{path}:{line_no}: duplicate {what} {key_value!r} (first on line {index[key_value][1]})")
         index[key_value] = (len(records), line_no)
         records.append([_cell(f, fields[p]) for f, p in positions])
+    if not records:  # a header alone would build an empty corpus (TFDS then fails without naming the file)
+        raise CsvRowError(f"{path}: no {what} rows after the header")
     columns = {}
     for i, (feature, _) in enumerate(positions):
         column = np.empty(len(records), dtype=object)
@@ -181,6 +189,9 @@ def read_csvs(config: InteractionsCsvConfig, spec: features_lib.FeatureSpec) -> 
         query_groups.append(query_codes[fields[q_pos]])
         item_rows.append(item_row)
 
+    if not item_rows:  # nothing to train or evaluate on: say why rather than build empty splits
+        raise CsvRowError(f"{queries_path}: no usable interactions"
+                          + (f" (dropped: {dict(dropped)})" if dropped else " (no rows after the header)"))
     if queries is None:
         queries = {}
         for i, (feature, _) in enumerate(per_row_query):
