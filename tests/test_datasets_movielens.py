@@ -101,10 +101,10 @@ def test_missing_raw_file_names_file_and_manual_dir(tmp_path):
 
 
 def test_cli_reports_missing_manual_dir(tmp_path, capsys):
-    from recsys_ssl.datasets import build
+    from recsys_ssl import cli
 
-    rc = build.main(["--dataset", "movielens/1m-user-item", "--data-dir", str(tmp_path), "--tfds-dir", str(tmp_path / "tfds")])
-    assert rc == 1
+    rc = cli.main(["data", "--dataset", "movielens/1m-user-item", "--data-dir", str(tmp_path), "--tfds-dir", str(tmp_path / "tfds")])
+    assert rc == 2
     assert f"manual_dir {tmp_path / 'movielens-1m'} does not exist" in capsys.readouterr().err
 
 

@@ -83,11 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             csv_configs = interactions_csv.make_configs(csv_name, args.interactions, args.items, args.spec,
                                                         queries=args.queries, split_column=args.split_column)
     start = time.time()
-    try:
-        ds = inputs.load_dataset(name, data_dir=tfds_dir, raw_data_dir=args.data_dir, csv_configs=csv_configs)
-    except (FileNotFoundError, ValueError) as error:  # bad input: the message names file / line / column
-        print(f"recsys-ssl data: error: {error}", file=sys.stderr)
-        return 1
+    # Bad input raises FileNotFoundError / ValueError naming the file, line or column; the CLI
+    # router (recsys_ssl.cli) turns it into one `recsys-ssl data: error: ...` line, exit 2.
+    ds = inputs.load_dataset(name, data_dir=tfds_dir, raw_data_dir=args.data_dir, csv_configs=csv_configs)
     out = summary(ds)
     out["seconds"] = round(time.time() - start, 1)
     print(json.dumps(out, indent=2))
