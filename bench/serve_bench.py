@@ -1,9 +1,19 @@
 """Serving benchmark: (a) ScaNN vs numpy brute force, (b) the HTTP server under load.
 
-(a) N synthetic unit vectors (default 1M x 64, clustered: a mixture of Gaussians, which is
-    how learned embeddings look; ``--uniform`` for the structureless worst case). ScaNN is
-    tuned with ``recsys_ssl.index.tune`` to Recall@10 >= 0.95 on held-out queries, then
-    measured on *fresh* queries: Recall@10 against exact search, and queries per second,
+(a) N items x 64 dims (default 1M). ``--corpus``:
+
+    ``synthetic_catalog`` (default): the project's own catalog,
+        ``datasets.synthetic_catalog.generate_items(N)`` and its ``item_latents`` (each item's
+        vector derived from its features: what a trained item tower learns to approximate),
+        queries from ``generate_queries`` + ``query_latents`` (1,000 held out for tuning, the
+        rest fresh, disjoint rows of one draw). The latents have ``LATENT_DIM`` (16) dims and
+        the issue fixes 64, so they are mapped by a fixed seeded map with orthonormal columns
+        (inner products, hence exact neighbours, unchanged), then L2-normalised.
+    ``clustered``: a mixture of 1,000 Gaussians in 64 dims (generic "learned embeddings").
+    ``uniform`` (``--uniform``): uniform on the sphere, the structureless worst case.
+
+    ScaNN is tuned with ``recsys_ssl.index.tune`` to Recall@10 >= 0.95 on held-out queries,
+    then measured on *fresh* queries: Recall@10 against exact search, and queries per second,
     single-query (the serving pattern) and batched, for ScaNN and for numpy brute force.
 (b) The index from (a) is exported with small query/item towers (64-d output) and served by
     ``recsys-ssl serve`` in a subprocess; a second process drives it on loopback with
@@ -12,6 +22,7 @@
 
     .venv/bin/python bench/serve_bench.py                      # the full run (~5-10 min on 2 cores)
     .venv/bin/python bench/serve_bench.py --num-items 100000 --duration 10   # a quick one
+    .venv/bin/python bench/serve_bench.py --corpus uniform --skip-server      # (a) only
 
 Prints a table and writes JSON (``--output``, default runs/bench/serve_bench.json).
 All timings are in the same process, so the ratios are what to read; absolute numbers
@@ -50,6 +61,55 @@ def clustered_unit_vectors(n: int, dim: int, seed: int, clusters: int = 1000, sp
     return out
 
 
+def to_unit_vectors(latents: np.ndarray, dim: int, seed: int = 0) -> np.ndarray:
+    """[n, L] latents -> [n, dim] float32 unit vectors through a fixed seeded linear map.
+
+    dim >= L: a [L, dim] map with orthonormal rows (Q of a Gaussian's QR), an isometry, so
+    inner products and exact neighbours are the latents' own; dim < L: a Gaussian random
+    projection (Johnson-Lindenstrauss). Then each row is L2-normalised (the index's contract).
+    """
+    latent_dim = latents.shape[1]
+    gaussian = np.random.default_rng([seed, 64]).normal(size=(max(dim, latent_dim), min(dim, latent_dim)))
+    if dim >= latent_dim:
+        q, _ = np.linalg.qr(gaussian)  # [dim, L], orthonormal columns
+        projection = q.T
+    else:
+        projection = gaussian / np.sqrt(dim)  # [L, dim]
+    out = (np.asarray(latents, np.float64) @ projection).astype(np.float32)
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def synthetic_catalog_vectors(num_items: int, num_queries: int, dim: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(items [N, dim], item ids, queries [num_queries, dim]) from the synthetic catalog (seed 0).
+
+    Queries are rows of one ``generate_queries`` draw: ``query_latents`` must use the items'
+    seed (it picks the shared country latents), and its noise is drawn per row, so distinct
+    rows are distinct queries; callers split them into held-out and fresh.
+    """
+    from recsys_ssl.datasets import synthetic_catalog as catalog
+
+    items = catalog.generate_items(num_items, seed=0)
+    ids = [i.decode() for i in items["item_id"]]
+    latents = catalog.item_latents(items, seed=0)
+    del items  # ~1M x 11 Python objects
+    item_vectors = to_unit_vectors(latents, dim)
+    del latents
+    queries = catalog.query_latents(catalog.generate_queries(num_queries, seed=0), seed=0)
+    return item_vectors, ids, to_unit_vectors(queries, dim)
+
+
+def corpus(args) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+    """(items [N, dim], ids, tuning queries [1000, dim], fresh queries [num_queries, dim])."""
+    if args.corpus == "synthetic_catalog":
+        items, ids, queries = synthetic_catalog_vectors(args.num_items, 1000 + args.num_queries, args.dim)
+        return items, ids, queries[:1000], queries[1000:]
+    uniform = args.corpus == "uniform"
+    items = clustered_unit_vectors(args.num_items, args.dim, seed=0, uniform=uniform)
+    tuning = clustered_unit_vectors(1000, args.dim, seed=1, uniform=uniform)
+    fresh = clustered_unit_vectors(args.num_queries, args.dim, seed=2, uniform=uniform)
+    return items, [f"item{i}" for i in range(args.num_items)], tuning, fresh
+
+
 def qps(fn, count: int) -> float:
     start = time.perf_counter()
     fn()
@@ -60,12 +120,9 @@ def bench_search(args) -> tuple[dict, object, np.ndarray, list[str]]:
     from recsys_ssl import index as index_lib
 
     t0 = time.perf_counter()
-    items = clustered_unit_vectors(args.num_items, args.dim, seed=0, uniform=args.uniform)
-    ids = [f"item{i}" for i in range(args.num_items)]
-    tuning = clustered_unit_vectors(1000, args.dim, seed=1, uniform=args.uniform)
-    fresh = clustered_unit_vectors(args.num_queries, args.dim, seed=2, uniform=args.uniform)
-    print(f"(a) {args.num_items} x {args.dim} {'uniform' if args.uniform else 'clustered'} unit vectors "
-          f"in {time.perf_counter() - t0:.1f}s", flush=True)
+    items, ids, tuning, fresh = corpus(args)
+    print(f"(a) {args.num_items} x {args.dim} {args.corpus} unit vectors in {time.perf_counter() - t0:.1f}s",
+          flush=True)
 
     t0 = time.perf_counter()
     index, report = index_lib.tune(items, ids, tuning, target_recall=args.target_recall, k=10,
@@ -91,7 +148,7 @@ def bench_search(args) -> tuple[dict, object, np.ndarray, list[str]]:
     sc_batched = qps(lambda: searcher.search_batched(fresh, 10, pre, cfg.num_leaves_to_search), len(fresh))
     sc_parallel = qps(lambda: searcher.search_batched_parallel(fresh, 10, pre, cfg.num_leaves_to_search), len(fresh))
     result = {
-        "num_items": args.num_items, "dim": args.dim, "data": "uniform" if args.uniform else "clustered",
+        "num_items": args.num_items, "dim": args.dim, "data": args.corpus,
         "index_config": cfg.to_dict(), "build_and_tune_s": round(build_s, 1),
         "tuning_recall_held_out": round(report["recall"], 4),
         "recall_at_10_fresh_queries": round(recall, 4), "num_fresh_queries": len(fresh),
@@ -215,13 +272,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--num-items", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--uniform", action="store_true", help="uniform random unit vectors instead of clustered")
+    parser.add_argument("--corpus", choices=("synthetic_catalog", "clustered", "uniform"), default="synthetic_catalog",
+                        help="item vectors: the synthetic catalog's feature latents (default), a Gaussian "
+                             "mixture, or uniform on the sphere (module docstring)")
+    parser.add_argument("--uniform", dest="corpus", action="store_const", const="uniform",
+                        help="alias of --corpus uniform")
     parser.add_argument("--target-recall", type=float, default=0.95)
     parser.add_argument("--num-queries", type=int, default=2000, help="fresh queries for recall and QPS")
     parser.add_argument("--single-queries", type=int, default=100, help="single-query brute-force timing sample")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--duration", type=float, default=60.0)
-    parser.add_argument("--skip-server", action="store_true")
+    parser.add_argument("--skip-server", action="store_true", help="part (a) only")
     parser.add_argument("--output", default=str(ROOT / "runs" / "bench" / "serve_bench.json"))
     parser.add_argument("--load-client", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--load-output", default=None, help=argparse.SUPPRESS)
