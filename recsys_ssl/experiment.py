@@ -107,19 +107,25 @@ def build_grid(
 
 def cell_config(cell: Cell, overrides: Mapping[str, Any] | None = None):
     """The cell's ExperimentConfig: its config file with name, seed, data fraction, sweep value
-    and ``overrides`` ({"train.steps": 100, ...}) applied."""
+    and ``overrides`` ({"train.steps": 100, "10pct:train.epochs": 40, ...}: a ``REGIME:`` prefix
+    applies only to that regime's cells) applied, type-checked as a config file is."""
     from recsys_ssl import config as cfg
 
     base = cfg.load_config(cell.config_name)
     sections: dict[str, dict[str, Any]] = {"train": {"data_fraction": cell.regime}}
     top: dict[str, Any] = {"name": cell.name, "seed": cell.seed}
-    for field, value in list((overrides or {}).items()) + list(cell.sweep):
+    # Overrides for every regime first, then the ones scoped to this cell's ("10pct:train.epochs").
+    applied = [(f, v) for f, v in (overrides or {}).items() if ":" not in f]
+    applied += [(f.partition(":")[2], v) for f, v in (overrides or {}).items() if f.partition(":")[0] == cell.regime]
+    for field, value in applied + list(cell.sweep):
         section, _, key = field.rpartition(".")
         if not section:
             top[key] = value
         else:
             sections.setdefault(section, {})[key] = value
-    return cfg.replace(base, top=top, **sections)
+    config = cfg.replace(base, top=top, **sections)
+    # Type-check the overridden fields as a file's would be (a "false" string must not pass as true).
+    return cfg.config_from_dict(config.to_dict(), source=f"{config.source} with --set/--sweep")
 
 
 # -- running (the real train + evaluate, resumable) -----------------------------------------------
@@ -370,11 +376,22 @@ def write_results(out_dir: str | pathlib.Path, records: Sequence[Mapping[str, An
 # -- CLI ------------------------------------------------------------------------------------------
 
 
-def _override(text: str) -> tuple[str, Any]:
+def parse_override(text: str) -> tuple[str, Any]:
+    """``[REGIME:]FIELD=VALUE`` -> (field, value); VALUE is read as YAML, as in a config file
+    (``false`` is a bool, ``[512, 128]`` a list, ``0.3`` a number). A ``10pct:`` or ``full:``
+    prefix scopes the override to that data regime's cells (e.g. ``10pct:train.epochs=40``)."""
+    import yaml
+
     field, sep, value = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected FIELD=VALUE, e.g. train.steps=200")
-    return field, parse_sweep(f"x.{field}={value}")[1][0]
+    scope, colon, bare = field.partition(":")
+    if not sep or not field or (colon and (scope not in REGIMES or not bare)):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected [REGIME:]FIELD=VALUE, e.g. train.steps=200 or 10pct:train.epochs=40 (regimes {REGIMES})")
+    try:
+        return field, yaml.safe_load(value)
+    except yaml.YAMLError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: the value is not valid YAML: {error}") from None
+
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -393,8 +410,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=REGIMES)
     parser.add_argument("--sweep", help="one field swept over values, e.g. ssl.alpha=0.1,0.3,1,3 or "
                         "ssl.dropout_rate=0,0.1,0.3,0.5 (every config but the baseline)")
-    parser.add_argument("--set", dest="overrides", action="append", type=_override, default=[],
-                        help="config override for every cell, e.g. --set train.steps=200 --set dataset=movielens/100k-user-item")
+    parser.add_argument("--set", dest="overrides", action="append", type=parse_override, default=[],
+                        help="config override for every cell, e.g. --set train.steps=200 --set dataset=movielens/100k-user-item; "
+                        "the value is YAML (--set model.item_hidden=[512,128]); a REGIME: prefix scopes it to one "
+                        "data regime (--set 10pct:train.epochs=40)")
     parser.add_argument("--baseline", default="baseline", help="the group relative changes are computed against")
     parser.add_argument("--ks", type=int, nargs="+", default=list(evaluate.DEFAULT_KS))
     parser.add_argument("--head-fraction", type=float, default=evaluate.PROTOCOL_HEAD_FRACTION)

@@ -122,3 +122,24 @@ def test_cell_config_applies_regime_seed_sweep_and_overrides(tmp_path, monkeypat
     assert (config.name, config.seed, config.train.data_fraction) == ("ssl_cfm_alpha0.3-10pct-seed2", 2, "10pct")
     assert (config.ssl.alpha, config.train.steps, config.dataset) == (0.3, 7, "movielens/100k-user-item")
     assert isinstance(config, cfg.ExperimentConfig)
+
+
+def test_overrides_are_yaml_typed_and_regime_scoped(tmp_path, monkeypatch):
+    from recsys_ssl import config as cfg, paths
+
+    (tmp_path / "baseline.yaml").write_text("name: baseline\nmethod: baseline\n")
+    monkeypatch.setattr(paths, "CONFIGS_DIR", tmp_path)
+    overrides = dict(experiment.parse_override(t) for t in (
+        "main.logq_correction=false", "model.query_hidden=[128, 32]", "model.item_hidden=[64,32]",
+        "train.epochs=8", "10pct:train.epochs=40", "full:train.learning_rate=0.2"))
+    assert overrides["main.logq_correction"] is False and overrides["model.query_hidden"] == [128, 32]
+    full_cell, tenth_cell = experiment.build_grid(["baseline"], [0], ["full", "10pct"])
+    full, tenth = experiment.cell_config(full_cell, overrides), experiment.cell_config(tenth_cell, overrides)
+    assert (full.train.epochs, tenth.train.epochs) == (8, 40)
+    assert (full.train.learning_rate, tenth.train.learning_rate) == (0.2, cfg.load_config("baseline").train.learning_rate)
+    assert full.main.logq_correction is False and full.model.item_hidden == [64, 32]
+    with pytest.raises(cfg.ConfigError, match="logq_correction"):
+        experiment.cell_config(full_cell, {"main.logq_correction": "no"})
+    for bad in ("train.epochs", "5pct:train.epochs=3", "10pct:=3"):
+        with pytest.raises(Exception, match="REGIME"):
+            experiment.parse_override(bad)

@@ -26,6 +26,12 @@ user's *test part*, the rest the train part.
     its target's.
 ``train_10pct`` is a uniform 10% sample of train (seeded), with the same test set.
 
+Validation carve-out (``{100k,1m}-{user-item,item-item}-val``, for tuning): the same rule
+applied WITHIN the protocol's train part. The protocol's test interactions are left out
+entirely; of each user's train part, the last ceil(0.2 n) interactions are the validation
+"test" split and the rest its "train" split (the item corpus is the same). Tuning on it
+never sees the protocol's test set.
+
 Bad input: a missing raw file raises FileNotFoundError naming the file and the manual_dir;
 a malformed row (wrong number of fields, non-integer id, duplicate id) raises ValueError
 naming file and line. Ratings of unknown users or movies are dropped and counted in the
@@ -240,6 +246,14 @@ def read_raw(version: str, manual_dir: str | pathlib.Path) -> RawMovieLens:
         item_ids=np.asarray(list(movie_index), dtype=np.int64), dropped=dict(dropped), skipped=dict(skipped))
 
 
+def train_part(raw: RawMovieLens) -> RawMovieLens:
+    """``raw`` restricted to the interactions of the protocol's train part (the validation carve-out's input)."""
+    _, is_test, _ = _common.temporal_split(raw.user_rows, raw.timestamps, raw.item_ids[raw.item_rows])
+    keep = ~is_test
+    return dataclasses.replace(raw, user_rows=raw.user_rows[keep], item_rows=raw.item_rows[keep],
+                               timestamps=raw.timestamps[keep])
+
+
 def user_item_pairs(raw: RawMovieLens, seed: int = SEED) -> _common.PairsTable:
     """The protocol split of user -> movie interactions."""
     _, is_test, _ = _common.temporal_split(raw.user_rows, raw.timestamps, raw.item_ids[raw.item_rows])
@@ -270,10 +284,11 @@ class MovieLensConfig(tfds.core.BuilderConfig):
 
     release: str = "100k"
     task: str = "user-item"
+    validation: bool = False  # the carve-out: split the protocol's train part again (module docstring)
 
 
 def items_config_name(pairs_config_name: str) -> str:
-    return pairs_config_name.split("-", 1)[0] + _common.ITEMS_SUFFIX
+    return pairs_config_name.split("-", 1)[0] + _common.ITEMS_SUFFIX  # "-val" configs share the corpus
 
 
 def spec_for(task: str) -> features_lib.FeatureSpec:
@@ -293,6 +308,10 @@ class Movielens(_common.LocalBuilder, skip_registration=True):
         MovieLensConfig(name=f"{release}-{task}", release=release, task=task,
                         description=f"MovieLens {release}: {task}")
         for release in RAW_DIRS for task in TASKS + ("items",)
+    ] + [
+        MovieLensConfig(name=f"{release}-{task}-val", release=release, task=task, validation=True,
+                        description=f"MovieLens {release}: {task}, validation carve-out of the train part")
+        for release in RAW_DIRS for task in TASKS
     ]
     DEFAULT_CONFIG_NAME = "100k-user-item"
 
@@ -315,6 +334,10 @@ class Movielens(_common.LocalBuilder, skip_registration=True):
                 f"MovieLens {config.release}: manual_dir {manual_dir} does not exist; it must hold "
                 f"{', '.join(RAW_FILES[config.release])}.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
         raw = read_raw(config.release, pathlib.Path(manual_dir))
+        if config.validation:
+            held_out = len(raw.user_rows)
+            raw = train_part(raw)
+            self.info.metadata.update(validation_held_out_test=held_out - int(len(raw.user_rows)))
         num_items, num_users = len(raw.item_ids), len(raw.users["user_id"])
         counts = {"interactions": int(len(raw.user_rows)), "users": num_users, "items": num_items}
         self.info.metadata.update(counts=counts, dropped=raw.dropped, skipped=raw.skipped, manual_dir=str(manual_dir))
