@@ -332,8 +332,21 @@ def tune(
     candidates = []
     for reorder in reorder_grid:
         reorder = max(reorder, k)
+        below = 0  # the largest leaf count known to fall short of the target
         for leaves in leaf_grid:
             r = recall_of(choose_q, choose_exact, leaves, reorder)
+            if r < target_recall:
+                below = leaves
+                continue
+            # The grid is coarse (75 vs 50 leaves is 1.5x the search cost): bisect down to the
+            # fewest leaves that still meet the target (recall grows with the leaves searched).
+            while leaves - below > 1:
+                middle = (below + leaves) // 2
+                r_middle = recall_of(choose_q, choose_exact, middle, reorder)
+                if r_middle >= target_recall:
+                    leaves, r = middle, r_middle
+                else:
+                    below = middle
             if r >= target_recall:
                 seconds = _time_search(index, choose_q, k, leaves, reorder)
                 candidates.append({"num_leaves_to_search": leaves, "reorder_num_neighbors": reorder,
@@ -346,10 +359,8 @@ def tune(
     for best in sorted(candidates, key=lambda c: c["ms_per_query"]):
         leaves, reorder = best["num_leaves_to_search"], best["reorder_num_neighbors"]
         recall = recall_of(check_q, check_exact, leaves, reorder)
-        for more in [l for l in leaf_grid if l > leaves]:
-            if recall >= target_recall:
-                break
-            leaves = more
+        while recall < target_recall and leaves < num_leaves:  # 10% steps: the choice was fine-grained
+            leaves = min(num_leaves, max(leaves + 1, int(leaves * 1.1)))
             recall = recall_of(check_q, check_exact, leaves, reorder)
         if recall >= target_recall:
             break
