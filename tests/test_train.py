@@ -130,3 +130,18 @@ def test_missing_stats_say_which_job_to_run(run_dir, tmp_path):
     config = cfg.replace(cfg.load_config(CONFIGS_DIR / "baseline.yaml"), top={"dataset": "synthetic_catalog/tiny"})
     with pytest.raises(FileNotFoundError, match="recsys-ssl stats"):
         train.load_training_data(config, tmp_path)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("name", METHOD_FILES)
+def test_a_few_hundred_steps_on_the_synthetic_catalog_lower_both_losses(run_dir, name):
+    """Every shipped method config, on the synthetic catalog through the real data path: 200 steps."""
+    config = cfg.replace(cfg.load_config(CONFIGS_DIR / f"{name}.yaml"), top={"dataset": "synthetic_catalog/tiny"},
+                         train={"batch_size": 64})
+    data = train.load_training_data(config, run_dir)
+    tf.keras.utils.set_random_seed(0)
+    model = train.build_model(config, data)
+    history = model.fit(train.training_dataset(config, data, seed=0), epochs=4, steps_per_epoch=50, verbose=0).history
+    assert history["main_loss"][-1] < history["main_loss"][0], history["main_loss"]
+    if config.uses_ssl_batch:
+        assert history["ssl_loss"][-1] < history["ssl_loss"][0], history["ssl_loss"]
