@@ -57,6 +57,7 @@ serve: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/mi_bench.py
 	$(BIN)/python bench/train_bench.py
+	$(BIN)/python bench/eval_bench.py
 	$(BIN)/python bench/serve_bench.py
 
 clean:
