@@ -262,12 +262,7 @@ class FeatureStatistics(beam.PTransform):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="recsys-ssl stats",
-        allow_abbrev=False,  # never swallow a Beam option that shares a prefix with ours
-        description=__doc__.split("\n\n")[0] + " Unrecognised arguments are Beam pipeline options (e.g. --runner=DataflowRunner).",
-    )
-    options_lib.add_input_arguments(parser)
+    parser = options_lib.job_parser("recsys-ssl stats", __doc__.split("\n\n")[0], "DataflowRunner")
     parser.add_argument("--min-count", type=int, default=None, help="override every feature's vocab.min_count")
     parser.add_argument("--top-k", type=int, default=None, help="override every feature's vocab.top_k")
     return parser

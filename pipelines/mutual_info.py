@@ -225,12 +225,7 @@ class MutualInformation(beam.PTransform):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="recsys-ssl mi",
-        allow_abbrev=False,  # never swallow a Beam option that shares a prefix with ours
-        description=__doc__.split("\n\n")[0] + " Unrecognised arguments are Beam pipeline options (e.g. --runner=FlinkRunner).",
-    )
-    options_lib.add_input_arguments(parser)
+    parser = options_lib.job_parser("recsys-ssl mi", __doc__.split("\n\n")[0], "FlinkRunner")
     parser.add_argument("--group-size", type=int, default=None, help="|F_m|, the CFM masking group size (default round(k/2))")
     parser.add_argument(
         "--weight-by-frequency", action="store_true", help="weight each item by its number of TRAIN pairs (needs pairs)"

@@ -27,6 +27,17 @@ LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner", "direct")
 DEFAULT_NUM_WORKERS = 2
 
 
+def job_parser(prog: str, description: str, runner_example: str) -> argparse.ArgumentParser:
+    """The argument parser of a Beam job's CLI: its input arguments; the rest passes to Beam."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        allow_abbrev=False,  # never swallow a Beam option that shares a prefix with ours
+        description=f"{description} Unrecognised arguments are Beam pipeline options (e.g. --runner={runner_example}).",
+    )
+    add_input_arguments(parser)
+    return parser
+
+
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("inputs (a project dataset, or your own files)")
     group.add_argument("--dataset", default=None, help="a project dataset, e.g. synthetic_catalog/10k (the default when no --items-file)")

@@ -187,3 +187,43 @@ if __name__ == "__main__":
     import sys
 
     sys.exit(_main())
+
+
+def backed_up_steps(backup, backup_every: int) -> int:
+    """Steps covered by the newest COMPLETE BackupAndRestore save under ``backup`` (ckpt-N is the N-th).
+
+    The ``checkpoint`` state file names a save only once it is fully written.
+    """
+    import re
+
+    newest = 0
+    for state in backup.rglob("checkpoint"):
+        match = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', state.read_text(), re.MULTILINE)
+        if match:
+            newest = max(newest, int(match.group(1)))
+    return backup_every * newest
+
+
+def sigkill_after_backup(command: list[str], backup, min_steps: int, backup_every: int, *, env, cwd,
+                         timeout: float = 120):
+    """Starts a training command, SIGKILLs it once a backup covers ``min_steps``; returns the process.
+
+    Fails (AssertionError) if training ends by itself before it could be killed.
+    """
+    import os
+    import signal
+    import subprocess
+    import time
+
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline and process.poll() is None and backed_up_steps(backup, backup_every) < min_steps:
+            time.sleep(0.02)
+        assert process.poll() is None, "training ended before it could be killed:\n" + process.stdout.read()[-3000:]
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return process

@@ -10,15 +10,15 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from recsys_ssl import cli
+
+import model_fixtures
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 STEPS = 300
@@ -31,16 +31,6 @@ dataset: synthetic_catalog/tiny
 model: {{query_hidden: [16], item_hidden: [16]}}
 train: {{batch_size: 64, learning_rate: 0.1, epochs: 1, backup_every_steps: {BACKUP_EVERY}}}
 """
-
-
-def _backed_up_steps(backup: pathlib.Path) -> int:
-    """Steps covered by the newest complete backup (the ``checkpoint`` file names a save once written)."""
-    newest = 0
-    for state in backup.rglob("checkpoint"):
-        match = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', state.read_text(), re.MULTILINE)
-        if match:
-            newest = max(newest, int(match.group(1)))
-    return BACKUP_EVERY * newest
 
 
 @pytest.mark.timeout(240)
@@ -58,17 +48,8 @@ def test_sigkilled_train_command_rerun_resumes_and_finishes(tmp_path, capsys):
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     train_dir = run_dir / "train" / "tiny_baseline"
 
-    first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline and first.poll() is None and _backed_up_steps(train_dir / "backup") < BACKUP_EVERY:
-            time.sleep(0.02)
-        assert first.poll() is None, "training ended before it could be killed:\n" + first.stdout.read()[-3000:]
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait(timeout=30)
-    finally:
-        if first.poll() is None:
-            first.kill()
+    first = model_fixtures.sigkill_after_backup(command, train_dir / "backup", BACKUP_EVERY, BACKUP_EVERY,
+                                                env=env, cwd=ROOT)
     assert first.returncode == -signal.SIGKILL
     assert not (train_dir / "manifest.json").exists()  # a killed run published nothing
 

@@ -7,9 +7,10 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
+
+import model_fixtures
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -25,21 +26,8 @@ def _command(run_dir) -> list[str]:
 def test_sigkilled_training_resumes_from_its_last_backup(tmp_path):
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT))
     backup = tmp_path / "train" / "ssl_cfm" / "backup"
-    first = subprocess.Popen(_command(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, cwd=str(ROOT))
-    try:
-        deadline = time.time() + 120
-        # Wait for a backup taken after step 20 or more (its checkpoint index says which save).
-        while time.time() < deadline and first.poll() is None:
-            if _backed_up_steps(backup) >= 20:
-                break
-            time.sleep(0.1)
-        assert first.poll() is None, "training finished before it could be killed:\n" + first.stdout.read()[-2000:]
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait(timeout=30)
-    finally:
-        if first.poll() is None:
-            first.kill()
+    # Kill once a backup taken after step 20 or more exists (saves every 10 steps).
+    first = model_fixtures.sigkill_after_backup(_command(tmp_path), backup, 20, 10, env=env, cwd=str(ROOT))
     assert first.returncode == -signal.SIGKILL
     assert not (tmp_path / "train" / "ssl_cfm" / "manifest.json").exists()
 
@@ -51,15 +39,3 @@ def test_sigkilled_training_resumes_from_its_last_backup(tmp_path):
     assert manifest["steps"] == 120  # and finished the schedule
 
 
-def _backed_up_steps(backup: pathlib.Path) -> int:
-    """Steps covered by the newest COMPLETE backup (saves every 10 steps; ckpt-N is the N-th).
-
-    The ``checkpoint`` state file names a save only once it is fully written."""
-    import re
-
-    newest = 0
-    for state in backup.rglob("checkpoint"):
-        match = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', state.read_text(), re.MULTILINE)
-        if match:
-            newest = max(newest, int(match.group(1)))
-    return 10 * newest
