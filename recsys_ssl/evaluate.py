@@ -444,79 +444,6 @@ def prepare_queries(
 # -- the model side -----------------------------------------------------------------------------
 
 
-def _concat_padded(parts: list[np.ndarray]) -> np.ndarray:
-    """Concatenates [B_i] or [B_i, L_i] string arrays, padding multi-valued ones with b""."""
-    if parts[0].ndim == 1:
-        return np.concatenate(parts)
-    width = max(p.shape[1] for p in parts)
-    return np.concatenate([np.pad(p, ((0, 0), (0, width - p.shape[1])), constant_values=b"") for p in parts])
-
-
-def _collect(batches, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """Iterates a batched tf.data.Dataset once: feature -> numpy array over all rows."""
-    columns: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    for batch in batches:
-        for name in names:
-            columns[name].append(batch[name].numpy())
-    return {name: _concat_padded(parts) if parts else np.zeros(0, dtype=object) for name, parts in columns.items()}
-
-
-def _read_columns_fast(dataset, split: str, names: Sequence[str]) -> dict[str, np.ndarray] | None:
-    """String feature columns of a split straight from the TFDS record files, or None.
-
-    TFDS stores each example as a tf.train.Example keyed by feature name (a ``Text`` feature:
-    one bytes value), so whole batches of records parse in one vectorised
-    ``tf.io.parse_example``: ~15x faster than the handle's per-example decoding (MovieLens-100K's
-    80k training pairs: 0.5 s instead of 9 s); a multi-valued feature (``Sequence(Text)``, a
-    bytes list) comes back [P, max_len] padded with b"", as ``inputs.batch`` gives it. Anything
-    unexpected (a feature of another type, a builder without record files, a count that
-    differs from the split's) returns None and the caller reads through the dataset handle.
-    """
-    from recsys_ssl.tf_setup import tf
-
-    try:
-        builder = dataset.pairs_builder
-        features = builder.info.features
-        if any(features[name].shape not in ((), (None,)) or features[name].tf_dtype != tf.string for name in names):
-            return None
-        # Multi-valued features: the spec's max_len, truncated and padded with "" as inputs.batch does.
-        widths = {name: dataset.spec.feature(name).max_len for name in names if features[name].shape == (None,)}
-        info = builder.info.splits[split]
-        files = [str(pathlib.Path(builder.data_dir) / f) for f in info.filenames]
-        parse = {name: tf.io.VarLenFeature(tf.string) if name in widths else tf.io.FixedLenFeature([], tf.string)
-                 for name in names}
-
-        def parse_batch(records):
-            parsed = tf.io.parse_example(records, parse)
-            for name, width in widths.items():
-                dense = tf.sparse.to_dense(parsed[name], default_value="")[:, :width]
-                parsed[name] = tf.pad(dense, [[0, 0], [0, width - tf.shape(dense)[1]]])
-            return parsed
-
-        records = tf.data.TFRecordDataset(files).batch(65536).map(parse_batch)
-        columns: dict[str, list[np.ndarray]] = {name: [] for name in names}
-        for batch in records.as_numpy_iterator():
-            for name in names:
-                columns[name].append(batch[name])
-        out = {name: np.concatenate(parts).astype(object) if parts else np.zeros(0, object) for name, parts in columns.items()}
-    except (AttributeError, KeyError, TypeError, ValueError, tf.errors.OpError) as error:
-        print(f"note: reading {split} through the dataset handle ({type(error).__name__}: {error})", file=sys.stderr)
-        return None
-    if any(len(column) != int(info.num_examples) for column in out.values()):
-        return None
-    return out
-
-
-def _read_columns(dataset, split: str, names: Sequence[str], batch_size: int = 8192) -> dict[str, np.ndarray]:
-    """feature -> numpy array over a whole split: the fast record reader, else the handle."""
-    from recsys_ssl.datasets import inputs
-
-    fast = _read_columns_fast(dataset, split, names)
-    if fast is not None:
-        return fast
-    return _collect(inputs.batch(dataset.pairs(split), dataset.spec, batch_size, features=names), names)
-
-
 def _embed(tower, features: Mapping[str, np.ndarray], rows: np.ndarray, batch_size: int, desc: str) -> np.ndarray:
     """tower(...) over the selected rows, batch by batch: [len(rows), D] float32."""
     from tqdm import tqdm
@@ -572,9 +499,10 @@ def evaluate_model(
 
     spec = dataset.spec
     started = time.perf_counter()
-    corpus = _collect(inputs.batch(dataset.items(), spec, batch_size, features=spec.item_feature_names), spec.item_feature_names)
-    train = _read_columns(dataset, "train", [spec.query_key, spec.item_key])
-    test = _read_columns(dataset, split, list(dict.fromkeys(spec.query_feature_names + [spec.item_key])))
+    corpus = inputs.collect_columns(inputs.batch(dataset.items(), spec, batch_size, features=spec.item_feature_names),
+                                    spec.item_feature_names)
+    train = dataset.pair_columns("train", [spec.query_key, spec.item_key])
+    test = dataset.pair_columns(split, list(dict.fromkeys(spec.query_feature_names + [spec.item_key])))
     result = evaluate_arrays(
         trained, spec, corpus, (train[spec.query_key], train[spec.item_key]), test, ks=ks, head_fraction=head_fraction,
         mode=mode, batch_size=batch_size, stats_dir=stats_dir, num_buckets=num_buckets, per_pair=per_pair,

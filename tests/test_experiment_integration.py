@@ -95,11 +95,11 @@ def test_fast_split_reader_matches_the_dataset_handle(tmp_path):
     dataset = inputs.load_dataset("synthetic_catalog/tiny", data_dir=str(tmp_path / "tfds"))
     spec = dataset.spec
     names = [spec.query_key, spec.item_key, "query_segment", "tags", "title_tokens"]
-    fast = evaluate._read_columns_fast(dataset, "test", names)
+    fast = inputs._read_columns_from_records(dataset, "test", names)
     assert fast is not None
-    handle = evaluate._collect(inputs.batch(dataset.pairs("test"), spec, 256, features=names), names)
+    handle = inputs.collect_columns(inputs.batch(dataset.pairs("test"), spec, 256, features=names), names)
     for name in names:
         assert fast[name].tolist() == handle[name].tolist(), name
     assert fast["tags"].shape == (dataset.num_examples("test"), spec.feature("tags").max_len)
     # A feature that is not a string (the int64 timestamp) is not for the fast path.
-    assert evaluate._read_columns_fast(dataset, "test", [spec.item_key, "timestamp"]) is None
+    assert inputs._read_columns_from_records(dataset, "test", [spec.item_key, "timestamp"]) is None
