@@ -450,10 +450,13 @@ def _embed(tower, features: Mapping[str, np.ndarray], rows: np.ndarray, batch_si
 
     from recsys_ssl.tf_setup import tf
 
+    # One traced graph for every batch: an eager Keras __call__ re-walks the model's layers per
+    # call (~0.3 s each for a 100k-item catalog's towers, measured: 32 of 37 s of embedding).
+    call = tf.function(lambda batch: tower(batch, training=False), reduce_retracing=True)
     out = []
     for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch", leave=False, disable=len(rows) <= batch_size):
         take = rows[start : start + batch_size]
-        out.append(tower({name: tf.constant(values[take]) for name, values in features.items()}).numpy())
+        out.append(call({name: tf.constant(values[take]) for name, values in features.items()}).numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
