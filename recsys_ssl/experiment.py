@@ -393,7 +393,6 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise argparse.ArgumentTypeError(f"{text!r}: the value is not valid YAML: {error}") from None
 
 
-
 def main(argv: Sequence[str] | None = None) -> int:
     from recsys_ssl import evaluate
 

@@ -269,7 +269,11 @@ def _check_ids(item_ids: Sequence[str], n: int) -> None:
 
 
 def default_num_leaves(n: int) -> int:
-    """The tree's partition count for n items: 2 sqrt(n), clamped to [16, 4000]."""
+    """The tree's partition count for n items: 2 sqrt(n) (~500 items a leaf at 1M), clamped to [16, 4000].
+
+    Measured at 1M x 64 (the bench/serve_bench.py corpus), single-query, Recall@10 0.95:
+    sqrt(N) = 1,000 leaves ~150 us a query, 2,000 ~87 us, 4,000 ~108 us (the centroid scan grows).
+    """
     return int(min(max(round(2 * np.sqrt(n)), 16), 4000))
 
 
@@ -328,9 +332,6 @@ def tune(
         return index, {"config": index.config.to_dict(), "recall": recall, "target_recall": target_recall,
                        "k": k, "num_queries": len(check_q), "candidates": []}
 
-    # ~2 sqrt(N) leaves (~500 items each at 1M). Measured at 1M x 64 (bench/serve_bench.py corpus),
-    # single-query: sqrt(N) = 1,000 leaves needs ~150 us for Recall@10 0.95, 2,000 leaves ~87 us,
-    # 4,000 leaves ~108 us (the centroid scan starts to dominate).
     num_leaves = num_leaves or default_num_leaves(n)
     config = IndexConfig("tree_ah", k=k, num_leaves=num_leaves, num_leaves_to_search=max(1, num_leaves // 50),
                          reorder_num_neighbors=max(reorder_grid))
@@ -362,12 +363,12 @@ def tune(
                     leaves, r = middle, r_middle
                 else:
                     below = middle
-            if r >= target_recall:
-                seconds = _time_search(index, choose_q, k, leaves, reorder)
-                candidates.append({"num_leaves_to_search": leaves, "reorder_num_neighbors": reorder,
-                                   "recall": r, "ms_per_query": seconds * 1e3})
-                log(f"index: reorder {reorder:4d}, leaves {leaves:5d}: Recall@{k} {r:.4f}, {seconds * 1e3:.3f} ms/query")
-                break
+            # r >= target_recall here: the loop skipped the shortfalls, the bisection kept the target.
+            seconds = _time_search(index, choose_q, k, leaves, reorder)
+            candidates.append({"num_leaves_to_search": leaves, "reorder_num_neighbors": reorder,
+                               "recall": r, "ms_per_query": seconds * 1e3})
+            log(f"index: reorder {reorder:4d}, leaves {leaves:5d}: Recall@{k} {r:.4f}, {seconds * 1e3:.3f} ms/query")
+            break
     if not candidates:
         raise RuntimeError(f"no ScaNN config reached Recall@{k} >= {target_recall}; lower the target")
     # The held-out half must confirm the choice; if it falls short, step up the leaves.
