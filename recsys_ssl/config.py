@@ -42,6 +42,11 @@ class MainTaskConfig:
 
     temperature: float = 0.07
     logq_correction: bool = True
+    # logits - logq_weight * log p_j. 1: Yi et al.'s full correction (the in-batch softmax then
+    # estimates the full softmax, popularity included); 0: none (in-batch negatives are drawn by
+    # popularity, so the scores learn p(j|q) / p(j), which favours the tail). In between trades
+    # head for tail recall, like the popularity discount of item-based recommenders.
+    logq_weight: float = 1.0
     remove_accidental_hits: bool = True
 
 
@@ -219,6 +224,8 @@ def validate(config: ExperimentConfig) -> None:
             raise _fail(s, field, f"must be in [0, 1), got {value}")
     if config.ssl.alpha < 0:
         raise _fail(s, "ssl.alpha", f"must be non-negative, got {config.ssl.alpha}")
+    if config.main.logq_weight < 0:
+        raise _fail(s, "main.logq_weight", f"must be non-negative, got {config.main.logq_weight}")
     for field, value in (("train.batch_size", config.train.batch_size), ("train.epochs", config.train.epochs),
                          ("train.backup_every_steps", config.train.backup_every_steps),
                          ("train.steps", config.train.steps), ("train.steps_per_epoch", config.train.steps_per_epoch),

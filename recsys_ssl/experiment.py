@@ -224,7 +224,12 @@ def check_resumed_config(cell: Cell, metrics: Mapping[str, Any], options: Mappin
         return
     expected = _flat_dict(cell_config(cell, options.get("overrides")).to_dict())
     stored = _flat_dict(stored)
-    differences = [f"{k}: {stored.get(k)!r} (stored) != {v!r} (asked)" for k, v in expected.items() if stored.get(k) != v]
+    # A key the stored config lacks is a field added since the cell ran: it matches at its default.
+    from recsys_ssl import config as cfg
+
+    defaults = _flat_dict(cfg.ExperimentConfig(name=cell.config_name).to_dict())
+    differences = [f"{k}: {stored.get(k, defaults.get(k))!r} (stored) != {v!r} (asked)"
+                   for k, v in expected.items() if stored.get(k, defaults.get(k)) != v]
     if differences:
         raise ValueError(
             f"{path}: cell {cell.name} finished with a different config ({'; '.join(differences)}); "

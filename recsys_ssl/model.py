@@ -86,7 +86,9 @@ class TwoTowerModel(tfrs.Model):
             if not item_frequencies:
                 raise ValueError("main.logq_correction needs item frequencies (the statistics job's "
                                  "item_frequencies.tsv); set main.logq_correction: false to train without")
-            probabilities = item_probabilities(item_frequencies)
+            # p_j ** w: TFRS subtracts log of what it is given, so this subtracts w * log p_j.
+            weight = config.main.logq_weight
+            probabilities = {item: p ** weight for item, p in item_probabilities(item_frequencies).items()}
             self._min_probability = min(probabilities.values())
             self._probability_table = tf.lookup.StaticHashTable(
                 tf.lookup.KeyValueTensorInitializer(

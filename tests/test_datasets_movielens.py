@@ -45,6 +45,17 @@ def test_protocol_split_user_item(ml100k_root):
     assert set(by_split["train_10pct"]) <= set(by_split["train"]) and len(by_split["train_10pct"]) == 1
 
 
+def test_recent_movies_see_only_the_past_and_test_pairs_only_the_train_part(ml100k_root):
+    raw = movielens.read_raw("100k", ml100k_root / "movielens-100k")
+    table = movielens.user_item_pairs(raw, recent_length=2)
+    recent = table.pair_columns[movielens.RECENT_FEATURE]
+    history = {(int(q), int(i)): list(h) for q, i, h in zip(table.query_rows, table.item_rows, recent)}
+    # User 1 watched movies 1, 2, 3, 4 (train) then 5, 6 (test); user 3 watched 2, 1, 3, 4 then 5.
+    assert [history[(0, i)] for i in range(4)] == [[], ["1"], ["2", "1"], ["3", "2"]]
+    assert history[(0, 4)] == history[(0, 5)] == ["4", "3"]  # movie 5 is NOT in movie 6's history
+    assert [history[(2, i)] for i in (1, 0, 2, 3, 4)] == [[], ["2"], ["1", "2"], ["3", "1"], ["4", "3"]]
+
+
 def test_item_item_pairs_follow_time_and_target_rule(ml100k_root):
     raw = movielens.read_raw("100k", ml100k_root / "movielens-100k")
     table = movielens.item_item_pairs(raw)

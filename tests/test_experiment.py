@@ -97,6 +97,15 @@ def test_resumable_runner_skips_finished_cells(tmp_path):
     assert records[1]["metrics"]["recall@10"] == 0.2  # read back from metrics.json
 
 
+def test_resume_check_treats_a_field_added_later_as_its_default(tmp_path):
+    cell = experiment.build_grid(["baseline"], [0], ["full"])[0]
+    stored = experiment.cell_config(cell).to_dict()
+    del stored["main"]["logq_weight"]  # a cell that finished before the field existed
+    experiment.check_resumed_config(cell, {"config": stored}, {}, tmp_path)  # asked: the default, 1.0
+    with pytest.raises(ValueError, match=r"main.logq_weight: 1.0 \(stored\) != 0.5 \(asked\)"):
+        experiment.check_resumed_config(cell, {"config": stored}, {"overrides": {"main.logq_weight": 0.5}}, tmp_path)
+
+
 def test_write_results_files(tmp_path):
     deciles = [0.9, 0.7, 0.5, 0.3, 0.1]
     records = RECORDS + [record("so", "full", 0, metrics(0.2, 0.5, deciles=deciles))]

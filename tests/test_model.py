@@ -79,6 +79,28 @@ def test_model_logq_gives_a_more_frequent_item_a_higher_probability(data):
     assert p[1] > p[0] >= p[2] > 0
 
 
+def test_logq_weight_scales_the_correction(data):
+    """logits - w * log p_j: with the same weights, w = 0.5 gives the loss numpy computes from the w = 1 model's tensors."""
+    full = TwoTowerModel(data.spec, mf.tiny_config(), data.vocabularies, data.item_frequencies)
+    half = TwoTowerModel(data.spec, cfg.replace(mf.tiny_config(), main={"logq_weight": 0.5}), data.vocabularies,
+                         data.item_frequencies)
+    pairs = _batch(data, mf.tiny_config())["pairs"]
+    train.build_towers_now(full, data.spec)
+    train.build_towers_now(half, data.spec)
+    half.set_weights(full.get_weights())
+    ids = pairs[data.spec.item_key]
+    np.testing.assert_allclose(half.item_probability(ids).numpy(), full.item_probability(ids).numpy() ** 0.5, rtol=1e-6)
+    seed = tf.constant([0, 0], tf.int64)
+    q = tf.math.l2_normalize(full.query_tower(pairs), -1).numpy()
+    c = tf.math.l2_normalize(full.item_tower(pairs), -1).numpy()
+    logits = q @ c.T / mf.tiny_config().main.temperature - 0.5 * np.log(full.item_probability(ids).numpy())[None, :]
+    raw_ids = ids.numpy()
+    logits[(raw_ids[:, None] == raw_ids[None, :]) & ~np.eye(len(raw_ids), dtype=bool)] = -np.inf  # accidental hits
+    logits -= logits.max(axis=1, keepdims=True)
+    expected = np.mean(-np.diag(logits) + np.log(np.exp(logits).sum(axis=1)))
+    np.testing.assert_allclose(half.main_loss(pairs, False, seed).numpy(), expected, rtol=1e-4)
+
+
 def test_logq_needs_item_frequencies(data):
     with pytest.raises(ValueError, match="item frequencies"):
         TwoTowerModel(data.spec, mf.tiny_config(), data.vocabularies, None)

@@ -109,12 +109,15 @@ class PairsTable:
     """Query -> item pairs as index arrays into a query table and an item table.
 
     query_rows, item_rows, timestamps: [N] int64; the splits are index arrays into them.
+    pair_columns: query features that belong to the pair rather than to its query row (e.g. the
+      user's history as of the interaction): name -> [N] object array.
     """
 
     query_rows: np.ndarray
     item_rows: np.ndarray
     timestamps: np.ndarray
     splits: dict[str, np.ndarray]
+    pair_columns: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def split_counts(self) -> dict[str, int]:
         return {name: int(len(rows)) for name, rows in self.splits.items()}
@@ -154,12 +157,15 @@ def pair_examples(
     query_columns: dict[str, np.ndarray],
     item_columns: dict[str, np.ndarray],
 ) -> Iterator[tuple[int, dict]]:
-    """TFDS examples of one split: the query's and the item's features joined, plus timestamp."""
+    """TFDS examples of one split: the query's, the pair's and the item's features joined, plus timestamp."""
     query_picked = list(query_columns.items())
     item_picked = list(item_columns.items())
+    pair_picked = list(pairs.pair_columns.items())
     for index in pairs.splits[split]:
         q, i = pairs.query_rows[index], pairs.item_rows[index]
         example = {name: column[q] for name, column in query_picked}
+        for name, column in pair_picked:
+            example[name] = column[index]
         for name, column in item_picked:
             example[name] = column[i]
         example[TIMESTAMP] = int(pairs.timestamps[index])

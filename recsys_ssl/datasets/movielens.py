@@ -14,6 +14,9 @@ Features (all strings; names follow TFDS's ``movielens/*`` where they overlap):
   users: ``user_id``, ``bucketized_user_age`` (TFDS's buckets 1, 18, 25, 35, 45, 50, 56: the
     largest bucket <= age), ``user_gender`` ("M"/"F"), ``user_occupation_text``,
     ``user_zip_prefix`` (first 3 characters of the zip code).
+  user -> item pairs also carry ``user_recent_movie_ids`` (multi): the user's last 10 movies
+    before the interaction, newest first; a test pair sees only its user's train part
+    (:func:`recent_movies`). Item -> item queries are the seed movie's features.
 
 Tasks and splits (../shared/bench/PROTOCOL.md): every rating is one implicit interaction.
 Per user, interactions are sorted by (timestamp, movie id); the last ceil(0.2 n_u) are the
@@ -66,6 +69,8 @@ ML1M_OCCUPATIONS = ("other/not specified", "academic/educator", "artist", "cleri
                     "K-12 student", "lawyer", "programmer", "retired", "sales/marketing", "scientist",
                     "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer")
 SEED = 0  # of the 10% train sample and the write order
+RECENT_FEATURE = "user_recent_movie_ids"  # user -> item query feature: the user's latest movies
+RECENT_LENGTH = 10
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Download the MovieLens archives from https://grouplens.org/datasets/movielens/ and unpack them
@@ -254,10 +259,34 @@ def train_part(raw: RawMovieLens) -> RawMovieLens:
                                timestamps=raw.timestamps[keep])
 
 
-def user_item_pairs(raw: RawMovieLens, seed: int = SEED) -> _common.PairsTable:
-    """The protocol split of user -> movie interactions."""
+def recent_movies(raw: RawMovieLens, length: int = RECENT_LENGTH) -> np.ndarray:
+    """Each interaction's ``user_recent_movie_ids``: the user's last ``length`` visible movies, newest first.
+
+    Visible = what a request at that moment could know. A train interaction sees the user's
+    interactions strictly before it (protocol order); a test interaction sees only the user's
+    train part (the protocol scores a user's whole test part from the train history), so all
+    of a user's test pairs carry the same history, the one the evaluator embeds.
+    Returns: [num_interactions] object array of lists of movie-id strings (original order).
+    """
+    order, is_test, _ = _common.temporal_split(raw.user_rows, raw.timestamps, raw.item_ids[raw.item_rows])
+    movie_ids = raw.items["movie_id"][raw.item_rows[order]]
+    users = raw.user_rows[order]
+    n = len(order)
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if n else np.zeros(0, np.int64)
+    out = np.empty(n, dtype=object)
+    for start, end in zip(starts, np.r_[starts[1:], n]):
+        num_train = int(np.count_nonzero(~is_test[order[start:end]]))  # the train part is a prefix
+        for rank in range(end - start):
+            visible = min(rank, num_train)
+            out[order[start + rank]] = list(movie_ids[start + max(0, visible - length):start + visible][::-1])
+    return out
+
+
+def user_item_pairs(raw: RawMovieLens, seed: int = SEED, recent_length: int = RECENT_LENGTH) -> _common.PairsTable:
+    """The protocol split of user -> movie interactions, each with the user's recent movies."""
     _, is_test, _ = _common.temporal_split(raw.user_rows, raw.timestamps, raw.item_ids[raw.item_rows])
-    return _common.PairsTable(raw.user_rows, raw.item_rows, raw.timestamps, _common.make_splits(is_test, seed))
+    return _common.PairsTable(raw.user_rows, raw.item_rows, raw.timestamps, _common.make_splits(is_test, seed),
+                              pair_columns={RECENT_FEATURE: recent_movies(raw, recent_length)})
 
 
 def item_item_pairs(raw: RawMovieLens, seed: int = SEED) -> _common.PairsTable:

@@ -1,12 +1,13 @@
 #!/bin/bash
 # One tuning trial on the VALIDATION carve-out (movielens/100k-user-item-val; never the test split).
 # usage: tune_trial.sh NAME CONFIG REGIME [--set k=v ...]   (seed 0; SEEDS="0 1 2" for more)
-# Needs runs/ml100k_val/{tfds,stats,mi} (see README.md here); prints one line of validation metrics.
+# Needs $VAL_RUN/{tfds,stats,mi} (default runs/ml100k_val; see README.md here); prints one line of validation metrics.
 cd "$(dirname "$0")/../../.."  # the repository root
 NAME=$1; CONFIG=$2; REGIME=$3; shift 3
 R=runs/tune/$NAME
 mkdir -p $R
-for a in stats mi tfds; do [ -e $R/$a ] || ln -s ../../ml100k_val/$a $R/$a; done
+VAL_RUN=$(realpath "${VAL_RUN:-runs/ml100k_val}")
+for a in stats mi tfds; do [ -e $R/$a ] || ln -s "$VAL_RUN/$a" $R/$a; done
 start=$(date +%s)
 .venv/bin/recsys-ssl experiment --run-dir $R --name val --configs $CONFIG --seeds ${SEEDS:-0} --regimes $REGIME \
   --set dataset=movielens/100k-user-item-val --data-dir ${DATA_DIR:-../shared/data} --no-plots --quiet --baseline $CONFIG "$@" > $R/log.txt 2>&1
