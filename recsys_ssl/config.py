@@ -113,6 +113,12 @@ class ExperimentConfig:
         """Whether training draws a uniform SSL item batch each step (SSL and SO)."""
         return self.method in ("ssl", "so")
 
+    @property
+    def unread_sections(self) -> tuple[str, ...]:
+        """Config sections this method never reads (a baseline ignores ``ssl`` and ``fd``)."""
+        return tuple(section for section, readers in (("ssl", ("ssl", "so")), ("fd", ("fd",)))
+                     if self.method not in readers)
+
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out.pop("source")

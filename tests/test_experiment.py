@@ -106,6 +106,21 @@ def test_resume_check_treats_a_field_added_later_as_its_default(tmp_path):
         experiment.check_resumed_config(cell, {"config": stored}, {"overrides": {"main.logq_weight": 0.5}}, tmp_path)
 
 
+def test_resume_check_ignores_sections_the_method_does_not_read(tmp_path):
+    baseline, cfm = experiment.build_grid(["baseline", "ssl_cfm"], [0], ["full"])
+    for cell in (baseline, cfm):
+        stored = experiment.cell_config(cell, {"ssl.alpha": 0.1}).to_dict()
+        asked = {"overrides": {"ssl.alpha": 3.0}}
+        if cell is baseline:  # the baseline never reads ssl.alpha: its finished cell is reused
+            experiment.check_resumed_config(cell, {"config": stored}, asked, tmp_path)
+        else:
+            with pytest.raises(ValueError, match=r"ssl.alpha: 0.1 \(stored\) != 3.0 \(asked\)"):
+                experiment.check_resumed_config(cell, {"config": stored}, asked, tmp_path)
+    stored = experiment.cell_config(baseline).to_dict()
+    with pytest.raises(ValueError, match="main.temperature"):  # what it does read still counts
+        experiment.check_resumed_config(baseline, {"config": stored}, {"overrides": {"main.temperature": 0.2}}, tmp_path)
+
+
 def test_write_results_files(tmp_path):
     deciles = [0.9, 0.7, 0.5, 0.3, 0.1]
     records = RECORDS + [record("so", "full", 0, metrics(0.2, 0.5, deciles=deciles))]
