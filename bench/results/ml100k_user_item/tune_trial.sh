@@ -1,6 +1,7 @@
 #!/bin/bash
 # One tuning trial on the VALIDATION carve-out (movielens/100k-user-item-val; never the test split).
 # usage: tune_trial.sh NAME CONFIG REGIME [--set k=v ...]   (seed 0; SEEDS="0 1 2" for more)
+# item -> item: VAL_RUN=runs/ml100k_ii_val ... --set dataset=movielens/100k-item-item-val (a later --set wins)
 # Needs $VAL_RUN/{tfds,stats,mi} (default runs/ml100k_val; see README.md here); prints one line of validation metrics.
 cd "$(dirname "$0")/../../.."  # the repository root
 NAME=$1; CONFIG=$2; REGIME=$3; shift 3
