@@ -259,23 +259,24 @@ def train_part(raw: RawMovieLens) -> RawMovieLens:
                                timestamps=raw.timestamps[keep])
 
 
-def recent_movies(raw: RawMovieLens, length: int = RECENT_LENGTH) -> np.ndarray:
+def recent_movies(raw: RawMovieLens, order: np.ndarray, is_test: np.ndarray, length: int = RECENT_LENGTH) -> np.ndarray:
     """Each interaction's ``user_recent_movie_ids``: the user's last ``length`` visible movies, newest first.
 
     Visible = what a request at that moment could know. A train interaction sees the user's
     interactions strictly before it (protocol order); a test interaction sees only the user's
     train part (the protocol scores a user's whole test part from the train history), so all
     of a user's test pairs carry the same history, the one the evaluator embeds.
+    order, is_test: :func:`_common.temporal_split`'s protocol order and test flags for ``raw``.
     Returns: [num_interactions] object array of lists of movie-id strings (original order).
     """
-    order, is_test, _ = _common.temporal_split(raw.user_rows, raw.timestamps, raw.item_ids[raw.item_rows])
     movie_ids = raw.items["movie_id"][raw.item_rows[order]]
     users = raw.user_rows[order]
+    train_sorted = ~is_test[order]
     n = len(order)
     starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if n else np.zeros(0, np.int64)
     out = np.empty(n, dtype=object)
     for start, end in zip(starts, np.r_[starts[1:], n]):
-        num_train = int(np.count_nonzero(~is_test[order[start:end]]))  # the train part is a prefix
+        num_train = int(np.count_nonzero(train_sorted[start:end]))  # the train part is a prefix
         for rank in range(end - start):
             visible = min(rank, num_train)
             out[order[start + rank]] = list(movie_ids[start + max(0, visible - length):start + visible][::-1])
@@ -284,9 +285,9 @@ def recent_movies(raw: RawMovieLens, length: int = RECENT_LENGTH) -> np.ndarray:
 
 def user_item_pairs(raw: RawMovieLens, seed: int = SEED, recent_length: int = RECENT_LENGTH) -> _common.PairsTable:
     """The protocol split of user -> movie interactions, each with the user's recent movies."""
-    _, is_test, _ = _common.temporal_split(raw.user_rows, raw.timestamps, raw.item_ids[raw.item_rows])
+    order, is_test, _ = _common.temporal_split(raw.user_rows, raw.timestamps, raw.item_ids[raw.item_rows])
     return _common.PairsTable(raw.user_rows, raw.item_rows, raw.timestamps, _common.make_splits(is_test, seed),
-                              pair_columns={RECENT_FEATURE: recent_movies(raw, recent_length)})
+                              pair_columns={RECENT_FEATURE: recent_movies(raw, order, is_test, recent_length)})
 
 
 def item_item_pairs(raw: RawMovieLens, seed: int = SEED) -> _common.PairsTable:
