@@ -71,6 +71,9 @@ class Feature:
     maskable: whether SSL feature masking may mask it.
     column: the column in a CSV file (defaults to ``name``).
     separator: multi-valued only: the separator between values in a CSV cell.
+    shares_embedding: query features only: the item feature whose vocabulary and embedding
+      table this feature reuses (a history of item ids read through the item tower's id
+      table, so what the item side learns about an item reaches the queries that hold it).
     """
 
     name: str
@@ -83,6 +86,7 @@ class Feature:
     maskable: bool = True
     column: str = ""
     separator: str = "|"
+    shares_embedding: str = ""
 
     @property
     def multi_valued(self) -> bool:
@@ -226,7 +230,14 @@ def _parse_feature(raw: Any, source: str, field: str) -> Feature:
         maskable=bool(raw.get("maskable", True)),
         column=str(raw.get("column", "")),
         separator=separator,
+        shares_embedding=_optional_name(raw.get("shares_embedding", ""), source, f"{field}.shares_embedding"),
     )
+
+
+def _optional_name(value: Any, source: str, field: str) -> str:
+    if not isinstance(value, str):
+        raise _fail(source, field, f"must be a feature name, got {value!r}")
+    return value
 
 
 def _parse_side(raw: dict, key: str, source: str) -> tuple[Feature, ...]:
@@ -261,6 +272,7 @@ def spec_from_dict(raw: Any, source: str = "<memory>") -> FeatureSpec:
             raise _fail(source, key_field, f"{key!r} is not one of the {side}: {names}")
         if next(f for f in features if f.name == key).multi_valued:
             raise _fail(source, key_field, f"{key!r} must be single-valued")
+    _check_shared_embeddings(query_features, item_features, source)
     timestamp = raw.get("timestamp")
     if timestamp is not None and not isinstance(timestamp, str):
         raise _fail(source, "timestamp", f"must be a column name, got {timestamp!r}")
@@ -276,6 +288,24 @@ def spec_from_dict(raw: Any, source: str = "<memory>") -> FeatureSpec:
         timestamp=timestamp,
         source=source,
     )
+
+
+def _check_shared_embeddings(query_features: tuple[Feature, ...], item_features: tuple[Feature, ...], source: str) -> None:
+    items = {f.name: f for f in item_features}
+    for feature in item_features:
+        if feature.shares_embedding:
+            raise _fail(source, f"item_features({feature.name}).shares_embedding",
+                        "only query features can share an item feature's embedding table")
+    for feature in query_features:
+        if not feature.shares_embedding:
+            continue
+        field = f"query_features({feature.name}).shares_embedding"
+        target = items.get(feature.shares_embedding)
+        if target is None:
+            raise _fail(source, field, f"{feature.shares_embedding!r} is not one of the item_features: {sorted(items)}")
+        if target.embedding_dim != feature.embedding_dim:
+            raise _fail(source, field, f"embedding_dim {feature.embedding_dim} differs from {target.name}'s "
+                                       f"{target.embedding_dim}; a shared table has one width")
 
 
 def _mark_key_as_id(features: tuple[Feature, ...], key: str, raw_features: list[dict]) -> tuple[Feature, ...]:

@@ -23,11 +23,15 @@ class FeatureEmbedding(tf.keras.layers.Layer):
     """
 
     def __init__(self, feature: fs.Feature, vocabulary: Sequence[str] | None = None,
-                 masked_embedding: str | None = "learned", **kwargs):
+                 masked_embedding: str | None = "learned", shared: "FeatureEmbedding | None" = None, **kwargs):
+        """``shared``: another feature's layer whose lookup and table this one reuses (its
+        ``vocabulary`` is then ignored; the spec checked that the widths agree)."""
         super().__init__(name=kwargs.pop("name", f"embed_{feature.name}"), **kwargs)
         self.feature = feature
         vocab = feature.vocab
-        if vocab.source == "hash":
+        if shared is not None:
+            self.lookup_layer, self.num_ids, self.embedding = shared.lookup_layer, shared.num_ids, shared.embedding
+        elif vocab.source == "hash":
             self.lookup_layer = tf.keras.layers.Hashing(num_bins=vocab.buckets, name=f"hash_{feature.name}")
             num_ids = vocab.buckets
         else:
@@ -38,8 +42,9 @@ class FeatureEmbedding(tf.keras.layers.Layer):
             self.lookup_layer = tf.keras.layers.StringLookup(
                 vocabulary=values, num_oov_indices=vocab.oov_buckets, mask_token=None, name=f"lookup_{feature.name}")
             num_ids = len(values) + vocab.oov_buckets
-        self.num_ids = num_ids
-        self.embedding = tf.keras.layers.Embedding(num_ids, feature.embedding_dim, name=f"table_{feature.name}")
+        if shared is None:
+            self.num_ids = num_ids
+            self.embedding = tf.keras.layers.Embedding(num_ids, feature.embedding_dim, name=f"table_{feature.name}")
         # None: this feature is never masked (query towers, unmaskable features, no-masking methods),
         # so it gets no masked embedding at all (an unused weight would have no gradient).
         self.masked = None
@@ -91,12 +96,21 @@ class Tower(tf.keras.Model):
     """
 
     def __init__(self, features: Sequence[fs.Feature], vocabularies: Mapping[str, Sequence[str]],
-                 hidden_sizes: Sequence[int], masked_embedding: str | None = "learned", **kwargs):
+                 hidden_sizes: Sequence[int], masked_embedding: str | None = "learned",
+                 shared: Mapping[str, FeatureEmbedding] | None = None, **kwargs):
+        """``shared``: feature name -> another tower's FeatureEmbedding, for the features whose
+        spec says ``shares_embedding`` (the item tower's layer of that name)."""
         super().__init__(**kwargs)
         self.features = tuple(features)
         self.feature_names = [f.name for f in self.features]
+        shared = shared or {}
+        missing = [f.name for f in self.features if f.shares_embedding and f.shares_embedding not in shared]
+        if missing:
+            raise ValueError(f"tower {self.name}: features {missing} share another tower's embedding, "
+                             f"which was not given (build both towers with build_towers)")
         self.embeddings = [
-            FeatureEmbedding(f, vocabularies.get(f.name), masked_embedding=masked_embedding if f.maskable else None)
+            FeatureEmbedding(f, vocabularies.get(f.name), masked_embedding=masked_embedding if f.maskable else None,
+                             shared=shared.get(f.shares_embedding) if f.shares_embedding else None)
             for f in self.features
         ]
         layers = [tf.keras.layers.Dense(width, activation="relu", name=f"hidden_{i}")
@@ -160,7 +174,12 @@ class Tower(tf.keras.Model):
 
 def build_towers(spec: fs.FeatureSpec, vocabularies: Mapping[str, Sequence[str]], query_hidden: Sequence[int],
                  item_hidden: Sequence[int], masked_embedding: str | None = "learned") -> tuple[Tower, Tower]:
-    """(query_tower, item_tower) for a spec; ``masked_embedding=None``: the item tower is never masked."""
-    query = Tower(spec.query_features, vocabularies, query_hidden, None, name="query_tower")
+    """(query_tower, item_tower) for a spec; ``masked_embedding=None``: the item tower is never masked.
+
+    A query feature with ``shares_embedding: F`` reads its values through the item tower's
+    lookup and table of feature F (one variable, trained by both towers).
+    """
     item = Tower(spec.item_features, vocabularies, item_hidden, masked_embedding, name="item_tower")
+    shared = {layer.feature.name: layer for layer in item.embeddings}
+    query = Tower(spec.query_features, vocabularies, query_hidden, None, shared=shared, name="query_tower")
     return query, item

@@ -73,6 +73,12 @@ def test_json_spec(tmp_path):
         (lambda r: r["query_features"].append({"name": "item", "kind": "categorical"}), "item_features(item).name", "duplicate"),
         (lambda r: r.update(item_features=[]), "item_features", "non-empty"),
         (lambda r: r.update(extra=1), "extra", "unknown field"),
+        (lambda r: r["query_features"][0].update(shares_embedding="nope"), "query_features(user).shares_embedding",
+         "not one of the item_features"),
+        (lambda r: r["query_features"][0].update(shares_embedding="item"), "query_features(user).shares_embedding",
+         "embedding_dim 32 differs from item's 8"),
+        (lambda r: r["item_features"][1].update(shares_embedding="item"), "item_features(tags).shares_embedding",
+         "only query features"),
     ],
 )
 def test_errors_name_file_and_field(tmp_path, mutate, field, words):

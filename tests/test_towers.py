@@ -6,7 +6,7 @@ import pytest
 
 from recsys_ssl import features
 from recsys_ssl.tf_setup import tf
-from recsys_ssl.towers import FeatureEmbedding, Tower
+from recsys_ssl.towers import FeatureEmbedding, Tower, build_towers
 
 SINGLE = features.Feature(name="colour", kind="categorical", embedding_dim=3)
 MULTI = features.Feature(name="tags", kind="multi_categorical", embedding_dim=3, max_len=3)
@@ -118,3 +118,32 @@ def test_encode_views_equals_encoding_each_view():
     views = tower.encode_views(looked_up, masks, keeps)
     for view, mask, keep in zip(views, masks, keeps):
         np.testing.assert_allclose(view.numpy(), tower.encode(looked_up, mask, keep).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_query_history_shares_the_item_id_table():
+    spec = features.spec_from_dict({
+        "name": "shared", "query_key": "user", "item_key": "item",
+        "query_features": [{"name": "user", "kind": "categorical", "embedding_dim": 2},
+                           {"name": "history", "kind": "multi_categorical", "max_len": 2, "embedding_dim": 3,
+                            "shares_embedding": "item"}],
+        "item_features": [{"name": "item", "kind": "categorical", "embedding_dim": 3}],
+    })
+    # The history's own vocabulary is ignored: it reads item ids through the item table.
+    query, item = build_towers(spec, {"user": ["u"], "history": ["zzz"], "item": ["a", "b"]}, [4], [4])
+    history_layer = query.embeddings[1]
+    item_layer = item.embeddings[0]
+    assert history_layer.embedding is item_layer.embedding
+    pooled = history_layer(tf.constant([["a", "b"], ["b", ""]])).numpy()
+    table = _table(item_layer)
+    np.testing.assert_allclose(pooled, np.stack([(table[1] + table[2]) / 2, table[2]]), rtol=1e-6)
+    # One variable: a step that only uses the query tower moves the item tower's embedding of "b".
+    batch = {"user": tf.constant(["u"]), "history": tf.constant([["b", ""]])}
+    before = item({"item": tf.constant(["b"])}).numpy()
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(query(batch)[:, 0])
+    grads = tape.gradient(loss, query.trainable_variables)
+    tf.keras.optimizers.SGD(1.0).apply_gradients(zip(grads, query.trainable_variables))
+    assert not np.allclose(item({"item": tf.constant(["b"])}).numpy(), before)
+    names = [v.name for v in query.trainable_variables + item.trainable_variables]
+    assert sum("table_item" in n for n in names) == 2 and len({id(v) for v in query.trainable_variables
+                                                                + item.trainable_variables}) == len(names) - 1

@@ -8,7 +8,11 @@ stayed below this.
 
     .venv/bin/python bench/results/ml100k_user_item/sequence_check.py [--data-dir ../shared/data] [--validation]
 
-Prints Recall@50 overall / head / tail (head = top 20% by train count) for a few settings.
+Prints Recall@50 overall / head / tail (head = top 20% by train count) for a few settings, and
+for the most-popular ranker (no personalisation: every user gets the most frequent unseen
+movies) with counts from ``train`` and from ``train_10pct``, the reference a 10%-data model
+has to beat; and for an item -> item ranker learned from the pairs of one split alone (each
+pair's history votes for its target), which shows how much a 10%-data model could learn.
 """
 from __future__ import annotations
 
@@ -42,6 +46,17 @@ def co_occurrence(train: list[np.ndarray], num_items: int, window: int) -> np.nd
     return counts
 
 
+def pair_co_occurrence(table, rows: np.ndarray, item_ids: np.ndarray, last: int = 5) -> np.ndarray:
+    """[N, N]: each pair (in ``rows``) adds 0.9**age to (history movie, target) for its last movies."""
+    row_of = {str(item): row for row, item in enumerate(item_ids.astype(str))}
+    counts = np.zeros((len(item_ids), len(item_ids)), np.float64)
+    for pair in rows:
+        history = table.pair_columns["user_recent_movie_ids"][pair][:last]  # newest first
+        for age, movie in enumerate(history):
+            counts[row_of[movie.decode() if isinstance(movie, bytes) else str(movie)], table.item_rows[pair]] += 0.9 ** age
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None, help="raw data root (default: $RECSYS_SSL_DATA or ../shared/data)")
@@ -57,6 +72,24 @@ def main() -> None:
     head = evaluate.head_mask(counts, 0.2, raw.item_ids)
     users = [u for u in range(len(train)) if len(test[u])]
     cooc = {w: co_occurrence(train, num_items, w) for w in (10, 30)}
+    # Most popular: scores = training counts (of train, or of the 10% sample models see at 10% data).
+    table = movielens.user_item_pairs(raw)
+    for split in ("train", "train_10pct"):
+        rows = table.item_rows[table.splits[split]]
+        split_counts = np.bincount(rows, minlength=num_items).astype(np.float64)
+        metrics = evaluate.retrieval_metrics(
+            np.tile(split_counts, (len(users), 1)), np.eye(num_items), [test[u] for u in users],
+            [train[u] for u in users], {"head": head, "tail": ~head}, ks=(50,), normalize=False)
+        print(f"most popular ({split:11s} counts, {len(rows)} pairs): Recall@50 {metrics['recall@50']:.4f} "
+              f"head {metrics['slices']['head']['recall@50']:.4f} tail {metrics['slices']['tail']['recall@50']:.4f}")
+        # The split's pairs alone: their histories vote for their targets (no popularity discount).
+        learned = pair_co_occurrence(table, table.splits[split], raw.item_ids)
+        votes = np.stack([(0.9 ** np.arange(min(5, len(train[u])))) @ learned[train[u][::-1][:5]] for u in users])
+        metrics = evaluate.retrieval_metrics(
+            votes + 1e-6 * split_counts[None, :], np.eye(num_items), [test[u] for u in users],
+            [train[u] for u in users], {"head": head, "tail": ~head}, ks=(50,), normalize=False)
+        print(f"pair history -> target ({split:11s}): Recall@50 {metrics['recall@50']:.4f} "
+              f"head {metrics['slices']['head']['recall@50']:.4f} tail {metrics['slices']['tail']['recall@50']:.4f}")
     for window, last, beta in ((10, 5, 0.0), (10, 5, 0.5), (10, 10, 0.5), (30, 5, 0.5)):
         votes = np.zeros((len(users), num_items), np.float32)
         for row, u in enumerate(users):
