@@ -30,7 +30,7 @@ class FeatureEmbedding(tf.keras.layers.Layer):
         self.feature = feature
         vocab = feature.vocab
         if shared is not None:
-            self.lookup_layer, self.num_ids, self.embedding = shared.lookup_layer, shared.num_ids, shared.embedding
+            self.lookup_layer, num_ids = shared.lookup_layer, shared.num_ids
         elif vocab.source == "hash":
             self.lookup_layer = tf.keras.layers.Hashing(num_bins=vocab.buckets, name=f"hash_{feature.name}")
             num_ids = vocab.buckets
@@ -42,9 +42,9 @@ class FeatureEmbedding(tf.keras.layers.Layer):
             self.lookup_layer = tf.keras.layers.StringLookup(
                 vocabulary=values, num_oov_indices=vocab.oov_buckets, mask_token=None, name=f"lookup_{feature.name}")
             num_ids = len(values) + vocab.oov_buckets
-        if shared is None:
-            self.num_ids = num_ids
-            self.embedding = tf.keras.layers.Embedding(num_ids, feature.embedding_dim, name=f"table_{feature.name}")
+        self.num_ids = num_ids
+        self.embedding = shared.embedding if shared is not None else tf.keras.layers.Embedding(
+            num_ids, feature.embedding_dim, name=f"table_{feature.name}")
         # None: this feature is never masked (query towers, unmaskable features, no-masking methods),
         # so it gets no masked embedding at all (an unused weight would have no gradient).
         self.masked = None
@@ -110,7 +110,7 @@ class Tower(tf.keras.Model):
                              f"which was not given (build both towers with build_towers)")
         self.embeddings = [
             FeatureEmbedding(f, vocabularies.get(f.name), masked_embedding=masked_embedding if f.maskable else None,
-                             shared=shared.get(f.shares_embedding) if f.shares_embedding else None)
+                             shared=shared.get(f.shares_embedding))
             for f in self.features
         ]
         layers = [tf.keras.layers.Dense(width, activation="relu", name=f"hidden_{i}")

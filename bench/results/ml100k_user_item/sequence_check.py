@@ -48,13 +48,19 @@ def co_occurrence(train: list[np.ndarray], num_items: int, window: int) -> np.nd
 
 def pair_co_occurrence(table, rows: np.ndarray, item_ids: np.ndarray, last: int = 5) -> np.ndarray:
     """[N, N]: each pair (in ``rows``) adds 0.9**age to (history movie, target) for its last movies."""
-    row_of = {str(item): row for row, item in enumerate(item_ids.astype(str))}
+    row_of = {str(item): row for row, item in enumerate(item_ids)}
     counts = np.zeros((len(item_ids), len(item_ids)), np.float64)
     for pair in rows:
-        history = table.pair_columns["user_recent_movie_ids"][pair][:last]  # newest first
+        history = table.pair_columns[movielens.RECENT_FEATURE][pair][:last]  # movie-id strings, newest first
         for age, movie in enumerate(history):
-            counts[row_of[movie.decode() if isinstance(movie, bytes) else str(movie)], table.item_rows[pair]] += 0.9 ** age
+            counts[row_of[movie], table.item_rows[pair]] += 0.9 ** age
     return counts
+
+
+def recency_votes(train: list[np.ndarray], users: list[int], votes_of: np.ndarray, last: int) -> np.ndarray:
+    """[Q, N]: each user's last ``last`` train movies vote with their rows of ``votes_of``, weight 0.9**age."""
+    return np.stack([(0.9 ** np.arange(len(recent))) @ votes_of[recent]
+                     for recent in (train[u][::-1][:last] for u in users)])
 
 
 def main() -> None:
@@ -71,37 +77,29 @@ def main() -> None:
     counts = np.bincount(np.concatenate(train), minlength=num_items)
     head = evaluate.head_mask(counts, 0.2, raw.item_ids)
     users = [u for u in range(len(train)) if len(test[u])]
+
+    def report(label: str, scores: np.ndarray) -> None:
+        # Scores as [Q, N] "embeddings" against the identity: the evaluator's top-K, exclusions and slices.
+        metrics = evaluate.retrieval_metrics(
+            scores, np.eye(num_items), [test[u] for u in users], [train[u] for u in users],
+            {"head": head, "tail": ~head}, ks=(50,), normalize=False)
+        print(f"{label}: Recall@50 {metrics['recall@50']:.4f} "
+              f"head {metrics['slices']['head']['recall@50']:.4f} tail {metrics['slices']['tail']['recall@50']:.4f}")
+
     cooc = {w: co_occurrence(train, num_items, w) for w in (10, 30)}
     # Most popular: scores = training counts (of train, or of the 10% sample models see at 10% data).
     table = movielens.user_item_pairs(raw)
     for split in ("train", "train_10pct"):
         rows = table.item_rows[table.splits[split]]
         split_counts = np.bincount(rows, minlength=num_items).astype(np.float64)
-        metrics = evaluate.retrieval_metrics(
-            np.tile(split_counts, (len(users), 1)), np.eye(num_items), [test[u] for u in users],
-            [train[u] for u in users], {"head": head, "tail": ~head}, ks=(50,), normalize=False)
-        print(f"most popular ({split:11s} counts, {len(rows)} pairs): Recall@50 {metrics['recall@50']:.4f} "
-              f"head {metrics['slices']['head']['recall@50']:.4f} tail {metrics['slices']['tail']['recall@50']:.4f}")
+        report(f"most popular ({split:11s} counts, {len(rows)} pairs)", np.tile(split_counts, (len(users), 1)))
         # The split's pairs alone: their histories vote for their targets (no popularity discount).
         learned = pair_co_occurrence(table, table.splits[split], raw.item_ids)
-        votes = np.stack([(0.9 ** np.arange(min(5, len(train[u])))) @ learned[train[u][::-1][:5]] for u in users])
-        metrics = evaluate.retrieval_metrics(
-            votes + 1e-6 * split_counts[None, :], np.eye(num_items), [test[u] for u in users],
-            [train[u] for u in users], {"head": head, "tail": ~head}, ks=(50,), normalize=False)
-        print(f"pair history -> target ({split:11s}): Recall@50 {metrics['recall@50']:.4f} "
-              f"head {metrics['slices']['head']['recall@50']:.4f} tail {metrics['slices']['tail']['recall@50']:.4f}")
+        report(f"pair history -> target ({split:11s})",
+               recency_votes(train, users, learned, 5) + 1e-6 * split_counts[None, :])
     for window, last, beta in ((10, 5, 0.0), (10, 5, 0.5), (10, 10, 0.5), (30, 5, 0.5)):
-        votes = np.zeros((len(users), num_items), np.float32)
-        for row, u in enumerate(users):
-            recent = train[u][::-1][:last]
-            votes[row] = (0.9 ** np.arange(len(recent))) @ cooc[window][recent]
-        scores = votes / np.power(counts + 1.0, beta)[None, :]
-        # Scores as [Q, N] "embeddings" against the identity: the evaluator's top-K, exclusions and slices.
-        metrics = evaluate.retrieval_metrics(
-            scores, np.eye(num_items), [test[u] for u in users], [train[u] for u in users],
-            {"head": head, "tail": ~head}, ks=(50,), normalize=False)
-        print(f"window {window:2d} last {last:2d} beta {beta:.1f}: Recall@50 {metrics['recall@50']:.4f} "
-              f"head {metrics['slices']['head']['recall@50']:.4f} tail {metrics['slices']['tail']['recall@50']:.4f}")
+        votes = recency_votes(train, users, cooc[window], last)
+        report(f"window {window:2d} last {last:2d} beta {beta:.1f}", votes / np.power(counts + 1.0, beta)[None, :])
 
 
 if __name__ == "__main__":
