@@ -14,6 +14,20 @@ from recsys_ssl import features as fs
 from recsys_ssl.tf_setup import tf
 
 
+def _lookup_layer(feature: fs.Feature, vocabulary: Sequence[str] | None) -> tuple[tf.keras.layers.Layer, int]:
+    """(string -> id layer, number of ids) for a feature's vocab: hashed, inline, or the stats job's."""
+    vocab = feature.vocab
+    if vocab.source == "hash":
+        return tf.keras.layers.Hashing(num_bins=vocab.buckets, name=f"hash_{feature.name}"), vocab.buckets
+    values = list(vocab.values) if vocab.source == "inline" else list(vocabulary or [])
+    if not values:
+        raise ValueError(f"feature {feature.name!r}: empty {vocab.source} vocabulary "
+                         "(run the statistics job, or check the spec's vocab)")
+    layer = tf.keras.layers.StringLookup(
+        vocabulary=values, num_oov_indices=vocab.oov_buckets, mask_token=None, name=f"lookup_{feature.name}")
+    return layer, len(values) + vocab.oov_buckets
+
+
 class FeatureEmbedding(tf.keras.layers.Layer):
     """One feature: raw strings -> [B, embedding_dim], with an optional mask.
 
@@ -28,23 +42,11 @@ class FeatureEmbedding(tf.keras.layers.Layer):
         ``vocabulary`` is then ignored; the spec checked that the widths agree)."""
         super().__init__(name=kwargs.pop("name", f"embed_{feature.name}"), **kwargs)
         self.feature = feature
-        vocab = feature.vocab
         if shared is not None:
-            self.lookup_layer, num_ids = shared.lookup_layer, shared.num_ids
-        elif vocab.source == "hash":
-            self.lookup_layer = tf.keras.layers.Hashing(num_bins=vocab.buckets, name=f"hash_{feature.name}")
-            num_ids = vocab.buckets
+            self.lookup_layer, self.num_ids, self.embedding = shared.lookup_layer, shared.num_ids, shared.embedding
         else:
-            values = list(vocab.values) if vocab.source == "inline" else list(vocabulary or [])
-            if not values:
-                raise ValueError(f"feature {feature.name!r}: empty {vocab.source} vocabulary "
-                                 "(run the statistics job, or check the spec's vocab)")
-            self.lookup_layer = tf.keras.layers.StringLookup(
-                vocabulary=values, num_oov_indices=vocab.oov_buckets, mask_token=None, name=f"lookup_{feature.name}")
-            num_ids = len(values) + vocab.oov_buckets
-        self.num_ids = num_ids
-        self.embedding = shared.embedding if shared is not None else tf.keras.layers.Embedding(
-            num_ids, feature.embedding_dim, name=f"table_{feature.name}")
+            self.lookup_layer, self.num_ids = _lookup_layer(feature, vocabulary)
+            self.embedding = tf.keras.layers.Embedding(self.num_ids, feature.embedding_dim, name=f"table_{feature.name}")
         # None: this feature is never masked (query towers, unmaskable features, no-masking methods),
         # so it gets no masked embedding at all (an unused weight would have no gradient).
         self.masked = None

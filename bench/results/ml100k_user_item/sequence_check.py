@@ -86,7 +86,6 @@ def main() -> None:
         print(f"{label}: Recall@50 {metrics['recall@50']:.4f} "
               f"head {metrics['slices']['head']['recall@50']:.4f} tail {metrics['slices']['tail']['recall@50']:.4f}")
 
-    cooc = {w: co_occurrence(train, num_items, w) for w in (10, 30)}
     # Most popular: scores = training counts (of train, or of the 10% sample models see at 10% data).
     table = movielens.user_item_pairs(raw)
     for split in ("train", "train_10pct"):
@@ -97,6 +96,7 @@ def main() -> None:
         learned = pair_co_occurrence(table, table.splits[split], raw.item_ids)
         report(f"pair history -> target ({split:11s})",
                recency_votes(train, users, learned, 5) + 1e-6 * split_counts[None, :])
+    cooc = {w: co_occurrence(train, num_items, w) for w in (10, 30)}
     for window, last, beta in ((10, 5, 0.0), (10, 5, 0.5), (10, 10, 0.5), (30, 5, 0.5)):
         votes = recency_votes(train, users, cooc[window], last)
         report(f"window {window:2d} last {last:2d} beta {beta:.1f}", votes / np.power(counts + 1.0, beta)[None, :])
