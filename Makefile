@@ -10,9 +10,11 @@ CLI := $(BIN)/recsys-ssl
 RUN_DIR ?= runs/demo
 DATASET ?= synthetic_catalog/10k
 CONFIG ?= data/configs/ssl_cfm.yaml
+TRIALS ?= 40
+FRACTION ?= full
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo data stats mi train evaluate experiment export serve bench clean
+.PHONY: venv test demo data stats mi tune train evaluate experiment export serve bench peers clean
 
 venv: $(STAMP)
 
@@ -39,6 +41,13 @@ stats: $(STAMP)
 mi: $(STAMP)
 	$(CLI) mi --dataset $(DATASET) --run-dir $(RUN_DIR)
 
+# A resumable Optuna study on DATASET's validation carve-out (the statistics and MI jobs first,
+# when this run has none): writes $(RUN_DIR)/tuned/<config>[-10pct].yaml.
+tune: $(STAMP)
+	@test -f $(RUN_DIR)/stats/manifest.json || $(CLI) stats --dataset $(DATASET) --run-dir $(RUN_DIR)
+	@test -f $(RUN_DIR)/mi/manifest.json || $(CLI) mi --dataset $(DATASET) --run-dir $(RUN_DIR)
+	$(CLI) tune --dataset $(DATASET) --config $(CONFIG) --data-fraction $(FRACTION) --trials $(TRIALS) --run-dir $(RUN_DIR)
+
 train: $(STAMP)
 	$(CLI) train --config $(CONFIG) --run-dir $(RUN_DIR)
 
@@ -59,6 +68,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_bench.py
 	$(BIN)/python bench/eval_bench.py
 	$(BIN)/python bench/serve_bench.py
+
+# The peer systems of ../shared/bench/PROTOCOL.md (implicit, LightFM: the "bench" extra).
+peers: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/peers.py --dataset frappe --dataset movielens/100k-user-item --run-dir runs/peers --out bench/results/peers
 
 clean:
 	rm -rf runs .pytest_cache

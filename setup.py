@@ -14,6 +14,7 @@ INSTALL_REQUIRES = [
     "pyyaml>=6",
     "tqdm>=4.60",
     "matplotlib>=3.7",
+    "optuna==5.0.*",  # `recsys-ssl tune`: TPE + median pruning, SQLite studies that resume (README "Tuning")
 ]
 
 setup(
@@ -24,6 +25,9 @@ setup(
     packages=find_packages(include=["recsys_ssl", "recsys_ssl.*", "pipelines", "pipelines.*"]),
     package_data={"recsys_ssl": ["py.typed"]},
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.2", "hypothesis>=6.100", "requests>=2.31"]},
+    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.2", "hypothesis>=6.100", "requests>=2.31"],
+                    # bench/peers.py. rectools-lightfm: a maintained build of LightFM 1.17 (the same
+                    # `lightfm` module) whose sdist builds through pip; lightfm 1.17's does not (lyst/lightfm#687).
+                    "bench": ["implicit==0.7.3", "rectools-lightfm==1.17.3"]},
     entry_points={"console_scripts": ["recsys-ssl=recsys_ssl.cli:main"]},
 )

@@ -16,6 +16,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "stats": ("pipelines.feature_stats", "Beam job: vocabularies, item frequencies, missing/malformed counts"),
     "mi": ("pipelines.mutual_info", "Beam job: pairwise mutual information of item features and CFM masking groups"),
     "train": ("recsys_ssl.train", "train a two-tower model (baseline, FD, SO or SSL) from a YAML config"),
+    "tune": ("recsys_ssl.tune", "resumable hyper-parameter search (Optuna) on the validation carve-out -> a tuned config"),
     "evaluate": ("recsys_ssl.evaluate", "exact full-corpus Recall@K / MAP@K with head and tail slices"),
     "experiment": ("recsys_ssl.experiment", "methods x seeds x data regimes, resumable, with tables and plots"),
     "export": ("recsys_ssl.export", "SavedModels (query, item, ScaNN retrieval) and a tuned ScaNN index"),

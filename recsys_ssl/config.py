@@ -1,17 +1,23 @@
 """Experiment configs: one YAML file per method under ``data/configs/`` -> ``ExperimentConfig``.
 
 A config holds every knob of one training run (model shape, main task, SSL task, FD, the
-optimizer and the schedule); the CLI may override a few (``--steps``, ``--seed`` ...).
+optimizer and the schedule). One source of truth per knob: the dataclass defaults below ARE
+the base config; a method's YAML holds only what differs (``method``, ``augmentation``, a few
+knobs); ``--set section.field=value`` layers on top (:func:`with_overrides`); knobs left
+``None`` are derived from the catalog when training starts (:func:`resolve_auto`).
+``recsys-ssl train --print-config`` prints the resolved config, which is also what a run's
+manifest records.
 Unknown or ill-typed fields fail with the file and the field, e.g.
 ``data/configs/x.yaml: ssl.alpha: must be a number, got 'high'``.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import pathlib
 import types
 import typing
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 import yaml
 
@@ -31,8 +37,8 @@ class ConfigError(ValueError):
 class ModelConfig:
     """Tower shapes. ``*_hidden``: MLP widths; the last one is the output embedding size."""
 
-    query_hidden: list[int] = dataclasses.field(default_factory=lambda: [128, 64])
-    item_hidden: list[int] = dataclasses.field(default_factory=lambda: [128, 64])
+    query_hidden: list[int] = dataclasses.field(default_factory=lambda: [256, 64])
+    item_hidden: list[int] = dataclasses.field(default_factory=lambda: [256, 64])
     masked_embedding: str = "learned"  # "learned": one trainable vector per feature; "zeros"
 
 
@@ -40,7 +46,7 @@ class ModelConfig:
 class MainTaskConfig:
     """The supervised retrieval task (in-batch softmax)."""
 
-    temperature: float = 0.07
+    temperature: float = 0.1  # tuned on ML-100K's validation carve-out; robust on Frappe (README "Defaults")
     logq_correction: bool = True
     # logits - logq_weight * log p_j. 1: Yi et al.'s full correction (the in-batch softmax then
     # estimates the full softmax, popularity included); 0: none (in-batch negatives are drawn by
@@ -80,12 +86,24 @@ class FDConfig:
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Optimizer and schedule. ``steps``: total steps (None: ``epochs`` passes over the pairs)."""
+    """Optimizer and schedule. ``steps``: total steps (None: ``epochs`` passes over the pairs).
 
-    batch_size: int = 512
-    learning_rate: float = 0.05
+    batch_size / epochs None: derived from the catalog by :func:`resolve_auto` (printed by
+    ``train``): the batch is ~2% of the training pairs (a power of two in [16, 256]) and the
+    run lasts at least ``min_steps`` steps, so a small catalog still gets a few hundred updates.
+    early_stopping: on a dataset with a validation carve-out (``<name>-val``), evaluate exact
+    Recall@``early_stopping_k`` on it after every epoch, keep the best epoch's weights and stop
+    after ``early_stopping_patience`` epochs without improvement.
+    """
+
+    batch_size: int | None = None
+    learning_rate: float = 0.1
     optimizer: str = "adagrad"
-    epochs: int = 3
+    epochs: int | None = None
+    min_steps: int = 600
+    early_stopping: bool = True
+    early_stopping_patience: int = 3
+    early_stopping_k: int = 50
     steps: int | None = None
     steps_per_epoch: int | None = None  # None: one pass over the training pairs
     backup_every_steps: int = 100  # BackupAndRestore save_freq
@@ -233,6 +251,9 @@ def validate(config: ExperimentConfig) -> None:
     if config.main.logq_weight < 0:
         raise _fail(s, "main.logq_weight", f"must be non-negative, got {config.main.logq_weight}")
     for field, value in (("train.batch_size", config.train.batch_size), ("train.epochs", config.train.epochs),
+                         ("train.min_steps", config.train.min_steps),
+                         ("train.early_stopping_patience", config.train.early_stopping_patience),
+                         ("train.early_stopping_k", config.train.early_stopping_k),
                          ("train.backup_every_steps", config.train.backup_every_steps),
                          ("train.steps", config.train.steps), ("train.steps_per_epoch", config.train.steps_per_epoch),
                          ("ssl.batch_size", config.ssl.batch_size), ("ssl.cfm_group_size", config.ssl.cfm_group_size)):
@@ -244,6 +265,11 @@ def validate(config: ExperimentConfig) -> None:
         raise _fail(s, "train.strategy", f"{config.train.strategy!r} is not one of {STRATEGIES}")
     if config.train.data_fraction not in DATA_FRACTIONS:
         raise _fail(s, "train.data_fraction", f"{config.train.data_fraction!r} is not one of {DATA_FRACTIONS}")
+
+
+def to_yaml(config: ExperimentConfig) -> str:
+    """The complete config as YAML: ``load_config`` of it gives ``config`` back."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=False)
 
 
 def load_config(path: str | pathlib.Path) -> ExperimentConfig:
@@ -260,6 +286,94 @@ def load_config(path: str | pathlib.Path) -> ExperimentConfig:
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from error
     return config_from_dict(raw, source=str(path))
+
+
+# -- overrides (``--set``) and values derived from the catalog -------------------------------
+
+
+def parse_override(text: str, scopes: tuple[str, ...] = (), scope_name: str = "SCOPE") -> tuple[str, Any]:
+    """``[SCOPE:]FIELD=VALUE`` -> (field, value); VALUE is read as YAML, as in a config file
+    (``false`` is a bool, ``[512, 128]`` a list, ``0.3`` a number). A ``SCOPE:`` prefix (one of
+    ``scopes``, e.g. a data regime of ``experiment``) is kept in the returned field."""
+    field, sep, value = text.partition("=")
+    scope, colon, bare = field.partition(":")
+    if not sep or not field or (colon and (scope not in scopes or not bare)):
+        example = " or 10pct:train.epochs=40" if scopes else ""
+        raise ValueError(f"{text!r}: expected {f'[{scope_name}:]' if scopes else ''}FIELD=VALUE, e.g. train.steps=200"
+                         f"{example}" + (f" ({scope_name.lower()}s {scopes})" if scopes else ""))
+    try:
+        return field, yaml.safe_load(value)
+    except yaml.YAMLError as error:
+        raise ValueError(f"{text!r}: the value is not valid YAML: {error}") from None
+
+
+def with_overrides(config: ExperimentConfig, overrides: Mapping[str, Any] | Iterable[tuple[str, Any]],
+                   source: str = "--set") -> ExperimentConfig:
+    """``config`` with ``{"train.steps": 100, "seed": 1, ...}`` applied, type-checked as a file is.
+
+    An unknown knob fails naming it (``--set: train.stpes: unknown field; known: [...]``).
+    """
+    raw = config.to_dict()
+    items = overrides.items() if isinstance(overrides, Mapping) else overrides
+    for field, value in items:
+        section, _, key = field.rpartition(".")
+        if not section:
+            if key not in _TOP:
+                raise _fail(source, field, f"unknown field; known: {sorted(_TOP)} or SECTION.FIELD")
+            raw[key] = value
+            continue
+        if section not in _SECTIONS:
+            raise _fail(source, field, f"unknown section {section!r}; known: {sorted(_SECTIONS)}")
+        known = {f.name for f in dataclasses.fields(_SECTIONS[section])}
+        if key not in known:
+            raise _fail(source, field, f"unknown field; known: {sorted(known)}")
+        raw[section][key] = value
+    return config_from_dict(raw, source=f"{config.source} with {source}")
+
+
+def _power_of_two_at_most(n: float) -> int:
+    return 1 << max(0, int(math.floor(math.log2(max(1.0, n)))))
+
+
+AUTO_BATCH_SHARE = 0.02  # the main batch: ~2% of the training pairs ...
+AUTO_BATCH_RANGE = (16, 256)  # ... as a power of two in this range
+AUTO_MIN_EPOCHS = 8
+AUTO_FIELDS = ("train.batch_size", "train.epochs", "ssl.batch_size")  # None: derived by resolve_auto
+
+
+def resolve_auto(config: ExperimentConfig, num_pairs: int, num_items: int) -> tuple[ExperimentConfig, list[str]]:
+    """Fills the knobs left to the catalog (``None``); returns the concrete config and what was derived.
+
+    * ``train.batch_size``: ~``AUTO_BATCH_SHARE`` of the pairs, a power of two in ``AUTO_BATCH_RANGE``
+      (an in-batch softmax over a big share of a small catalog's pairs sees the same negatives
+      every step and learns popularity; measured on Frappe, README "Defaults").
+    * ``train.epochs``: at least ``AUTO_MIN_EPOCHS``, and enough for ``train.min_steps`` steps
+      (unless ``train.steps`` sets the length).
+    * ``ssl.batch_size`` (SSL / SO): the main batch, capped at half the corpus (uniform item
+      batches must fit in it: a 300-item catalog gets 128).
+    """
+    derived: list[str] = []
+    train = {}
+    batch = config.train.batch_size
+    if batch is None:
+        low, high = AUTO_BATCH_RANGE
+        batch = min(high, max(low, _power_of_two_at_most(AUTO_BATCH_SHARE * num_pairs)))
+        train["batch_size"] = batch
+        derived.append(f"train.batch_size={batch} (~{AUTO_BATCH_SHARE:.0%} of {num_pairs} pairs, power of two in {list(AUTO_BATCH_RANGE)})")
+    if config.train.epochs is None and not config.train.steps:  # train.steps fixes the length itself
+        steps_per_epoch = config.train.steps_per_epoch or max(1, num_pairs // batch)
+        epochs = max(AUTO_MIN_EPOCHS, math.ceil(config.train.min_steps / steps_per_epoch))
+        train["epochs"] = epochs
+        derived.append(f"train.epochs={epochs} ({steps_per_epoch} steps per epoch, at least {AUTO_MIN_EPOCHS} epochs "
+                       f"and {config.train.min_steps} steps)")
+    ssl = {}
+    if config.uses_ssl_batch and config.ssl.batch_size is None:
+        ssl_batch = min(batch, _power_of_two_at_most(num_items / 2))
+        ssl["batch_size"] = ssl_batch
+        derived.append(f"ssl.batch_size={ssl_batch} (the main batch, at most half the {num_items} items)")
+    if not derived:
+        return config, derived
+    return replace(config, train=train, ssl=ssl), derived
 
 
 def replace(config: ExperimentConfig, **sections: dict[str, Any]) -> ExperimentConfig:

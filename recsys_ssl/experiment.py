@@ -112,20 +112,12 @@ def cell_config(cell: Cell, overrides: Mapping[str, Any] | None = None):
     from recsys_ssl import config as cfg
 
     base = cfg.load_config(cell.config_name)
-    sections: dict[str, dict[str, Any]] = {"train": {"data_fraction": cell.regime}}
-    top: dict[str, Any] = {"name": cell.name, "seed": cell.seed}
+    applied = [("train.data_fraction", cell.regime), ("name", cell.name), ("seed", cell.seed)]
     # Overrides for every regime first, then the ones scoped to this cell's ("10pct:train.epochs").
-    applied = [(f, v) for f, v in (overrides or {}).items() if ":" not in f]
+    applied += [(f, v) for f, v in (overrides or {}).items() if ":" not in f]
     applied += [(f.partition(":")[2], v) for f, v in (overrides or {}).items() if f.partition(":")[0] == cell.regime]
-    for field, value in applied + list(cell.sweep):
-        section, _, key = field.rpartition(".")
-        if not section:
-            top[key] = value
-        else:
-            sections.setdefault(section, {})[key] = value
-    config = cfg.replace(base, top=top, **sections)
-    # Type-check the overridden fields as a file's would be (a "false" string must not pass as true).
-    return cfg.config_from_dict(config.to_dict(), source=f"{config.source} with --set/--sweep")
+    # Type-checked as a file's would be (a "false" string must not pass as true).
+    return cfg.with_overrides(base, applied + list(cell.sweep), source="--set/--sweep")
 
 
 # -- running (the real train + evaluate, resumable) -----------------------------------------------
@@ -231,8 +223,11 @@ def check_resumed_config(cell: Cell, metrics: Mapping[str, Any], options: Mappin
     defaults = _flat_dict(cfg.ExperimentConfig(name=cell.config_name).to_dict())
     # Sections the method never reads (a baseline's ssl.alpha) cannot make its results differ.
     unread = tuple(f"{section}." for section in asked.unread_sections)
+    # A knob asked as None (derived from the catalog: cfg.AUTO_FIELDS) matches what the cell derived.
+    derived = {k for k in cfg.AUTO_FIELDS if expected.get(k, 0) is None}
     differences = [f"{k}: {stored.get(k, defaults.get(k))!r} (stored) != {v!r} (asked)"
-                   for k, v in expected.items() if stored.get(k, defaults.get(k)) != v and not k.startswith(unread)]
+                   for k, v in expected.items()
+                   if stored.get(k, defaults.get(k)) != v and not k.startswith(unread) and k not in derived]
     if differences:
         raise ValueError(
             f"{path}: cell {cell.name} finished with a different config ({'; '.join(differences)}); "
@@ -385,20 +380,14 @@ def write_results(out_dir: str | pathlib.Path, records: Sequence[Mapping[str, An
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``[REGIME:]FIELD=VALUE`` -> (field, value); VALUE is read as YAML, as in a config file
-    (``false`` is a bool, ``[512, 128]`` a list, ``0.3`` a number). A ``10pct:`` or ``full:``
-    prefix scopes the override to that data regime's cells (e.g. ``10pct:train.epochs=40``)."""
-    import yaml
+    """``[REGIME:]FIELD=VALUE`` -> (field, value) (:func:`config.parse_override`); a ``10pct:`` or
+    ``full:`` prefix scopes the override to that data regime's cells (e.g. ``10pct:train.epochs=40``)."""
+    from recsys_ssl import config as cfg
 
-    field, sep, value = text.partition("=")
-    scope, colon, bare = field.partition(":")
-    if not sep or not field or (colon and (scope not in REGIMES or not bare)):
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected [REGIME:]FIELD=VALUE, e.g. train.steps=200 or 10pct:train.epochs=40 (regimes {REGIMES})")
     try:
-        return field, yaml.safe_load(value)
-    except yaml.YAMLError as error:
-        raise argparse.ArgumentTypeError(f"{text!r}: the value is not valid YAML: {error}") from None
+        return cfg.parse_override(text, scopes=REGIMES, scope_name="REGIME")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

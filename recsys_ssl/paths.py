@@ -2,6 +2,9 @@
 import os
 import pathlib
 
+# Where a pipeline run keeps its artifacts unless --run-dir says otherwise.
+DEFAULT_RUN_DIR = "runs/demo"
+
 # The raw data root: --data-dir flag, else $RECSYS_SSL_DATA, else ../shared/data when it exists.
 DATA_ENV = "RECSYS_SSL_DATA"
 # TFDS's prepared datasets: $RECSYS_SSL_TFDS_DIR, else <run_dir>/tfds.

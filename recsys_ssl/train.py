@@ -71,6 +71,11 @@ class TrainingData:
     item_frequencies: Mapping[str, int] | None = None
     cfm_groups: Mapping[str, Any] | None = None
     sources: dict[str, Any] = dataclasses.field(default_factory=dict)
+    validation: Any = None  # callbacks.ValidationSet when the dataset is a validation view
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_arrays[self.spec.item_key])
 
 
 def load_training_data(config: cfg.ExperimentConfig, run_dir: str | os.PathLike, data_dir: str | None = None,
@@ -87,7 +92,8 @@ def load_training_data(config: cfg.ExperimentConfig, run_dir: str | os.PathLike,
             f"{stats_dir}: no statistics artifacts (vocabularies, item frequencies); run "
             f"`recsys-ssl stats --dataset {config.dataset} --run-dir {run_dir}` first")
     stats_manifest = artifacts.read_manifest(stats_dir)
-    if stats_manifest.get("dataset") not in (None, config.dataset):
+    # A validation view (<name>-val) reads its base dataset's statistics.
+    if stats_manifest.get("dataset") not in (None, config.dataset, inputs.base_name(config.dataset)):
         raise ValueError(f"{stats_dir}/manifest.json: statistics of dataset {stats_manifest.get('dataset')!r}, "
                          f"but config {config.source} trains on {config.dataset!r}")
     cfm_groups = None
@@ -103,8 +109,13 @@ def load_training_data(config: cfg.ExperimentConfig, run_dir: str | os.PathLike,
     def batch_pairs(batch_size: int, seed: int) -> tf.data.Dataset:
         return inputs.batch(pairs, spec, batch_size, shuffle=True, seed=seed, repeat=True, drop_remainder=True)
 
+    validation = None
+    if getattr(dataset, "validation_of", None) and config.train.early_stopping:
+        from recsys_ssl.callbacks import ValidationSet
+
+        validation = ValidationSet.from_dataset(dataset)
     return TrainingData(
-        spec=spec, batch_pairs=batch_pairs, num_pairs=num_pairs, item_arrays=dataset.item_arrays(),
+        spec=spec, batch_pairs=batch_pairs, num_pairs=num_pairs, item_arrays=dataset.item_arrays(), validation=validation,
         vocabularies=artifacts.read_vocabularies(stats_dir),
         item_frequencies=artifacts.read_item_frequencies(stats_dir) if config.main.logq_correction else None,
         cfm_groups=cfm_groups,
@@ -205,6 +216,9 @@ def schedule(config: cfg.ExperimentConfig, num_pairs: int) -> tuple[int, int]:
     For ``train.steps`` the epoch is shortened to a divisor of it (at least half the natural
     epoch), so the total is exact; when there is none, the total is rounded up to whole epochs.
     """
+    if config.train.batch_size is None or (config.train.epochs is None and not config.train.steps):
+        raise ValueError(f"{config.source}: train.batch_size / train.epochs are derived from the catalog: "
+                         "call cfg.resolve_auto first")
     steps_per_epoch = config.train.steps_per_epoch or max(1, num_pairs // config.train.batch_size)
     steps = config.train.steps
     if not steps:
@@ -252,12 +266,19 @@ class _InitialStep(tf.keras.callbacks.Callback):
 # -- the run -----------------------------------------------------------------------------------
 def run(config: cfg.ExperimentConfig, run_dir: str | os.PathLike, data: TrainingData, name: str | None = None,
         strategy: tf.distribute.Strategy | None = None, verbose: int | str = "auto",
-        extra_callbacks: list[tf.keras.callbacks.Callback] = ()) -> dict[str, Any]:
+        extra_callbacks: list[tf.keras.callbacks.Callback] = (),
+        report: Callable[[int, float], None] | None = None) -> dict[str, Any]:
     """Trains, writes ``<run_dir>/train/<name>/`` and returns its manifest (dict).
 
     A run whose ``backup/`` exists (killed, or finished) resumes from it: ``initial_step`` in
-    the manifest says where this invocation started.
+    the manifest says where this invocation started. Knobs left to the catalog (batch size,
+    epochs, SSL batch: ``cfg.resolve_auto``) are derived here and logged; the manifest holds
+    the concrete config. With ``data.validation`` (a ``<name>-val`` dataset), early stopping
+    on validation recall runs after every epoch (``report(epoch, recall)`` is called too).
     """
+    config, derived = cfg.resolve_auto(config, data.num_pairs, data.num_items)
+    for line in derived:
+        log.info("derived %s", line)
     name = name or config.name
     train_dir = RunLayout(run_dir).train(name)
     strategy_name = resolve_strategy_name(config.train.strategy)
@@ -276,6 +297,12 @@ def run(config: cfg.ExperimentConfig, run_dir: str | os.PathLike, data: Training
     dataset = training_dataset(config, data, config.seed)
     throughput = _Throughput(config.train.batch_size)
     start = _InitialStep()  # after BackupAndRestore, which restores in on_train_begin
+    early_stopping = None
+    if data.validation is not None and config.train.early_stopping:
+        from recsys_ssl.callbacks import ValidationRecall
+
+        early_stopping = ValidationRecall(data.validation, k=config.train.early_stopping_k,
+                                          patience=config.train.early_stopping_patience, report=report)
     # ParameterServerStrategy allows no batch-level callbacks: back up per epoch, no throughput.
     parameter_server = isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy)
     callbacks = [
@@ -286,6 +313,8 @@ def run(config: cfg.ExperimentConfig, run_dir: str | os.PathLike, data: Training
                                        else max(1, min(100, steps_per_epoch))),
         *([] if parameter_server else [throughput]),
         start,
+        # Before the checkpoint of the final weights: it restores the best epoch's at train end.
+        *([early_stopping] if early_stopping else []),
         *extra_callbacks,
     ]
     log.info("training %s (%s) for %d epochs x %d steps, global batch %d on %d replica(s)", name, config.method,
@@ -311,6 +340,8 @@ def run(config: cfg.ExperimentConfig, run_dir: str | os.PathLike, data: Training
         "history": {key: [float(v) for v in values] for key, values in history.history.items()},
         "final": final,
         "examples_per_second": throughput.examples_per_second,
+        "derived": derived,
+        "early_stopping": early_stopping.summary() if early_stopping else None,
         "weights": WEIGHTS,
         "versions": artifacts.versions(),
     }
@@ -371,8 +402,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--strategy", choices=cfg.STRATEGIES, help="tf.distribute strategy (default: the config's, auto)")
     parser.add_argument("--cross-replica-negatives", action="store_true", default=None,
                         help="softmax over the global batch's candidates (all replicas)")
+    parser.add_argument("--set", dest="overrides", action="append", type=_override, default=[],
+                        help="config override, as `experiment --set`: --set main.temperature=0.1 "
+                        "--set model.item_hidden=[256,64] (the value is YAML; an unknown knob fails naming it)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
     return parser.parse_args(argv)
+
+
+def _override(text: str) -> tuple[str, Any]:
+    try:
+        return cfg.parse_override(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def apply_overrides(config: cfg.ExperimentConfig, args: argparse.Namespace) -> cfg.ExperimentConfig:
@@ -380,7 +422,8 @@ def apply_overrides(config: cfg.ExperimentConfig, args: argparse.Namespace) -> c
     train = {k: v for k, v in (("steps", args.steps), ("epochs", args.epochs), ("batch_size", args.batch_size),
                                ("data_fraction", args.data_fraction), ("strategy", args.strategy),
                                ("cross_replica_negatives", args.cross_replica_negatives)) if v is not None}
-    return cfg.replace(config, top=top, train=train)
+    config = cfg.replace(config, top=top, train=train)
+    return cfg.with_overrides(config, args.overrides) if args.overrides else config
 
 
 def serve_if_not_chief(strategy_name: str) -> bool:
@@ -400,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = apply_overrides(cfg.load_config(args.config), args)
+    if args.print_config:
+        print(cfg.to_yaml(config), end="")
+        return 0
     if serve_if_not_chief(config.train.strategy):
         return 0
     # The strategy first: multi-worker collectives must be configured before TensorFlow runs anything.

@@ -1,6 +1,12 @@
-"""The validation carve-out (``movielens/<release>-<task>-val``): PROTOCOL.md's split applied
-again within the protocol's train part, with the protocol's test interactions left out."""
-from recsys_ssl.datasets import inputs, movielens
+"""The validation carve-out: ``<dataset>-val`` for every dataset (per query, the last ceil(10%)
+of its train pairs by time, or a seeded random 10% without a time order), never touching test.
+MovieLens builds it natively (its history feature depends on the split) with the same rule."""
+import math
+
+import numpy as np
+import pytest
+
+from recsys_ssl.datasets import _common, inputs, interactions_csv, movielens
 
 import raw_fixtures
 
@@ -56,3 +62,69 @@ def test_validation_dataset_name_builds_the_carve_out(tmp_path):
     assert ds.metadata["validation_held_out_test"] == len(PROTOCOL_TEST)
     protocol = inputs.load_dataset("movielens/100k-user-item", data_dir=tmp_path / "tfds", raw_data_dir=tmp_path / "raw")
     assert protocol.num_examples("test") == len(PROTOCOL_TEST) and protocol.num_examples("train") == 12
+
+
+def _pairs(ds, split, q="user_id", i="movie_id"):
+    columns = ds.pair_columns(split, [q, i, "timestamp"])
+    return sorted(zip(columns[q].tolist(), columns[i].tolist(), columns["timestamp"].tolist()))
+
+
+def test_generic_view_equals_movielens_native_carve_out(tmp_path):
+    raw_fixtures.write_ml100k(tmp_path / "raw" / "movielens-100k", ratings=RATINGS)
+    kwargs = dict(data_dir=tmp_path / "tfds", raw_data_dir=tmp_path / "raw")
+    native = inputs.load_dataset("movielens/100k-user-item-val", **kwargs)
+    generic = inputs.ValidationView("generic-val", inputs.load_dataset("movielens/100k-user-item", **kwargs))
+    for split in ("train", "test"):
+        assert _pairs(generic, split) == _pairs(native, split)
+        assert generic.num_examples(split) == len(VALIDATION[split])
+    # The tf.data path agrees with the columnar path.
+    got = sorted((int(x["user_id"]), int(x["movie_id"])) for x in generic.pairs("test").as_numpy_iterator())
+    assert got == VALIDATION["test"]
+
+
+def test_validation_split_rule_by_time_and_at_random():
+    queries = np.repeat(np.arange(4), [1, 9, 10, 25])
+    times = np.arange(len(queries))[::-1].copy()  # newest first in file order
+    ties = np.zeros(len(queries), np.int64)
+    held = _common.validation_split(queries, times, ties, time_ordered=True)
+    for q, n in zip(range(4), [1, 9, 10, 25]):
+        mine = held[queries == q]
+        assert mine.sum() == math.ceil(0.1 * n)
+        # by time: the held-out pairs are the query's latest
+        assert times[queries == q][mine].min() > times[queries == q][~mine].max() if (~mine).any() else True
+    random_a = _common.validation_split(queries, times, ties, time_ordered=False, seed=0)
+    random_b = _common.validation_split(queries, times, ties, time_ordered=False, seed=0)
+    random_c = _common.validation_split(queries, times, ties, time_ordered=False, seed=1)
+    assert (random_a == random_b).all() and not (random_a == random_c).all()
+    assert [random_a[queries == q].sum() for q in range(4)] == [1, 1, 1, 3]
+
+
+@pytest.mark.timeout(300)
+def test_view_of_a_csv_with_a_split_column_is_random_disjoint_and_deterministic(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    lines = ["user,sku,split"] + [f"u{u},s{s},{'test' if s % 5 == 0 else 'train'}"
+                                  for u in range(12) for s in rng.choice(40, 15, replace=False)]
+    (folder / "interactions.csv").write_text("\n".join(lines) + "\n")
+    (folder / "items.csv").write_text("sku,brand\n" + "\n".join(f"s{s},b{s % 3}" for s in range(40)) + "\n")
+    (folder / "spec.yaml").write_text(
+        "name: mine\nquery_key: user\nitem_key: sku\nquery_features:\n  - {name: user, kind: categorical}\n"
+        "item_features:\n  - {name: sku, kind: categorical}\n  - {name: brand, kind: categorical}\n")
+    configs = interactions_csv.make_configs("mine", folder / "interactions.csv", folder / "items.csv",
+                                            folder / "spec.yaml", split_column="split")
+    base = inputs.load_dataset("interactions_csv/mine", data_dir=tmp_path / "tfds", csv_configs=configs)
+    view = inputs.load_dataset("interactions_csv/mine-val", data_dir=tmp_path / "tfds")
+    assert view.validation_of == "interactions_csv/mine" and not view.time_ordered
+    keys = dict(q="user", i="sku")
+    train, held, test = (set(_pairs(d, s, **keys)) for d, s in ((view, "train"), (view, "test"), (base, "test")))
+    assert not held & train and not held & test and not train & test
+    assert held | train == set(_pairs(base, "train", **keys))  # exactly the base train split
+    per_query = {}
+    for q, _, _ in _pairs(base, "train", **keys):
+        per_query[q] = per_query.get(q, 0) + 1
+    assert len(held) == sum(math.ceil(0.1 * n) for n in per_query.values())
+    again = inputs.load_dataset("interactions_csv/mine-val", data_dir=tmp_path / "tfds")
+    assert set(_pairs(again, "test", **keys)) == held  # deterministic
+    with pytest.raises(ValueError, match="statistics and MI jobs on interactions_csv/mine"):
+        view.pairs_dir

@@ -101,5 +101,8 @@ def test_fast_split_reader_matches_the_dataset_handle(tmp_path):
     for name in names:
         assert fast[name].tolist() == handle[name].tolist(), name
     assert fast["tags"].shape == (dataset.num_examples("test"), spec.feature("tags").max_len)
-    # A feature that is not a string (the int64 timestamp) is not for the fast path.
-    assert inputs._read_columns_from_records(dataset, "test", [spec.item_key, "timestamp"]) is None
+    # The int64 timestamp comes back as int64, equal to the handle's.
+    with_time = inputs._read_columns_from_records(dataset, "test", [spec.item_key, "timestamp"])
+    assert with_time["timestamp"].dtype == np.int64
+    timestamps = inputs.collect_columns(inputs.batch(dataset.pairs("test"), spec, 256, features=["timestamp"]), ["timestamp"])
+    assert with_time["timestamp"].tolist() == timestamps["timestamp"].tolist()

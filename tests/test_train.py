@@ -42,7 +42,7 @@ def test_config_errors_name_the_file_and_field(tmp_path):
 
 
 def test_schedule_steps_override_epochs():
-    config = cfg.load_config(CONFIGS_DIR / "baseline.yaml")
+    config = cfg.with_overrides(cfg.load_config(CONFIGS_DIR / "baseline.yaml"), {"train.batch_size": 512, "train.epochs": 8})
     assert train.schedule(config, 5120) == (8, 10)
     assert train.schedule(cfg.replace(config, train={"steps": 25}), 5120) == (5, 5)  # exact: 5 x 5
     assert train.schedule(cfg.replace(config, train={"steps": 60}), 5120) == (6, 10)

@@ -28,6 +28,10 @@ ITEMS_SUFFIX = "-items"
 TIMESTAMP = "timestamp"
 TEST_FRACTION = 0.2
 TRAIN_SAMPLE_FRACTION = 0.1
+# The validation carve-out (tuning, early stopping): per query, this share of its TRAIN
+# interactions, never touching test (see :func:`validation_split`).
+VALIDATION_FRACTION = 0.1
+VALIDATION_SEED = 0
 
 PAIRS = "pairs"
 ITEMS = "items"
@@ -95,6 +99,22 @@ def temporal_split(
     position = np.empty(n, dtype=np.int64)
     position[order] = rank
     return order, is_test, position
+
+
+def validation_split(query_ids: np.ndarray, timestamps: np.ndarray, tie_keys: np.ndarray, time_ordered: bool,
+                     fraction: float = VALIDATION_FRACTION, seed: int = VALIDATION_SEED) -> np.ndarray:
+    """The validation carve-out of a TRAIN split: [N] bool, True for the pairs held out.
+
+    Per query, ceil(fraction * n_q) of its n_q train interactions: the last ones by
+    (timestamp, tie_key) when the data is ``time_ordered`` (the test split's own rule, applied
+    inside train), else a seeded uniform draw (a dataset whose test split is random, e.g. a
+    CSV split column without timestamps). Deterministic for a given input and seed.
+    """
+    if time_ordered:
+        return temporal_split(query_ids, timestamps, tie_keys, fraction)[1]
+    # Random per query: rank each query's pairs by a seeded random key instead of by time.
+    random_keys = np.random.default_rng(seed).random(len(query_ids))
+    return temporal_split(query_ids, random_keys, tie_keys, fraction)[1]
 
 
 def sample_indices(n: int, fraction: float, seed: int) -> np.ndarray:

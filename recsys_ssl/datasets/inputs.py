@@ -7,8 +7,17 @@
     batch(ds.pairs("train"), ds.spec, 1024, shuffle=True, seed=0, repeat=True)
 
 Names: ``synthetic_catalog/{tiny,10k,100k,1m}``, ``movielens/{100k,1m}-{user-item,item-item}``,
-``interactions_csv/<name>``. The builders keep pairs and the item corpus in two TFDS configs
-(``<config>`` and its ``-items`` twin); the handle hides that.
+``interactions_csv/<name>``, and the named real catalogs of :data:`NAMED_CSV` (``frappe``: read
+from the raw data root, built through ``interactions_csv`` with a shipped spec). The builders
+keep pairs and the item corpus in two TFDS configs (``<config>`` and its ``-items`` twin); the
+handle hides that.
+
+Validation: every name takes a ``-val`` suffix (``frappe-val``, ``synthetic_catalog/10k-val``,
+``movielens/100k-user-item-val``): the same dataset whose ``train`` is the original train
+minus the validation carve-out (:func:`_common.validation_split`: per query, the last ceil(10%)
+of its train pairs by time, or a seeded random 10% when the data has no time order) and whose
+``test`` is the carve-out. It never touches the original test split. ``tune`` and early
+stopping read it; statistics (vocabularies, frequencies) stay those of the base dataset.
 """
 from __future__ import annotations
 
@@ -31,6 +40,25 @@ DEFAULT_DATASET = "synthetic_catalog/10k"
 SPLITS = _common.PAIRS_SPLITS
 BUILDERS = ("synthetic_catalog", "movielens", "interactions_csv")
 DEFAULT_SHUFFLE_BUFFER = 100_000
+VALIDATION_SUFFIX = "-val"
+
+
+@dataclasses.dataclass(frozen=True)
+class NamedCsv:
+    """A real catalog shipped as a spec, read from ``<raw data root>/<folder>`` (never copied here)."""
+
+    folder: str
+    interactions: str
+    items: str
+    spec: str  # under data/specs/
+    split_column: str | None = None
+    queries: str | None = None
+
+
+# name -> where its raw files are; built as interactions_csv/<name>.
+NAMED_CSV: dict[str, NamedCsv] = {
+    "frappe": NamedCsv("frappe", "interactions.csv", "items.csv", "frappe.yaml", split_column="split"),
+}
 
 
 @dataclasses.dataclass
@@ -106,6 +134,94 @@ class Dataset:
         return dataset_arrays(dataset, self.spec)
 
 
+class ValidationView:
+    """``<name>-val``: a prepared dataset's train split cut into (train, validation) -- see the module docstring.
+
+    Splits: ``train`` = the base train minus the carve-out; ``train_10pct`` = the base 10%
+    sample minus the carve-out; ``test`` = the carve-out (the validation pairs). Pairs are
+    matched by (query key, item key, timestamp), so every copy of a repeated interaction falls
+    on the same side. The carve-out is computed on demand from the base train split (cheap: one
+    columnar read) and kept for the handle's lifetime.
+    """
+
+    def __init__(self, name: str, base: Dataset):
+        self.name, self.base, self.spec = name, base, base.spec
+        self.pairs_builder, self.items_builder = base.pairs_builder, base.items_builder
+        self.validation_of = base.name
+
+    items_split = _common.ITEMS_SPLIT
+    num_items = property(lambda self: self.base.num_items)
+    metadata = property(lambda self: {**self.base.metadata, "validation_of": self.base.name})
+    items = property(lambda self: self.base.items)
+    item_arrays = property(lambda self: self.base.item_arrays)
+
+    @property
+    def pairs_dir(self) -> str:
+        raise ValueError(f"{self.name} is a validation view of {self.base.name}: run the statistics and MI jobs "
+                         f"on {self.base.name} (the view reads them)")
+
+    items_dir = property(lambda self: self.base.items_dir)
+
+    @property
+    def time_ordered(self) -> bool:
+        metadata = self.base.metadata
+        if "time_ordered" in metadata:
+            return bool(metadata["time_ordered"])
+        return not str(metadata.get("split", "")).startswith("column")  # prepared before the flag existed
+
+    def _keys(self, columns: dict[str, np.ndarray]) -> np.ndarray:
+        q, i, t = columns[self.spec.query_key], columns[self.spec.item_key], columns[_common.TIMESTAMP]
+        return np.array([b"%s\x1f%s\x1f%d" % (a, b, c) for a, b, c in zip(q, i, t)], dtype=object)
+
+    @functools.cached_property
+    def validation_keys(self) -> frozenset:
+        """The held-out pairs' keys (query \x1f item \x1f timestamp)."""
+        columns = self.base.pair_columns("train", [self.spec.query_key, self.spec.item_key, _common.TIMESTAMP])
+        item_ids = columns[self.spec.item_key]
+        # Ties in time break by item id, numerically when every id is an integer (as the evaluator orders ids).
+        numeric = len(item_ids) > 0 and all(i.isdigit() for i in item_ids)
+        held_out = _common.validation_split(columns[self.spec.query_key], columns[_common.TIMESTAMP],
+                                            item_ids.astype(np.int64) if numeric else item_ids, self.time_ordered)
+        return frozenset(self._keys(columns)[held_out].tolist())
+
+    def _source(self, split: str) -> tuple[str, bool]:
+        """(the base split a view split reads, whether it keeps the held-out pairs)."""
+        return {"train": ("train", False), "train_10pct": ("train_10pct", False), "test": ("train", True)}[_check_split(split)]
+
+    def _mask(self, columns: dict[str, np.ndarray], held_out: bool) -> np.ndarray:
+        keys = self.validation_keys
+        inside = np.fromiter((k in keys for k in self._keys(columns)), dtype=bool, count=len(columns[_common.TIMESTAMP]))
+        return inside if held_out else ~inside
+
+    def num_examples(self, split: str) -> int:
+        base_split, held_out = self._source(split)
+        columns = self.base.pair_columns(base_split, [self.spec.query_key, self.spec.item_key, _common.TIMESTAMP])
+        return int(self._mask(columns, held_out).sum())
+
+    def pair_columns(self, split: str, names: Iterable[str], batch_size: int = 8192) -> dict[str, np.ndarray]:
+        names = list(names)
+        base_split, held_out = self._source(split)
+        key_names = [self.spec.query_key, self.spec.item_key, _common.TIMESTAMP]
+        columns = self.base.pair_columns(base_split, list(dict.fromkeys(names + key_names)), batch_size)
+        keep = self._mask(columns, held_out)
+        return {name: columns[name][keep] for name in names}
+
+    def pairs(self, split: str = "train") -> tf.data.Dataset:
+        base_split, held_out = self._source(split)
+        keys = sorted(self.validation_keys)
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(keys or [b""], tf.string),
+                                                tf.ones(max(1, len(keys)), tf.int64)), default_value=0)
+        q, i = self.spec.query_key, self.spec.item_key
+
+        def wanted(x):
+            key = tf.strings.join([x[q], x[i], tf.strings.as_string(x[_common.TIMESTAMP])], separator="\x1f")
+            inside = tf.equal(table.lookup(key), 1) if keys else tf.constant(False)
+            return inside if held_out else tf.logical_not(inside)
+
+        return self.base.pairs(base_split).filter(wanted)
+
+
 def _check_split(split: str) -> str:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; a dataset's pairs have splits {SPLITS}")
@@ -143,8 +259,39 @@ def parse_name(name: str) -> tuple[str, str]:
     if builder not in BUILDERS or not config:
         raise ValueError(f"unknown dataset {name!r}: expected one of synthetic_catalog/<size> "
                          f"({', '.join(synthetic_catalog.SIZES)}), movielens/<100k|1m>-<user-item|item-item>, "
-                         "interactions_csv/<name>")
+                         f"interactions_csv/<name>, {', '.join(NAMED_CSV)}; any of them with a "
+                         f"{VALIDATION_SUFFIX!r} suffix for its validation carve-out")
     return builder, config
+
+
+def base_name(name: str) -> str:
+    """The dataset a name's statistics come from: ``frappe-val`` -> ``frappe``."""
+    return name[: -len(VALIDATION_SUFFIX)] if name.endswith(VALIDATION_SUFFIX) else name
+
+
+def _native_validation(name: str) -> bool:
+    """MovieLens builds its carve-out as a TFDS config (its history feature depends on the split)."""
+    builder, _, config = name.partition("/")
+    return builder == "movielens" and config in {c.name for c in movielens.Movielens.BUILDER_CONFIGS}
+
+
+def _load_named_csv(name: str, data_dir, raw_data_dir) -> Dataset:
+    """A :data:`NAMED_CSV` catalog: its raw files under the raw data root, built once as interactions_csv/<name>."""
+    named = NAMED_CSV[name]
+    root = pathlib.Path(data_dir or paths.tfds_dir()) / "interactions_csv"
+    prepared = all((root / c / str(_common.VERSION) / "dataset_info.json").exists()
+                   for c in (name, _common.items_config_name(name)))
+    csv_configs = None
+    if not prepared:
+        folder = paths.raw_data_root(str(raw_data_dir) if raw_data_dir else None) / named.folder
+        if not folder.is_dir():
+            raise FileNotFoundError(f"dataset {name!r} reads {folder}/ ({named.interactions}, {named.items}); "
+                                    f"pass --data-dir or set {paths.DATA_ENV} to the folder that holds {named.folder}/")
+        csv_configs = interactions_csv.make_configs(
+            name, folder / named.interactions, folder / named.items, paths.SPECS_DIR / named.spec,
+            queries=folder / named.queries if named.queries else None, split_column=named.split_column)
+    dataset = load_dataset(f"interactions_csv/{name}", data_dir, raw_data_dir, csv_configs=csv_configs)
+    return dataclasses.replace(dataset, name=name)
 
 
 def _prepare(builder: tfds.core.DatasetBuilder, manual_dir: pathlib.Path | None = None) -> None:
@@ -163,6 +310,11 @@ def load_dataset(name: str = DEFAULT_DATASET, data_dir: str | os.PathLike | None
     raw_data_dir: the raw data root holding ``movielens-100k/`` etc. (default ``paths.raw_data_root()``).
     csv_configs: for ``interactions_csv/<name>`` not yet prepared, ``interactions_csv.make_configs(...)``.
     """
+    if name.endswith(VALIDATION_SUFFIX) and not _native_validation(name):
+        base = load_dataset(name[: -len(VALIDATION_SUFFIX)], data_dir, raw_data_dir, csv_configs=csv_configs)
+        return ValidationView(name, base)
+    if name in NAMED_CSV:
+        return _load_named_csv(name, data_dir, raw_data_dir)
     builder_name, config = parse_name(name)
     data_dir = str(data_dir or paths.tfds_dir())
     if builder_name == "synthetic_catalog":
@@ -304,14 +456,16 @@ def _read_columns_from_records(dataset: "Dataset", split: str, names: list[str])
     try:
         builder = dataset.pairs_builder
         features = builder.info.features
-        if any(features[name].shape not in ((), (None,)) or features[name].tf_dtype != tf.string for name in names):
+        integers = {name for name in names if features[name].shape == () and features[name].tf_dtype == tf.int64}
+        if any(features[name].shape not in ((), (None,)) or features[name].tf_dtype != tf.string
+               for name in names if name not in integers):
             return None
         # Multi-valued features: the spec's max_len, truncated and padded with "" as inputs.batch does.
         widths = {name: dataset.spec.feature(name).max_len for name in names if features[name].shape == (None,)}
         info = builder.info.splits[split]
         files = [str(pathlib.Path(builder.data_dir) / f) for f in info.filenames]
-        parse = {name: tf.io.VarLenFeature(tf.string) if name in widths else tf.io.FixedLenFeature([], tf.string)
-                 for name in names}
+        parse = {name: tf.io.VarLenFeature(tf.string) if name in widths
+                 else tf.io.FixedLenFeature([], tf.int64 if name in integers else tf.string) for name in names}
 
         def parse_batch(records):
             parsed = tf.io.parse_example(records, parse)
@@ -325,7 +479,8 @@ def _read_columns_from_records(dataset: "Dataset", split: str, names: list[str])
         for batch in records.as_numpy_iterator():
             for name in names:
                 columns[name].append(batch[name])
-        out = {name: np.concatenate(parts).astype(object) if parts else np.zeros(0, object) for name, parts in columns.items()}
+        out = {name: (np.concatenate(parts) if name in integers else np.concatenate(parts).astype(object)) if parts
+               else np.zeros(0, np.int64 if name in integers else object) for name, parts in columns.items()}
     except (AttributeError, KeyError, TypeError, ValueError, tf.errors.OpError) as error:
         logging.getLogger(__name__).info("reading %s through tf.data (%s: %s)", split, type(error).__name__, error)
         return None

@@ -228,7 +228,10 @@ class InteractionsCsv(_common.LocalBuilder, skip_registration=True):
         metadata = tfds.core.MetadataDict(
             spec=spec.to_dict(), spec_path=config.spec,
             files={"interactions": config.interactions, "items": config.items, "queries": config.queries},
-            split=(f"column {config.split_column}" if config.split_column else "per query by time, last ceil(20%) to test"))
+            split=(f"column {config.split_column}" if config.split_column else "per query by time, last ceil(20%) to test"),
+            # Whether pair order means time (a timestamp column, or file order without a split
+            # column): the validation carve-out then holds out the latest pairs, else a random draw.
+            time_ordered=bool(spec.timestamp) or not config.split_column)
         return tfds.core.DatasetInfo(builder=self, description=__doc__, features=features, metadata=metadata,
                                      disable_shuffling=True)
 

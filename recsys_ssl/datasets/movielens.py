@@ -29,11 +29,14 @@ user's *test part*, the rest the train part.
     its target's.
 ``train_10pct`` is a uniform 10% sample of train (seeded), with the same test set.
 
-Validation carve-out (``{100k,1m}-{user-item,item-item}-val``, for tuning): the same rule
-applied WITHIN the protocol's train part. The protocol's test interactions are left out
-entirely; of each user's train part, the last ceil(0.2 n) interactions are the validation
-"test" split and the rest its "train" split (the item corpus is the same). Tuning on it
-never sees the protocol's test set.
+Validation carve-out (``{100k,1m}-{user-item,item-item}-val``, for tuning): the project's
+one carve-out rule (:func:`_common.validation_split`, the same that ``inputs`` applies to every
+other dataset's ``<name>-val``) applied WITHIN the protocol's train part. The protocol's test
+interactions are left out entirely; of each user's train part, the last ceil(10% n) by
+(timestamp, movie id) are the validation "test" split and the rest its "train" split (the item
+corpus is the same). MovieLens builds it as its own config because ``user_recent_movie_ids``
+must be recomputed: a validation pair may only see the validation-train part of the history.
+Tuning on it never sees the protocol's test set.
 
 Bad input: a missing raw file raises FileNotFoundError naming the file and the manual_dir;
 a malformed row (wrong number of fields, non-integer id, duplicate id) raises ValueError
@@ -283,16 +286,17 @@ def recent_movies(raw: RawMovieLens, order: np.ndarray, is_test: np.ndarray, len
     return out
 
 
-def user_item_pairs(raw: RawMovieLens, seed: int = SEED, recent_length: int = RECENT_LENGTH) -> _common.PairsTable:
+def user_item_pairs(raw: RawMovieLens, seed: int = SEED, recent_length: int = RECENT_LENGTH,
+                    test_fraction: float = _common.TEST_FRACTION) -> _common.PairsTable:
     """The protocol split of user -> movie interactions, each with the user's recent movies."""
-    order, is_test, _ = _common.temporal_split(raw.user_rows, raw.timestamps, raw.item_ids[raw.item_rows])
+    order, is_test, _ = _common.temporal_split(raw.user_rows, raw.timestamps, raw.item_ids[raw.item_rows], test_fraction)
     return _common.PairsTable(raw.user_rows, raw.item_rows, raw.timestamps, _common.make_splits(is_test, seed),
                               pair_columns={RECENT_FEATURE: recent_movies(raw, order, is_test, recent_length)})
 
 
-def item_item_pairs(raw: RawMovieLens, seed: int = SEED) -> _common.PairsTable:
+def item_item_pairs(raw: RawMovieLens, seed: int = SEED, test_fraction: float = _common.TEST_FRACTION) -> _common.PairsTable:
     """Seed -> next movie pairs per user; a pair is test iff its target is in the user's test part."""
-    order, is_test, _ = _common.temporal_split(raw.user_rows, raw.timestamps, raw.item_ids[raw.item_rows])
+    order, is_test, _ = _common.temporal_split(raw.user_rows, raw.timestamps, raw.item_ids[raw.item_rows], test_fraction)
     users = raw.user_rows[order]
     same_user = users[1:] == users[:-1]  # consecutive interactions of one user
     seeds, targets = order[:-1][same_user], order[1:][same_user]
@@ -374,10 +378,11 @@ class Movielens(_common.LocalBuilder, skip_registration=True):
         items = {name: raw.items[name] for name in self.info.features.keys() if name in raw.items}
         if config.task == "items":
             return {_common.ITEMS_SPLIT: self._generate_examples(_common.item_examples(items))}
+        fraction = _common.VALIDATION_FRACTION if config.validation else _common.TEST_FRACTION
         if config.task == "user-item":
-            table, queries = user_item_pairs(raw), raw.users
+            table, queries = user_item_pairs(raw, test_fraction=fraction), raw.users
         else:
-            table, queries = item_item_pairs(raw), seed_columns(raw.items)
+            table, queries = item_item_pairs(raw, test_fraction=fraction), seed_columns(raw.items)
         counts.update(table.split_counts(), pairs=int(len(table.item_rows)),
                       head_share=_common.popularity_head_share(table.item_rows[table.splits["train"]], num_items))
         return _common.pair_split_generators(self, table, queries, items)
