@@ -42,7 +42,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import argparse
 import itertools
 import json
-import math
 import pathlib
 import platform
 import sys

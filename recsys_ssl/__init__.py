@@ -5,12 +5,16 @@ Importing the package sets ``TF_USE_LEGACY_KERAS=1`` so that ``tf.keras`` is Ker
 the modules that need it, through :func:`recsys_ssl.tf_setup.tensorflow`; Beam workers and
 the CLI's argument parsing stay light.
 """
+import glob as _glob
 import os
 
 # Must happen before tensorflow is first imported anywhere in the process.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-# TensorFlow's C++ INFO lines (CUDA probing, CPU features) drown the progress bars.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ start-up logging drowns the progress bars: INFO and WARNING off; on a
+# machine without an NVIDIA device its ERROR lines too, which there are only "failed call to
+# cuInit" and CPU-feature notes (TF_CPP_MIN_LOG_LEVEL=0 turns them back on). The project's
+# own warnings go through Python logging and are not affected.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if _glob.glob("/dev/nvidia[0-9]*") else "3")
 
 __version__ = "0.1.0"
 

@@ -20,7 +20,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "evaluate": ("recsys_ssl.evaluate", "exact full-corpus Recall@K / MAP@K with head and tail slices"),
     "experiment": ("recsys_ssl.experiment", "methods x seeds x data regimes, resumable, with tables and plots"),
     "export": ("recsys_ssl.export", "SavedModels (query, item, ScaNN retrieval) and a tuned ScaNN index"),
-    "index": ("recsys_ssl.index", "manage the ScaNN index (e.g. `index add` new items)"),
+    "index": ("recsys_ssl.index_cli", "manage the ScaNN index (e.g. `index add` new items)"),
     "retrieve": ("recsys_ssl.retrieve", "batch retrieval queries from a file to a file"),
     "serve": ("recsys_ssl.serve", "HTTP server with TF Serving's REST predict API over the exported artifacts"),
     "demo": ("recsys_ssl.demo", "the whole pipeline on the synthetic catalog, end to end"),

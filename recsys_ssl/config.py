@@ -40,6 +40,7 @@ class ModelConfig:
     query_hidden: list[int] = dataclasses.field(default_factory=lambda: [256, 64])
     item_hidden: list[int] = dataclasses.field(default_factory=lambda: [256, 64])
     masked_embedding: str = "learned"  # "learned": one trainable vector per feature; "zeros"
+    embedding_scale: float = 1.0  # every feature's spec embedding_dim times this (a width knob for tune)
 
 
 @dataclasses.dataclass
@@ -239,6 +240,7 @@ def validate(config: ExperimentConfig) -> None:
         raise _fail(s, "model.item_hidden", "the last width of both towers (the embedding size) must match: "
                     f"{config.model.query_hidden[-1]} != {config.model.item_hidden[-1]}")
     for field, value in (("main.temperature", config.main.temperature), ("ssl.temperature", config.ssl.temperature),
+                         ("model.embedding_scale", config.model.embedding_scale),
                          ("train.learning_rate", config.train.learning_rate)):
         if value <= 0:
             raise _fail(s, field, f"must be positive, got {value}")

@@ -500,7 +500,7 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Embeds the whole corpus and every test query with a trained model, then scores exactly.
 
-    trained: ``train.load_trained(...)`` (``.model.query_tower`` / ``.model.item_tower``).
+    trained: ``checkpoints.load_trained(...)`` (``.model.query_tower`` / ``.model.item_tower``).
     dataset: ``inputs.load_dataset(...)`` handle (``.spec``, ``.items()``, ``.pairs(split)``).
     Reads the corpus, the ``train`` split (popularity, exclusions) and ``split`` once each,
     then calls :func:`evaluate_arrays`.
@@ -634,11 +634,11 @@ def run(
     per_pair: bool | None = None,
 ) -> dict[str, Any]:
     """Loads <run_dir>/train/<name>, evaluates it on its dataset, writes eval/<name>/metrics.json."""
-    from recsys_ssl import train
+    from recsys_ssl.checkpoints import load_trained
     from recsys_ssl.datasets import inputs
     from recsys_ssl.paths import RunLayout, tfds_dir
 
-    trained = train.load_trained(run_dir, name)
+    trained = load_trained(run_dir, name)
     dataset_name = dataset_name or trained.config.dataset
     dataset = inputs.load_dataset(dataset_name, data_dir=str(tfds_dir(run_dir)), raw_data_dir=raw_data_dir)
     metrics = evaluate_model(

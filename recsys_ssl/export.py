@@ -329,7 +329,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    from recsys_ssl import paths, train  # the training code: only the export CLI needs it
+    from recsys_ssl import paths
+    from recsys_ssl.checkpoints import load_trained
     from recsys_ssl.datasets import inputs
 
     name = args.name
@@ -341,7 +342,7 @@ def main(argv: list[str]) -> int:
         print("recsys-ssl export: pass --name (or --config)", file=sys.stderr)
         return 2
     layout = paths.RunLayout(args.run_dir)
-    trained = train.load_trained(args.run_dir, name)
+    trained = load_trained(args.run_dir, name)
     dataset_name = args.dataset or getattr(trained.config, "dataset", None)
     if not dataset_name:
         print("recsys-ssl export: pass --dataset (the training run does not say)", file=sys.stderr)

@@ -138,6 +138,17 @@ class FeatureSpec:
         out.pop("source")
         return out
 
+    def scaled_embeddings(self, factor: float) -> "FeatureSpec":
+        """Every feature's ``embedding_dim`` times ``factor`` (rounded, at least 1); shared
+        embeddings stay equal, as both sides scale alike."""
+        if factor == 1.0:
+            return self
+
+        def scale(features: tuple[Feature, ...]) -> tuple[Feature, ...]:
+            return tuple(dataclasses.replace(f, embedding_dim=max(1, round(f.embedding_dim * factor))) for f in features)
+
+        return dataclasses.replace(self, query_features=scale(self.query_features), item_features=scale(self.item_features))
+
 
 # -- loading and validation ---------------------------------------------------------------
 

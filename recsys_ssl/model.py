@@ -57,6 +57,7 @@ class TwoTowerModel(tfrs.Model):
                  for_inference: bool = False):
         """``for_inference``: only the towers are used (no item frequencies / CFM groups needed)."""
         super().__init__()
+        spec = spec.scaled_embeddings(config.model.embedding_scale)
         self.spec = spec
         self.config = config
         masks_items = config.method == "fd" or (config.method == "ssl" and config.augmentation != "dropout_only")

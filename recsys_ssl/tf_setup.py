@@ -2,10 +2,8 @@
 
 Use ``from recsys_ssl.tf_setup import tf`` in modules that need TensorFlow.
 """
-import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import recsys_ssl  # noqa: F401  (sets TF_USE_LEGACY_KERAS and TensorFlow's log level first)
 
 
 class KerasVersionError(ImportError):

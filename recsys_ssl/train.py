@@ -43,14 +43,12 @@ from recsys_ssl import artifacts
 from recsys_ssl import config as cfg
 from recsys_ssl import features as fs
 from recsys_ssl.datasets import item_sampler
+from recsys_ssl.checkpoints import WEIGHTS, Trained, build_towers_now, dummy_batch, load_trained  # noqa: F401
 from recsys_ssl.model import TwoTowerModel
-from recsys_ssl.paths import RunLayout
+from recsys_ssl.paths import DEFAULT_RUN_DIR, RunLayout
 from recsys_ssl.tf_setup import tf
 
 log = logging.getLogger("recsys_ssl.train")
-
-WEIGHTS = "weights/final"
-
 
 @dataclasses.dataclass
 class TrainingData:
@@ -185,13 +183,6 @@ def build_model(config: cfg.ExperimentConfig, data: TrainingData) -> TwoTowerMod
     model.compile(optimizer=make_optimizer(config))
     build_towers_now(model, data.spec)
     return model
-
-
-def build_towers_now(model: TwoTowerModel, spec: fs.FeatureSpec) -> None:
-    """Creates the towers' variables before fit(), so BackupAndRestore restores into them."""
-    model.query_tower(dummy_batch(spec.query_features))
-    model.item_tower(dummy_batch(spec.item_features))
-    model.built = True
 
 
 def training_dataset(config: cfg.ExperimentConfig, data: TrainingData, seed: int) -> tf.data.Dataset:
@@ -353,43 +344,11 @@ def run(config: cfg.ExperimentConfig, run_dir: str | os.PathLike, data: Training
     return manifest
 
 
-# -- for evaluation and export -----------------------------------------------------------------
-@dataclasses.dataclass
-class Trained:
-    model: TwoTowerModel
-    config: cfg.ExperimentConfig
-    spec: fs.FeatureSpec
-    manifest: dict[str, Any]
-    directory: pathlib.Path
-
-
-def dummy_batch(features: tuple[fs.Feature, ...]) -> dict[str, tf.Tensor]:
-    """One example of padding/missing values: builds a tower's variables."""
-    return {f.name: tf.constant([[""] * f.max_len] if f.multi_valued else [""]) for f in features}
-
-
-def load_trained(run_dir: str | os.PathLike, name: str) -> Trained:
-    """The trained model of ``<run_dir>/train/<name>`` (towers built and weights restored)."""
-    directory = RunLayout(run_dir).train(name)
-    manifest_path = directory / artifacts.MANIFEST
-    if not manifest_path.exists():
-        raise FileNotFoundError(f"{manifest_path} does not exist: train {name!r} first "
-                                f"(`recsys-ssl train --run-dir {run_dir} --name {name} ...`)")
-    manifest = json.loads(manifest_path.read_text())
-    config = cfg.config_from_dict(manifest["config"], source=str(manifest_path))
-    spec = fs.spec_from_dict(json.loads((directory / "spec.json").read_text()), source=manifest.get("spec_path", ""))
-    vocabularies = json.loads((directory / "vocabularies.json").read_text())
-    model = TwoTowerModel(spec, config, vocabularies, for_inference=True)
-    build_towers_now(model, spec)
-    model.load_weights(str(directory / manifest.get("weights", WEIGHTS))).expect_partial()
-    return Trained(model=model, config=config, spec=spec, manifest=manifest, directory=directory)
-
-
 # -- CLI ---------------------------------------------------------------------------------------
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="recsys-ssl train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="experiment YAML (data/configs/<method>.yaml, or a bare name)")
-    parser.add_argument("--run-dir", default="runs/demo", help="the run's artifact folder (default runs/demo)")
+    parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=f"the run's artifact folder (default {DEFAULT_RUN_DIR})")
     parser.add_argument("--name", help="the run name under <run-dir>/train/ (default: the config's name)")
     parser.add_argument("--dataset", help="override the config's dataset (e.g. movielens/100k-item-item)")
     parser.add_argument("--data-dir", help="TFDS data_dir (default $RECSYS_SSL_TFDS_DIR, else <run-dir>/tfds)")

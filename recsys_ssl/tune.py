@@ -30,7 +30,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import math
 import pathlib
 import shutil
 import sys
@@ -92,6 +91,7 @@ SPACE: tuple[Knob, ...] = (
     Knob("main.logq_weight", "float", 0.0, 1.0, limits=(0.0, 10.0)),
     Knob("model.hidden_width", "choice", choices=(128, 256, 512)),
     Knob("model.embedding_dim", "choice", choices=(32, 64, 128)),
+    Knob("model.embedding_scale", "choice", choices=(0.5, 1.0, 2.0)),  # the spec's feature embedding widths
     Knob("ssl.alpha", "log", 0.01, 3.0, limits=(1e-4, 100.0), applies=_ssl_or_so),
     Knob("ssl.temperature", "log", 0.03, 1.0, limits=(1e-3, 10.0), applies=_ssl_or_so),
     Knob("ssl.batch_size", "choice", choices=(64, 128, 256, 512), applies=_ssl_or_so),
@@ -354,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     dataset = inputs.base_name(args.dataset)
     val_config = cfg.replace(base, top={"dataset": dataset + inputs.VALIDATION_SUFFIX})
     data = train.load_training_data(val_config, args.run_dir, raw_data_dir=args.data_dir)
+    if data.validation is None:
+        raise TuneError(f"{val_config.dataset}: no validation carve-out to tune on (is train.early_stopping off?)")
     knobs = search_space(base, data.num_pairs, data.num_items, len(data.spec.item_features), space_overrides)
     tuning = Tuning(val_config, args.run_dir, args.max_epochs, knobs, data, verbose=2 if args.verbose else 0)
 

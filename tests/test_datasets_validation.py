@@ -58,7 +58,7 @@ def test_validation_dataset_name_builds_the_carve_out(tmp_path):
         arrays = ds.pair_arrays(split, features=["user_id", "movie_id"])
         got = sorted((int(u), int(m)) for u, m in zip(arrays["user_id"], arrays["movie_id"]))
         assert got == VALIDATION[split]
-    assert ds.num_items == 6  # the same corpus as the protocol's dataset
+    assert ds.num_items == 6 and ds.validation_of == "movielens/100k-user-item"  # the protocol's corpus
     assert ds.metadata["validation_held_out_test"] == len(PROTOCOL_TEST)
     protocol = inputs.load_dataset("movielens/100k-user-item", data_dir=tmp_path / "tfds", raw_data_dir=tmp_path / "raw")
     assert protocol.num_examples("test") == len(PROTOCOL_TEST) and protocol.num_examples("train") == 12

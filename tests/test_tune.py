@@ -152,3 +152,16 @@ def test_search_space_fits_the_catalog_and_the_method():
     assert set(knobs) < set(ssl)  # SSL searches the baseline's space plus its own
     config = tune.apply_params(baseline, {"model.hidden_width": 512, "model.embedding_dim": 32, "main.temperature": 0.2})
     assert config.model.query_hidden == config.model.item_hidden == [512, 32] and config.main.temperature == 0.2
+
+
+def test_embedding_scale_scales_every_feature_table_of_the_model():
+    import model_fixtures
+    from recsys_ssl.model import TwoTowerModel
+
+    data = model_fixtures.training_data()
+    config = cfg.with_overrides(model_fixtures.tiny_config(), {"model.embedding_scale": 2.0})
+    model = TwoTowerModel(data.spec, config, data.vocabularies, for_inference=True)
+    train.build_towers_now(model, data.spec)
+    widths = {v.name.split("/")[-2]: v.shape[-1] for v in model.item_tower.weights if "table_" in v.name}
+    assert widths == {f"table_{f.name}": 2 * f.embedding_dim for f in data.spec.item_features}
+    assert data.spec.scaled_embeddings(1.0) is data.spec

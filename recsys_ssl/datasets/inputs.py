@@ -69,6 +69,7 @@ class Dataset:
     spec: features_lib.FeatureSpec
     pairs_builder: tfds.core.DatasetBuilder
     items_builder: tfds.core.DatasetBuilder
+    validation_of: str | None = None  # a validation carve-out (``<name>-val``): the dataset it is carved from
 
     @property
     def metadata(self) -> dict:
@@ -336,7 +337,8 @@ def load_dataset(name: str = DEFAULT_DATASET, data_dir: str | os.PathLike | None
             manual_dir = movielens.default_manual_dir(release, str(raw_data_dir) if raw_data_dir else None)
             _prepare(items, manual_dir)
             _prepare(pairs, manual_dir)
-        return Dataset(name, movielens.spec_for(task), pairs, items)
+        return Dataset(name, movielens.spec_for(task), pairs, items,
+                       validation_of=base_name(name) if pairs.builder_config.validation else None)
     # interactions_csv: configs are made at build time; a prepared dataset loads from its folder.
     root = pathlib.Path(data_dir) / "interactions_csv"
     dirs = [root / c / str(_common.VERSION) for c in (config, _common.items_config_name(config))]

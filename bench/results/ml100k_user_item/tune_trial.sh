@@ -1,4 +1,7 @@
 #!/bin/bash
+# HISTORICAL (the hand-tuning rounds of tuning_log.md): superseded by `recsys-ssl tune`. Since then the
+# -val carve-out is the project-wide 10% rule (it was the last 20% of each user's train part), so
+# these trials' numbers no longer reproduce exactly.
 # One tuning trial on the VALIDATION carve-out (movielens/100k-user-item-val; never the test split).
 # usage: tune_trial.sh NAME CONFIG REGIME [--set k=v ...]   (seed 0; SEEDS="0 1 2" for more)
 # item -> item: VAL_RUN=runs/ml100k_ii_val ... --set dataset=movielens/100k-item-item-val (a later --set wins)
