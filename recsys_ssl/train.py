@@ -185,8 +185,29 @@ def build_model(config: cfg.ExperimentConfig, data: TrainingData) -> TwoTowerMod
     return model
 
 
-def training_dataset(config: cfg.ExperimentConfig, data: TrainingData, seed: int) -> tf.data.Dataset:
-    """Elements ``{"pairs": ..., "ssl_items": ...}`` (ssl_items for SSL/SO), global batches."""
+def backed_up_step(backup_dir: str | os.PathLike) -> int:
+    """The optimizer step that BackupAndRestore will restore from ``backup_dir`` (0: none).
+
+    Every worker restores from ``<backup_dir>/chief`` (tf-keras' WorkerTrainingState).
+    """
+    latest = tf.train.latest_checkpoint(str(pathlib.Path(backup_dir) / "chief"))
+    if latest is None:
+        return 0
+    reader = tf.train.load_checkpoint(latest)
+    key = next((k for k in reader.get_variable_to_shape_map() if k.startswith("model/optimizer/_iterations/")), None)
+    return int(reader.get_tensor(key)) if key else 0
+
+
+def training_dataset(config: cfg.ExperimentConfig, data: TrainingData, seed: int, skip_steps: int = 0) -> tf.data.Dataset:
+    """Elements ``{"pairs": ..., "ssl_items": ...}`` (ssl_items for SSL/SO), global batches.
+
+    The stream is a pure function of the seed (seeded shuffles, repeated): batch ``n`` is the
+    same in every run. ``skip_steps``: start at batch ``skip_steps`` -- a run resumed from a
+    backup at step ``s`` reads exactly the batches the uninterrupted run read from step ``s``
+    on (Keras restores the step and the weights, but starts a fresh iterator); with the
+    step-keyed augmentation seeds (``TwoTowerModel._step_seed``) the resumed run then ends with
+    the uninterrupted run's model.
+    """
     pairs = data.batch_pairs(config.train.batch_size, seed)
     if config.uses_ssl_batch:
         ssl_items = item_sampler.uniform_item_batches(
@@ -194,6 +215,8 @@ def training_dataset(config: cfg.ExperimentConfig, data: TrainingData, seed: int
         dataset = tf.data.Dataset.zip((pairs, ssl_items)).map(lambda p, s: {"pairs": p, "ssl_items": s})
     else:
         dataset = pairs.map(lambda p: {"pairs": p})
+    if skip_steps:
+        dataset = dataset.skip(skip_steps)
     options = tf.data.Options()
     # Every worker reads the whole stream and keeps its share of the batches (in-memory data
     # has no files to shard by).
@@ -268,8 +291,9 @@ def run(config: cfg.ExperimentConfig, run_dir: str | os.PathLike, data: Training
     on validation recall runs after every epoch (``report(epoch, recall)`` is called too).
     """
     config, derived = cfg.resolve_auto(config, data.num_pairs, data.num_items)
-    for line in derived:
-        log.info("derived %s", line)
+    for line in derived:  # what the catalog decided: said once per run (tune's trials run quietly)
+        if verbose != 0:
+            print(f"derived {line}")
     name = name or config.name
     train_dir = RunLayout(run_dir).train(name)
     strategy_name = resolve_strategy_name(config.train.strategy)
@@ -285,7 +309,9 @@ def run(config: cfg.ExperimentConfig, run_dir: str | os.PathLike, data: Training
         raise ValueError(f"train.batch_size {config.train.batch_size} must be divisible by the {replicas} replicas")
     with strategy.scope():
         model = build_model(config, data)
-    dataset = training_dataset(config, data, config.seed)
+    # Resuming from a backup: skip the batches already trained on (see training_dataset).
+    resume_step = backed_up_step(train_dir / "backup")
+    dataset = training_dataset(config, data, config.seed, skip_steps=resume_step)
     throughput = _Throughput(config.train.batch_size)
     start = _InitialStep()  # after BackupAndRestore, which restores in on_train_begin
     early_stopping = None
