@@ -142,3 +142,29 @@ if __name__ == "__main__":
     import sys
 
     sys.exit(main())
+
+
+def plot_validation_curves(curves: Mapping[int, Sequence[Sequence[float]]], best: int, path: str | pathlib.Path,
+                           title: str = "validation Recall@50 per epoch") -> pathlib.Path:
+    """A tuning study's per-epoch validation curves: every trial faint, trial ``best`` bold.
+
+    curves: trial number -> [(epoch, recall), ...] (a pruned trial's curve just stops).
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for number, curve in curves.items():
+        if curve and number != best:
+            ax.plot([e for e, _ in curve], [v for _, v in curve], color="grey", alpha=0.3, linewidth=1)
+    if curves.get(best):
+        ax.plot([e for e, _ in curves[best]], [v for _, v in curves[best]], color="C0", linewidth=2.5,
+                marker="o", label=f"best trial #{best}")
+        ax.legend()
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation Recall@50")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    path = pathlib.Path(path)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

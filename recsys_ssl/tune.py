@@ -16,6 +16,7 @@ Layout (under ``--run-dir``)::
 
     tune/<config>[-10pct]/study.sqlite3   the Optuna study (a killed study resumes from it)
     tune/<config>[-10pct]/tune_report.md  best trial, parameter importances, validation curve, all trials
+    tune/<config>[-10pct]/validation_curves.png  every trial's per-epoch validation recall, the best bold
     tuned/<config>[-10pct].yaml           the best trial as a complete config on the base dataset,
                                           train.epochs = the best trial's best epoch: what
                                           ``train --config`` and ``experiment --configs`` take as is
@@ -381,6 +382,11 @@ def main(argv: list[str] | None = None) -> int:
                          f"Recall@{METRIC_K} {best.value:.4f}); a complete config.\n" + cfg.to_yaml(tuned))
     report_path = directory / "tune_report.md"
     report_path.write_text(report_markdown(study, tuning, tuned, yaml_path))
+    from recsys_ssl import plots
+
+    # Optuna keeps every reported epoch, of pruned trials too.
+    curves = {t.number: sorted(t.intermediate_values.items()) for t in study.get_trials(deepcopy=False)}
+    plots.plot_validation_curves(curves, best.number, directory / "validation_curves.png", title=study.study_name)
     tail = best.user_attrs.get("tail_recall")
     print(f"best trial #{best.number}: validation recall@{METRIC_K} {best.value:.4f} "
           f"(tail {'-' if tail is None else f'{tail:.4f}'}, epoch {best.user_attrs.get('best_epoch')}) "

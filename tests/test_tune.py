@@ -121,6 +121,7 @@ def test_tune_killed_with_sigkill_resumes_and_its_config_round_trips(tiny_run):
     metrics = evaluate.run(run_dir, "roundtrip", dataset_name="synthetic_catalog/tiny-val", ks=(50,))
     assert metrics["recall@50"] == pytest.approx(best, abs=1e-4)
     assert "## Parameter importances" in (db.parent / "tune_report.md").read_text()
+    assert (db.parent / "validation_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.timeout(300)
