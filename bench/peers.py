@@ -56,7 +56,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from recsys_ssl import evaluate  # noqa: E402  (after the environment above)
-from recsys_ssl.experiment import mean_std  # noqa: E402
+from recsys_ssl.experiment import format_cell, mean_std  # noqa: E402
 
 KS = (10, 50, 100)
 SEEDS = (0, 1, 2)
@@ -352,12 +352,8 @@ def run_method(method: str, data: Data, seeds: Sequence[int], threads: int, tag:
 
 
 def cell(entry: Mapping[str, Any] | None, digits: int = 4) -> str:
-    if entry is None or entry["mean"] is None:
-        return "-"
-    text = f"{entry['mean']:.{digits}f}"
-    if entry["std"] is not None:
-        text += f" ± {entry['std']:.{digits}f}"
-    return text
+    """``mean ± std`` as the experiment tables write it (no relative change here)."""
+    return format_cell(None if entry is None else {**entry, "relative": None}, digits)
 
 
 def grid_edges(space: Mapping[str, Sequence], chosen: Mapping[str, Any]) -> str:
