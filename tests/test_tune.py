@@ -71,8 +71,12 @@ def _tune_command(run_dir, config, trials):
 
 
 def _states(db):
-    with sqlite3.connect(db) as connection:
-        return [row[0] for row in connection.execute("SELECT state FROM trials ORDER BY number")]
+    """Trial states in order; [] while the study is still creating its database."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:  # never creates the file
+            return [row[0] for row in connection.execute("SELECT state FROM trials ORDER BY number")]
+    except sqlite3.OperationalError:  # no file yet, or no tables yet
+        return []
 
 
 def _env():
@@ -88,7 +92,7 @@ def test_tune_killed_with_sigkill_resumes_and_its_config_round_trips(tiny_run):
     deadline = time.time() + 300
     # Kill during a trial that runs after at least one finished.
     while time.time() < deadline and process.poll() is None:
-        states = _states(db) if db.exists() else []
+        states = _states(db)
         if states.count("COMPLETE") + states.count("PRUNED") >= 1 and states[-1:] == ["RUNNING"]:
             break
         time.sleep(0.2)
