@@ -194,10 +194,16 @@ class ValidationView:
         inside = np.fromiter((k in keys for k in self._keys(columns)), dtype=bool, count=len(columns[_common.TIMESTAMP]))
         return inside if held_out else ~inside
 
+    @functools.cached_property
+    def _counts(self) -> dict[str, int]:
+        """Examples per view split, from one key-column read per base split (not one per call)."""
+        key_names = [self.spec.query_key, self.spec.item_key, _common.TIMESTAMP]
+        held = {base: self._mask(self.base.pair_columns(base, key_names), True) for base in ("train", "train_10pct")}
+        return {split: int(held[base].sum() if keep else (~held[base]).sum())
+                for split, (base, keep) in ((s, self._source(s)) for s in SPLITS)}
+
     def num_examples(self, split: str) -> int:
-        base_split, held_out = self._source(split)
-        columns = self.base.pair_columns(base_split, [self.spec.query_key, self.spec.item_key, _common.TIMESTAMP])
-        return int(self._mask(columns, held_out).sum())
+        return self._counts[_check_split(split)]
 
     def pair_columns(self, split: str, names: Iterable[str], batch_size: int = 8192) -> dict[str, np.ndarray]:
         names = list(names)
