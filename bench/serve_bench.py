@@ -177,53 +177,76 @@ def bench_search(args) -> tuple[dict, object, np.ndarray, list[str]]:
 # -- (b) the server under load ------------------------------------------------------------------
 
 
-def load_client(url: str, clients: int, duration: float, out_path: str) -> None:
-    """Runs in its own process: ``clients`` threads, each a keep-alive connection, for ``duration`` s."""
-    import http.client
+def load_client(url: str, clients: int, duration: float, out_path: str, new_connection: bool = False) -> None:
+    """Runs in its own process: ``clients`` concurrent clients on one asyncio loop for ``duration`` s.
+
+    Each client sends one retrieval query at a time and waits for its answer (closed loop),
+    on a keep-alive connection, or (``new_connection``) on a new connection per request with
+    ``Connection: close``, as a reverse proxy does by default. Raw HTTP/1.1 over asyncio
+    streams: the client must cost far less CPU than the server it measures (they share the cores).
+    An answer counts as an error unless it is a 200 with 10 item ids.
+    """
+    import asyncio
     import urllib.parse
 
     parsed = urllib.parse.urlparse(url)
     rng = np.random.default_rng(0)
-    bodies = [json.dumps({"instances": [{"query_id": f"q{rng.integers(5000)}", "query_segment": f"s{rng.integers(8)}"}],
-                          "k": 10}).encode() for _ in range(1000)]
-    latencies: list[list[float]] = [[] for _ in range(clients)]
-    errors = [0] * clients
-    error_samples: list[str] = []
-    stop_at = time.perf_counter() + duration
+    connection = b"close" if new_connection else b"keep-alive"
+    requests_ = []
+    for _ in range(1000):
+        body = json.dumps({"instances": [{"query_id": f"q{rng.integers(5000)}", "query_segment": f"s{rng.integers(8)}"}],
+                           "k": 10}).encode()
+        requests_.append(b"POST /v1/models/bench:predict HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                         b"Connection: %s\r\nContent-Length: %d\r\n\r\n%s" % (connection, len(body), body))
+    latencies: list[float] = []
+    errors: list[str] = []
 
-    def worker(i: int) -> None:
-        conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+    async def one_client(i: int, stop_at: float) -> None:
+        reader = writer = None
         j = i
         while time.perf_counter() < stop_at:
-            body = bodies[j % len(bodies)]
+            request = requests_[j % len(requests_)]
             j += clients
             start = time.perf_counter()
             try:
-                conn.request("POST", "/v1/models/bench:predict", body, {"Content-Type": "application/json"})
-                response = conn.getresponse()
-                payload = response.read()
-                ok = response.status == 200 and len(json.loads(payload)["predictions"][0]["item_ids"]) == 10
+                if writer is None:
+                    reader, writer = await asyncio.open_connection(parsed.hostname, parsed.port)
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                headers = head.lower()
+                length = int(headers.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+                payload = await reader.readexactly(length)
+                ok = head[9:12] == b"200" and len(json.loads(payload)["predictions"][0]["item_ids"]) == 10
+                if new_connection or b"connection: close" in headers:
+                    writer.close()
+                    reader = writer = None
+                if not ok:
+                    errors.append(payload[:300].decode(errors="replace"))
             except Exception as error:  # counted, and the connection renewed
-                ok, payload = False, repr(error).encode()
-                conn.close()
-                conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
-            latencies[i].append(time.perf_counter() - start)
-            if not ok:
-                errors[i] += 1
-                if len(error_samples) < 5:
-                    error_samples.append(payload[:300].decode(errors="replace"))
+                errors.append(repr(error)[:300])
+                if writer is not None:
+                    writer.close()
+                reader = writer = None
+            latencies.append(time.perf_counter() - start)
+        if writer is not None:
+            writer.close()
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
-    all_ms = np.array([x for per in latencies for x in per]) * 1e3
+    async def run() -> float:
+        start = time.perf_counter()
+        await asyncio.gather(*(one_client(i, start + duration) for i in range(clients)))
+        return time.perf_counter() - start
+
+    try:
+        import uvloop
+
+        elapsed = uvloop.run(run())
+    except ImportError:
+        elapsed = asyncio.run(run())
+    all_ms = np.array(latencies) * 1e3
     pathlib.Path(out_path).write_text(json.dumps({
-        "clients": clients, "duration_s": round(elapsed, 1), "requests": int(all_ms.size),
-        "errors": int(sum(errors)), "error_samples": error_samples,
+        "clients": clients, "connection": "new per request" if new_connection else "keep-alive",
+        "duration_s": round(elapsed, 1), "requests": int(all_ms.size),
+        "errors": len(errors), "error_samples": errors[:5],
         "qps": round(all_ms.size / elapsed, 1),
         "latency_ms": {"p50": round(float(np.percentile(all_ms, 50)), 2), "p90": round(float(np.percentile(all_ms, 90)), 2),
                        "p99": round(float(np.percentile(all_ms, 99)), 2), "max": round(float(all_ms.max()), 2)},
@@ -250,7 +273,7 @@ def bench_server(args, prebuilt, items, ids) -> dict:
                              item_embeddings=items, prebuilt_index=prebuilt, with_retrieval_savedmodels=False)
         print(f"(b) exported {len(ids)} items in {time.perf_counter() - t0:.1f}s; starting the server", flush=True)
         server = subprocess.Popen([sys.executable, "-m", "recsys_ssl.cli", "serve", "--export-dir", str(workdir),
-                                   "--port", "0", "--poll-seconds", "0"],
+                                   "--port", "0", "--poll-seconds", "0", *args.server_flags.split()],
                                   cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         url = None
         while url is None:
@@ -262,13 +285,9 @@ def bench_server(args, prebuilt, items, ids) -> dict:
                 print(line.strip(), flush=True)
         threading.Thread(target=lambda: [print("server:", l.rstrip()) for l in server.stdout], daemon=True).start()
         try:
-            out = workdir / "load.json"
-            # Warm up (first calls trace nothing, but page in the index), then the measured load.
-            subprocess.run([sys.executable, __file__, "--load-client", url, "--clients", "2", "--duration", "3",
-                            "--load-output", str(out)], check=True)
-            subprocess.run([sys.executable, __file__, "--load-client", url, "--clients", str(args.clients),
-                            "--duration", str(args.duration), "--load-output", str(out)], check=True)
-            result = json.loads(out.read_text())
+            # Warm up (first calls trace nothing, but page in the index), then the measured phases.
+            _load(url, workdir, 2, 3)
+            result = {"phases": {name: PHASES[name](url, workdir, args) for name in args.phases}}
             result["server_alive_after"] = server.poll() is None
         finally:
             server.terminate()
@@ -276,8 +295,81 @@ def bench_server(args, prebuilt, items, ids) -> dict:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     result["num_items"] = len(ids)
+    result["server_flags"] = args.server_flags
     print(json.dumps(result, indent=2), flush=True)
     return result
+
+
+def _load(url: str, workdir: pathlib.Path, clients: int, duration: float, new_connection: bool = False) -> dict:
+    """One load-client run in its own process (its CPU is not the server's); returns its JSON."""
+    out = workdir / "load.json"
+    subprocess.run([sys.executable, __file__, "--load-client", url, "--clients", str(clients), "--duration", str(duration),
+                    "--load-output", str(out)] + (["--new-connection"] if new_connection else []), check=True)
+    return json.loads(out.read_text())
+
+
+def _listen_overflows() -> int:
+    """The kernel's count of connections dropped because a listen queue was full (all sockets)."""
+    lines = pathlib.Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:"):
+            return int(dict(zip(names.split()[1:], values.split()[1:]))["ListenOverflows"])
+    return -1
+
+
+def _phase_keep_alive(url, workdir, args) -> dict:
+    return _load(url, workdir, args.clients, args.duration)
+
+
+def _phase_keep_alive_32(url, workdir, args) -> dict:
+    return _load(url, workdir, 32, args.duration)
+
+
+def _phase_new_connection(url, workdir, args) -> dict:
+    before = _listen_overflows()
+    result = _load(url, workdir, 16, args.duration, new_connection=True)
+    result["listen_overflows"] = _listen_overflows() - before
+    return result
+
+
+def _phase_idle_connections(url, workdir, args) -> dict:
+    """500 connections that send nothing (or half a request head), opened before a keep-alive
+    load of ``--clients``; reports the load and how long the server took to close the idle ones."""
+    import socket
+    import urllib.parse
+
+    parsed = urllib.parse.urlparse(url)
+    idle = []
+    for i in range(500):
+        sock = socket.create_connection((parsed.hostname, parsed.port), timeout=60)
+        if i % 2:
+            sock.sendall(b"POST /v1/models/bench:predict HTTP/1.1\r\nHost: x\r\n")
+        idle.append(sock)
+    opened = time.monotonic()
+    closed_after: list[float] = []
+
+    def watch() -> None:
+        for sock in idle:
+            try:
+                while sock.recv(65536):
+                    pass
+                closed_after.append(time.monotonic() - opened)
+            except OSError:
+                pass
+            sock.close()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    result = _load(url, workdir, args.clients, min(args.duration, 30))
+    watcher.join(timeout=60)
+    result["idle_connections"] = len(idle)
+    result["idle_closed"] = len(closed_after)
+    result["idle_closed_within_s"] = round(max(closed_after), 2) if closed_after else None
+    return result
+
+
+PHASES = {"keep-alive": _phase_keep_alive, "new-connection": _phase_new_connection,
+          "keep-alive-32": _phase_keep_alive_32, "idle-connections": _phase_idle_connections}
 
 
 def main() -> int:
@@ -295,12 +387,16 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--skip-server", action="store_true", help="part (a) only")
+    parser.add_argument("--phases", type=lambda text: text.split(","), default=list(PHASES),
+                        help=f"server load phases, comma-separated (default all: {','.join(PHASES)})")
+    parser.add_argument("--server-flags", default="", help="extra `recsys-ssl serve` flags, e.g. '--access-log'")
     parser.add_argument("--output", default=str(ROOT / "runs" / "bench" / "serve_bench.json"))
     parser.add_argument("--load-client", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--load-output", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--new-connection", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load_client:
-        load_client(args.load_client, args.clients, args.duration, args.load_output)
+        load_client(args.load_client, args.clients, args.duration, args.load_output, args.new_connection)
         return 0
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     search, prebuilt, items, ids = bench_search(args)
@@ -320,9 +416,21 @@ def main() -> int:
           f"   brute force {s['qps']['brute_force_batched']:>8}   speed-up {s['speedup']['batched']}x")
     if "server" in results:
         r = results["server"]
-        print(f"server, {r['num_items']} items, {r['clients']} clients, {r['duration_s']}s: "
-              f"p50 {r['latency_ms']['p50']} ms, p99 {r['latency_ms']['p99']} ms, {r['qps']} QPS, "
-              f"{r['errors']} errors / {r['requests']} requests")
+        single = s["qps"]["scann_single"]
+        print(f"server, {r['num_items']} items (in-process single-query ScaNN: {single} QPS)")
+        print(f"  {'phase':<18} {'clients':>7} {'connection':<16} {'QPS':>7} {'/ScaNN':>7} {'p50 ms':>7} {'p99 ms':>7} "
+              f"{'errors':>14}  notes")
+        for name, p in r["phases"].items():
+            p["qps_over_scann_single"] = round(p["qps"] / single, 3)
+            notes = []
+            if "listen_overflows" in p:
+                notes.append(f"listen overflows {p['listen_overflows']}")
+            if "idle_closed" in p:
+                notes.append(f"{p['idle_closed']}/{p['idle_connections']} idle closed within {p['idle_closed_within_s']} s")
+            print(f"  {name:<18} {p['clients']:>7} {p['connection']:<16} {p['qps']:>7.0f} {p['qps_over_scann_single']:>7.1%} "
+                  f"{p['latency_ms']['p50']:>7} {p['latency_ms']['p99']:>7} {p['errors']:>6} / {p['requests']:<7} "
+                  f"{'; '.join(notes)}")
+        output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"load average (1, 5, 15 min) at the end: {results['load_average_after']} on {os.cpu_count()} CPUs")
     print(f"wrote {output}")
     return 0

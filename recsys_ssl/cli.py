@@ -22,7 +22,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "export": ("recsys_ssl.export", "SavedModels (query, item, ScaNN retrieval) and a tuned ScaNN index"),
     "index": ("recsys_ssl.index_cli", "manage the ScaNN index (e.g. `index add` new items)"),
     "retrieve": ("recsys_ssl.retrieve", "batch retrieval queries from a file to a file"),
-    "serve": ("recsys_ssl.serve", "HTTP server with TF Serving's REST predict API over the exported artifacts"),
+    "serve": ("recsys_ssl.serve.cli", "HTTP server with TF Serving's REST predict API over the exported artifacts"),
     "demo": ("recsys_ssl.demo", "the whole pipeline on the synthetic catalog, end to end"),
 }
 

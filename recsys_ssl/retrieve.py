@@ -89,7 +89,13 @@ def _utf8(value) -> bytes:
 
 
 class Signature:
-    """A SavedModel signature, kept together with the loaded object it needs alive."""
+    """A SavedModel signature, kept together with the loaded object it needs alive.
+
+    Called through a positional concrete function that wraps the signature: a signature called
+    with keyword tensors re-checks its structured inputs on every call (~0.45 ms of Python per
+    call against ~0.27 ms positional, measured on the demo's query model), and the server calls
+    it once per batch.
+    """
 
     def __init__(self, path: str | pathlib.Path, name: str):
         from recsys_ssl.tf_setup import tf
@@ -99,10 +105,16 @@ class Signature:
         if name not in self.loaded.signatures:
             raise KeyError(f"{path}: no signature {name!r}; has {sorted(self.loaded.signatures)}")
         self.function = self.loaded.signatures[name]
+        inputs = self.function.structured_input_signature[1]  # {name: TensorSpec}
+        self._names = sorted(inputs)
+        self._dtypes = [inputs[n].dtype for n in self._names]
+        names, function = self._names, self.function
+        self._positional = tf.function(lambda *tensors: function(**dict(zip(names, tensors))),
+                                       input_signature=[inputs[n] for n in names]).get_concrete_function()
 
     def __call__(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tf = self._tf
-        outputs = self.function(**{k: tf.constant(v, tf.string) for k, v in arrays.items()})
+        outputs = self._positional(*[tf.constant(arrays[n], d) for n, d in zip(self._names, self._dtypes)])
         return {k: v.numpy() for k, v in outputs.items()}
 
 

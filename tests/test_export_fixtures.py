@@ -105,8 +105,11 @@ def to_query_arrays(instances: list[dict]) -> dict[str, np.ndarray]:
                                                     {"name": "user_tags", "kind": "multi_categorical", "max_len": 3}])
 
 
-def start_server(export_dir, *extra: str, env=None):
-    """Starts `recsys-ssl serve --port 0` in a subprocess; returns (process, base_url)."""
+def start_server(export_dir, *extra: str, env=None, log: list | None = None):
+    """Starts `recsys-ssl serve --port 0` in a subprocess; returns (process, base_url).
+
+    log: a list that receives every line the server prints (its log), as it prints it.
+    """
     proc = subprocess.Popen(
         [PYTHON, "-m", "recsys_ssl.cli", "serve", "--export-dir", str(export_dir), "--port", "0", *extra],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -125,7 +128,10 @@ def start_server(export_dir, *extra: str, env=None):
             # Keep draining the output so the server never blocks on a full pipe.
             import threading
 
-            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+            sink = log if log is not None else []
+            sink.extend(lines)
+            threading.Thread(target=lambda: [sink.append(line) if log is not None else None for line in proc.stdout],
+                             daemon=True).start()
             return proc, url
     proc.kill()
     raise RuntimeError("server did not start:\n" + "".join(lines))

@@ -67,8 +67,9 @@ def test_serving_path_never_imports_the_training_code(tmp_path_factory):
     _, export_dir, _ = fx.exported(tmp_path_factory)
     script = (
         "import sys\n"
-        "from recsys_ssl import serve\n"
-        f"server = serve.make_server(serve.index_lib.resolve_model_dir({str(export_dir)!r}, None), port=0, poll_seconds=0)\n"
+        "from recsys_ssl import index\n"
+        "from recsys_ssl.serve import cli\n"
+        f"app = cli.build_app(index.resolve_model_dir({str(export_dir)!r}, None), cli._parser().parse_args(['--poll-seconds', '0']))\n"
         "loaded = sorted(m for m in sys.modules if m.startswith('recsys_ssl.') and m.split('.')[1] in "
         "('train', 'model', 'towers', 'augment', 'losses', 'export'))\n"
         "assert not loaded, loaded\n")
