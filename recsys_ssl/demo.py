@@ -125,6 +125,11 @@ def _retrieve(run_dir: pathlib.Path, dataset: str, model_name: str, num_queries:
             query = ", ".join(f"{name}={value}" for name, value in instance.items())
             items = ", ".join(f"{i} ({s:.3f})" for i, s in zip(prediction["item_ids"], prediction["scores"]))
             print(f"  query [{query}]\n    -> {items}")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+            shown = [line for line in response.read().decode().splitlines()
+                     if line.startswith(("recsys_ssl_requests_total", "recsys_ssl_batch_queries_count",
+                                         "recsys_ssl_served_version", "recsys_ssl_reloads_total"))]
+        print(f"GET http://127.0.0.1:{port}/metrics (Prometheus; some of it):\n  " + "\n  ".join(shown))
         return answer["predictions"]
     finally:
         server.terminate()

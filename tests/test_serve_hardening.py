@@ -356,3 +356,24 @@ def test_a_port_in_use_is_a_one_line_error(server, tmp_path_factory):
                           "--port", str(_address(url)[1])], cwd=fx.ROOT, capture_output=True, text=True, timeout=100)
     assert run.returncode == 2 and "cannot listen on" in run.stderr, run.stderr
     assert "Traceback" not in run.stderr + run.stdout
+
+
+# -- --workers ---------------------------------------------------------------------------------------
+@pytest.mark.timeout(240)
+def test_worker_processes_share_the_port_and_answer_the_same(tmp_path_factory):
+    (query_tower, _), export_dir, _ = fx.exported(tmp_path_factory)
+    proc, url = fx.start_server(export_dir, "--workers", "2", "--poll-seconds", "0")
+    try:
+        children = pathlib.Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        _wait_for(lambda: len(children.read_text().split()) >= 2, "two worker processes")  # + multiprocessing's helper
+        instances = fx.query_instances(4, seed=41)
+        answers = []
+        for _ in range(12):  # a new connection each: the kernel hands them to either worker
+            r = requests.post(f"{url}/v1/models/tiny:predict", json={"instances": instances, "k": 5},
+                              headers={"Connection": "close"}, timeout=60)
+            assert r.status_code == 200, r.text
+            answers.append(r.json())
+        assert all(a == answers[0] for a in answers)
+        assert "recsys_ssl_requests_total" in requests.get(f"{url}/metrics", timeout=30).text
+    finally:
+        fx.stop_server(proc)
