@@ -51,9 +51,13 @@ class Metrics:
             self.reloads.labels(result)  # both series exist from the start (a 0 is a reading too)
         # Children resolved once: a label lookup per request costs more than the observation.
         self._latency = {route: self.latency.labels(route) for route in ROUTES}
+        self._requests: dict[tuple[str, int], Counter] = {}
 
     def observe_request(self, route: str, code: int, seconds: float) -> None:
-        self.requests.labels(route, str(code)).inc()
+        counter = self._requests.get((route, code))
+        if counter is None:
+            counter = self._requests[(route, code)] = self.requests.labels(route, str(code))
+        counter.inc()
         self._latency[route].observe(seconds)
 
     def observe_batch(self, queries: int, seconds: float) -> None:

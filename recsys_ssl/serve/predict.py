@@ -123,7 +123,7 @@ def _single_output(values: list, columnar: bool) -> dict:
 
 
 def retrieval_output(ids: list[list[str]], scores: list[np.ndarray], columnar: bool) -> dict:
-    scores = [[float(s) for s in row] for row in scores]
+    scores = [np.asarray(row, np.float64).tolist() for row in scores]  # float32 -> the shortest repr of its value
     if columnar:
         return {"outputs": {"item_ids": ids, "scores": scores}}
     return {"predictions": [{"item_ids": i, "scores": s} for i, s in zip(ids, scores)]}
