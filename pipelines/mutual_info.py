@@ -7,8 +7,11 @@ MI in nats over the item corpus (each item once, or weighted by its TRAIN-pair f
 ``--weight-by-frequency``), over ``spec.mi_features`` (item features that are not ids); the
 semantics of multi-valued and empty features are in :mod:`pipelines.mi_counts`. Writes
 ``<run_dir>/mi/``: ``mi_matrix.json`` / ``.csv`` (diagonal: entropies), ``nmi_matrix.csv``
-(MI / sqrt(H_i H_j)), ``cfm_groups.json`` (per seed: partners by MI desc, ties by name, and
-the masking group of ``--group-size`` features, default round(k/2)), ``dead_letter/``,
+(MI / sqrt(H_i H_j)), ``ami_matrix.csv`` (adjusted MI: chance-corrected, see
+:func:`pipelines.mi_counts.adjusted_mi_matrices`; ``mi_matrix.json`` also holds the expected
+MI), ``cfm_groups.json`` (per seed: partners by MI desc, ties by name, and the masking group
+of ``--group-size`` features, default round(k/2); under ``by_grouping`` the same ranked by
+each measure: ``plugin`` MI, ``adjusted`` MI, ``normalized`` MI), ``dead_letter/``,
 ``manifest.json``.
 
 Graph (two passes over the items; each reads its shards in parallel in the workers)::
@@ -16,8 +19,9 @@ Graph (two passes over the items; each reads its shards in parallel in the worke
     ReadItems ─ batches ─ Vocabularies (CombineGlobally: sorted distinct values per feature)
                                    │ side input
     ReadItemsAgain ─ batches ─ CellMasses (ParDo: per feature and pair, numpy over the batch)
-        ─ SumCells (CombinePerKey over (i, j): array accumulators, merged in parallel per pair)
-        ─ Gather ─ WriteMI (matrices, groups, manifest)
+        ─ SumMarginals / SumCells (CombinePerKey over (i, i) / (i, j): array accumulators,
+          merged in parallel per key; the marginals keep their value masses for E[MI])
+        ─ Gather ─ WriteMI (matrices, adjusted MI, groups, manifest)
 """
 from __future__ import annotations
 
@@ -96,9 +100,14 @@ class CellMassesFn(beam.DoFn):
 class SumCellsFn(beam.CombineFn):
     """CellMasses of one (i, j) -> (W, S) = (total mass, sum m log m over distinct cells).
 
+    With ``keep_masses`` (the marginals, i == j) -> (W, S, the value masses [n_i]): the
+    expected MI under independence needs each feature's value counts.
     The accumulator is a list of numpy-array CellMasses, compacted (equal cells summed) when
     it grows and before it is shuffled, so merges move arrays, never Python dicts.
     """
+
+    def __init__(self, keep_masses: bool = False):
+        self._keep_masses = keep_masses
 
     def create_accumulator(self) -> list:
         return []
@@ -116,8 +125,10 @@ class SumCellsFn(beam.CombineFn):
     def compact(self, acc: list) -> list:
         return [mi_counts.compact(acc)] if acc else acc
 
-    def extract_output(self, acc: list) -> tuple[float, float]:
-        return mi_counts.mass_and_entropy_terms(mi_counts.compact(acc))
+    def extract_output(self, acc: list) -> tuple:
+        cells = mi_counts.compact(acc)
+        terms = mi_counts.mass_and_entropy_terms(cells)
+        return (*terms, cells.masses) if self._keep_masses else terms
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,7 +152,9 @@ def write_mi(terms: dict, settings: MISettings, items: int, bad_items: int) -> d
             + (" and none of them appears in the TRAIN pairs" if settings.weighted and items else "")
         )
     mi, nmi, entropy = mi_counts.mi_matrices(len(features), terms)
-    artifacts.write_files(settings.out_dir, artifacts.mi_files(features, mi, nmi, entropy, settings.group_size))
+    emi, ami = mi_counts.adjusted_mi_matrices(mi, entropy, [terms[(i, i)][2] for i in range(len(features))])
+    artifacts.write_files(settings.out_dir, artifacts.mi_files(features, mi, nmi, entropy, settings.group_size,
+                                                               emi=emi, ami=ami))
     counts = {
         "items": items,
         "malformed_items": bad_items,
@@ -213,12 +226,20 @@ class MutualInformation(beam.PTransform):
                 | "FrequencyTable" >> beam.Map(lambda counts: counts.parts[spec.item_key][0])
             )
             side["frequencies"] = beam.pvalue.AsSingleton(frequencies)
-        terms = (
-            second.batches
-            | "CellMasses" >> beam.ParDo(CellMassesFn(features, spec.item_key), beam.pvalue.AsSingleton(vocabularies), **side)
-            | "SumCells" >> beam.CombinePerKey(SumCellsFn())
-            | "Gather" >> beam.combiners.ToDict()
+        cells = second.batches | "CellMasses" >> beam.ParDo(
+            CellMassesFn(features, spec.item_key), beam.pvalue.AsSingleton(vocabularies), **side
         )
+        marginals = (
+            cells
+            | "MarginalCells" >> beam.Filter(lambda kv: kv[0][0] == kv[0][1])
+            | "SumMarginals" >> beam.CombinePerKey(SumCellsFn(keep_masses=True))
+        )
+        joints = (
+            cells
+            | "JointCells" >> beam.Filter(lambda kv: kv[0][0] != kv[0][1])
+            | "SumCells" >> beam.CombinePerKey(SumCellsFn())
+        )
+        terms = (marginals, joints) | "AllTerms" >> beam.Flatten() | "Gather" >> beam.combiners.ToDict()
         return terms | "WriteMI" >> beam.Map(
             write_mi, self._settings, beam.pvalue.AsSingleton(items), beam.pvalue.AsSingleton(bad_items)
         )

@@ -11,9 +11,10 @@ Layout (see README "Batch jobs (Beam)")::
     <run_dir>/stats/item_frequencies.tsv       item_id<TAB>count over TRAIN pairs, count desc then id asc
     <run_dir>/stats/dead_letter/               bad rows, one JSON object per line
     <run_dir>/mi/manifest.json
-    <run_dir>/mi/mi_matrix.json                {"features", "mi", "nmi", "unit": "nats", "diagonal": ...}
-    <run_dir>/mi/mi_matrix.csv, nmi_matrix.csv
-    <run_dir>/mi/cfm_groups.json               {"features", "group_size", "ranked_partners", "groups"}
+    <run_dir>/mi/mi_matrix.json                {"features", "mi", "nmi", "emi", "ami", "unit": "nats", "diagonal": ...}
+    <run_dir>/mi/mi_matrix.csv, nmi_matrix.csv, ami_matrix.csv
+    <run_dir>/mi/cfm_groups.json               {"features", "group_size", "ranked_partners", "groups",
+                                                "by_grouping": {"plugin" | "adjusted" | "normalized": {...}}}
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ DEAD_LETTER_DIR = "dead_letter"
 MI_JSON = "mi_matrix.json"
 MI_CSV = "mi_matrix.csv"
 NMI_CSV = "nmi_matrix.csv"
+AMI_CSV = "ami_matrix.csv"
 CFM_GROUPS = "cfm_groups.json"
 
 # MI values closer than this count as a tie when ranking partners, so that the ranking (and
@@ -180,19 +182,41 @@ def rank_partners(features: Sequence[str], mi: np.ndarray) -> dict[str, list[str
     return ranked
 
 
-def cfm_groups(features: Sequence[str], mi: np.ndarray, group_size: int | None = None) -> dict[str, Any]:
-    """The CFM masking groups: for each seed, the seed and its ``group_size - 1`` top partners."""
+GROUPINGS = ("plugin", "adjusted", "normalized")  # the dependence measure CFM groups rank by
+
+
+def cfm_groups(features: Sequence[str], mi: np.ndarray, group_size: int | None = None,
+               by_grouping: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """The CFM masking groups: for each seed, the seed and its ``group_size - 1`` top partners.
+
+    The top level ranks by ``mi``; ``by_grouping`` ({measure: matrix}) adds the same ranked by
+    each measure under ``"by_grouping"`` (what ``ssl.cfm_grouping`` chooses from).
+    """
     features = list(features)
     size = default_group_size(len(features)) if group_size is None else int(group_size)
     if not 1 <= size <= len(features):
         raise ValueError(f"group_size must be in [1, {len(features)}], got {size}")
-    ranked = rank_partners(features, mi)
-    return {
-        "features": features,
-        "group_size": size,
-        "ranked_partners": ranked,
-        "groups": {seed: [seed] + ranked[seed][: size - 1] for seed in features},
-    }
+
+    def ranked_groups(matrix) -> dict[str, Any]:
+        ranked = rank_partners(features, matrix)
+        return {"ranked_partners": ranked, "groups": {seed: [seed] + ranked[seed][: size - 1] for seed in features}}
+
+    out = {"features": features, "group_size": size, **ranked_groups(mi)}
+    if by_grouping:
+        out["by_grouping"] = {name: ranked_groups(matrix) for name, matrix in by_grouping.items()}
+    return out
+
+
+def cfm_ranked_partners(groups: Mapping[str, Any], grouping: str = "plugin") -> dict[str, list[str]]:
+    """The ranked partners of ``cfm_groups.json`` under one measure (``GROUPINGS``)."""
+    if grouping not in GROUPINGS:
+        raise ValueError(f"ssl.cfm_grouping must be one of {list(GROUPINGS)}, got {grouping!r}")
+    if grouping == "plugin":
+        return groups["ranked_partners"]
+    if grouping not in groups.get("by_grouping", {}):
+        raise ValueError(f"cfm_groups.json has no {grouping!r} grouping (written by an older `recsys-ssl mi`); "
+                         "run the MI job again")
+    return groups["by_grouping"][grouping]["ranked_partners"]
 
 
 def _matrix_csv(features: Sequence[str], matrix: np.ndarray) -> str:
@@ -205,9 +229,13 @@ def _matrix_csv(features: Sequence[str], matrix: np.ndarray) -> str:
 
 
 def mi_files(
-    features: Sequence[str], mi: np.ndarray, nmi: np.ndarray, entropy: np.ndarray, group_size: int | None = None
+    features: Sequence[str], mi: np.ndarray, nmi: np.ndarray, entropy: np.ndarray, group_size: int | None = None,
+    emi: np.ndarray | None = None, ami: np.ndarray | None = None,
 ) -> dict[str, str]:
-    """relative path -> text of the MI artifacts (the manifest is written separately)."""
+    """relative path -> text of the MI artifacts (the manifest is written separately).
+
+    emi / ami: expected MI under independence and adjusted MI (both or neither).
+    """
     features = list(features)
     matrix = {
         "features": features,
@@ -218,12 +246,18 @@ def mi_files(
         "diagonal": "mi[i][i] is the entropy H(V_i); nmi[i][i] = 1 (0 for a constant feature)",
         "normalisation": "nmi = mi / sqrt(H_i * H_j), 0 where an entropy is 0",
     }
-    return {
-        MI_JSON: json.dumps(matrix, indent=1) + "\n",
-        MI_CSV: _matrix_csv(features, mi),
-        NMI_CSV: _matrix_csv(features, nmi),
-        CFM_GROUPS: json.dumps(cfm_groups(features, mi, group_size), indent=1) + "\n",
-    }
+    files = {MI_CSV: _matrix_csv(features, mi), NMI_CSV: _matrix_csv(features, nmi)}
+    by_grouping = None
+    if ami is not None:
+        matrix["emi"] = np.asarray(emi, dtype=float).tolist()
+        matrix["ami"] = np.asarray(ami, dtype=float).tolist()
+        matrix["adjustment"] = ("emi: E[MI] of independent features with the same value counts (permutation model); "
+                                "ami = (mi - emi) / ((H_i + H_j) / 2 - emi) (Vinh et al. 2010)")
+        files[AMI_CSV] = _matrix_csv(features, ami)
+        by_grouping = {"plugin": mi, "adjusted": ami, "normalized": nmi}
+    files[MI_JSON] = json.dumps(matrix, indent=1) + "\n"
+    files[CFM_GROUPS] = json.dumps(cfm_groups(features, mi, group_size, by_grouping), indent=1) + "\n"
+    return files
 
 
 def write_files(directory: str | os.PathLike, files: Mapping[str, str]) -> None:

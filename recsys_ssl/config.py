@@ -24,6 +24,7 @@ import yaml
 METHODS = ("baseline", "fd", "so", "ssl")
 AUGMENTATIONS = ("rfm", "rfm_no_complement", "cfm", "cfm_no_dropout", "dropout_only")
 MASKED_EMBEDDINGS = ("learned", "zeros")
+CFM_GROUPINGS = ("plugin", "adjusted", "normalized")  # artifacts.GROUPINGS: what CFM's groups rank by
 OPTIMIZERS = ("adagrad", "adam", "sgd")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "parameter_server")
 DATA_FRACTIONS = ("full", "10pct")
@@ -64,6 +65,9 @@ class SSLConfig:
     batch_size: SSL items per step (None: the main batch size).
     dropout_rate: d_r, per-value dropout of multi-valued features, independently per view.
     cfm_group_size: |F_m| (None: the MI job's ``group_size``, i.e. round(k/2)).
+    cfm_grouping: the dependence CFM's groups rank partners by: ``plugin`` MI (the paper's),
+      ``adjusted`` MI (chance-corrected: plug-in MI favours features with many values) or
+      ``normalized`` MI (MI / sqrt(H_i H_j)); all three are in the MI job's cfm_groups.json.
     """
 
     alpha: float = 1.0
@@ -71,6 +75,7 @@ class SSLConfig:
     batch_size: int | None = None
     dropout_rate: float = 0.3
     cfm_group_size: int | None = None
+    cfm_grouping: str = "plugin"
 
 
 @dataclasses.dataclass
@@ -261,6 +266,8 @@ def validate(config: ExperimentConfig) -> None:
                          ("ssl.batch_size", config.ssl.batch_size), ("ssl.cfm_group_size", config.ssl.cfm_group_size)):
         if value is not None and value < 1:
             raise _fail(s, field, f"must be a positive integer, got {value}")
+    if config.ssl.cfm_grouping not in CFM_GROUPINGS:
+        raise _fail(s, "ssl.cfm_grouping", f"{config.ssl.cfm_grouping!r} is not one of {CFM_GROUPINGS}")
     if config.train.optimizer not in OPTIMIZERS:
         raise _fail(s, "train.optimizer", f"{config.train.optimizer!r} is not one of {OPTIMIZERS}")
     if config.train.strategy not in STRATEGIES:

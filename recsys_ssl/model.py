@@ -24,7 +24,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from recsys_ssl import augment, losses
+from recsys_ssl import artifacts, augment, losses
 from recsys_ssl import config as cfg
 from recsys_ssl import features as fs
 from recsys_ssl.tf_setup import tf
@@ -102,7 +102,8 @@ class TwoTowerModel(tfrs.Model):
                 raise ValueError("CFM needs the MI job's cfm_groups.json (run `recsys-ssl mi`)")
             group_size = config.ssl.cfm_group_size or int(cfm_groups["group_size"])
             self._cfm_groups = augment.cfm_group_matrix(
-                [f.name for f in items], cfm_groups["ranked_partners"], group_size, self._maskable)
+                [f.name for f in items], artifacts.cfm_ranked_partners(cfm_groups, config.ssl.cfm_grouping),
+                group_size, self._maskable)
 
     @property
     def metrics(self):

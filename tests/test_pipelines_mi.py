@@ -269,3 +269,84 @@ def test_mi_cli_on_csv_files(tmp_path, capsys):
     assert mi[0, 2] == pytest.approx(naive_mi(["red", "red", "blue", "blue"], words, [1.0] * 4), abs=1e-12)
     assert artifacts.read_cfm_groups(tmp_path / "run" / "mi")["groups"]["colour"] == ["colour", "shade"]
     assert "[mi] wrote" in capsys.readouterr().out
+
+
+# -- chance-corrected dependence ---------------------------------------------------------------------
+def naive_expected_mi(a, b):
+    """E[MI] under the permutation model, from its definition (Vinh et al. 2010, eq. 24-25)."""
+    n = sum(a)
+    total = 0.0
+    for ar in a:
+        for bc in b:
+            for k in range(max(1, ar + bc - n), min(ar, bc) + 1):
+                log_p = (math.lgamma(ar + 1) + math.lgamma(bc + 1) + math.lgamma(n - ar + 1) + math.lgamma(n - bc + 1)
+                         - math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(ar - k + 1) - math.lgamma(bc - k + 1)
+                         - math.lgamma(n - ar - bc + k + 1))
+                total += math.exp(log_p) * k / n * math.log(n * k / (ar * bc))
+    return total
+
+
+def test_expected_mi_matches_its_definition():
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        n = int(rng.integers(50, 400))
+        a = np.bincount(rng.integers(0, rng.integers(2, 60), n))
+        b = np.bincount(rng.zipf(1.6, n) % int(rng.integers(2, 40)))
+        a, b = a[a > 0], b[b > 0]
+        assert mi_counts.expected_mutual_information(a, b) == pytest.approx(naive_expected_mi(a.tolist(), b.tolist()),
+                                                                            rel=1e-9, abs=1e-12)
+    # Stirling's series above the table: log(x!) to 1e-10.
+    x = np.arange(0, 5000)
+    np.testing.assert_allclose(mi_counts.log_factorial(x), [math.lgamma(v + 1) for v in x], rtol=0, atol=1e-9)
+
+
+MOVIES = features_lib.spec_from_dict({
+    "name": "movies", "query_key": "query_id", "item_key": "item_id",
+    "query_features": [{"name": "query_id", "kind": "categorical"}],
+    "item_features": [{"name": "item_id", "kind": "categorical"},
+                      {"name": "title", "kind": "categorical"},
+                      {"name": "title_shuffled", "kind": "categorical"},
+                      {"name": "year", "kind": "categorical"},
+                      {"name": "decade", "kind": "categorical"}],
+})
+
+
+def test_adjusted_mi_removes_the_bias_toward_many_valued_features(tmp_path):
+    """MovieLens' shape, hand-made: nearly unique titles, a year, and the decade the year determines.
+
+    Plug-in MI ranks the title first for the year (a title "predicts" anything: pure estimation
+    bias), and a shuffled copy of the title keeps a large plug-in MI with the title; the adjusted
+    MI of both is ~0, and the year's first partner becomes its decade.
+    """
+    rng = np.random.default_rng(7)
+    n = 600
+    titles = [f"t{rng.integers(0, 550)}" for _ in range(n)]  # ~420 distinct over 600 items
+    years = [int(y) for y in rng.integers(1950, 2000, n)]
+    items = {"item_id": [f"i{i}" for i in range(n)], "title": titles,
+             "title_shuffled": list(rng.permutation(titles)), "year": [str(y) for y in years],
+             "decade": [f"{y // 10 * 10}s" for y in years]}
+    pq.write_table(pa.table({k: pa.array(v, pa.string()) for k, v in items.items()}), tmp_path / "items.parquet")
+    out = str(tmp_path / "mi")
+    features = ("title", "title_shuffled", "year", "decade")
+    settings = mutual_info.MISettings(out_dir=out, dataset=None, spec_dict={"name": "movies"}, inputs={},
+                                      features=features, group_size=2, weighted=False, options={})
+    with local_pipeline() as p:
+        _ = p | mutual_info.MutualInformation(MOVIES, sources.Source("parquet", files=str(tmp_path / "items.parquet")),
+                                              settings, batch_size=128)
+    data = json.loads((tmp_path / "mi" / artifacts.MI_JSON).read_text())
+    mi, ami, emi = (np.array(data[key]) for key in ("mi", "ami", "emi"))
+    t, ts, y, d = range(4)
+    assert mi[t, ts] > 2.0 and abs(ami[t, ts]) < 0.05  # the shuffled copy: large plug-in MI, ~0 adjusted
+    assert mi[y, t] > mi[y, d] and ami[y, d] > 0.5 > 0.05 > abs(ami[y, t])
+    # Independent numpy: E[MI] from the value counts, AMI from its definition.
+    counts = {f: np.unique(items[f], return_counts=True)[1] for f in features}
+    expected = mi_counts.expected_mutual_information(counts["year"], counts["title"])
+    assert emi[y, t] == pytest.approx(naive_expected_mi(counts["year"].tolist(), counts["title"].tolist()), rel=1e-9)
+    assert emi[y, t] == pytest.approx(expected, rel=1e-12)
+    h = np.diag(mi)
+    assert ami[y, d] == pytest.approx((mi[y, d] - emi[y, d]) / ((h[y] + h[d]) / 2 - emi[y, d]), rel=1e-12)
+    groups = artifacts.read_cfm_groups(out)
+    assert groups["groups"]["year"][1] in ("title", "title_shuffled")  # plug-in: a title (either copy)
+    assert groups["by_grouping"]["adjusted"]["groups"]["year"] == ["year", "decade"]
+    assert artifacts.cfm_ranked_partners(groups, "adjusted")["year"][0] == "decade"
+    assert (tmp_path / "mi" / artifacts.AMI_CSV).read_text().startswith("feature,title,title_shuffled,year,decade\n")
