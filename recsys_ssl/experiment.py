@@ -30,11 +30,12 @@ import sys
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from recsys_ssl import registry
+
 REGIMES = ("full", "10pct")
-DEFAULT_CONFIGS = (
-    "baseline", "fd", "so", "ssl_cfm",  # the main comparison
-    "ssl_rfm", "ssl_rfm_no_complement", "ssl_cfm_no_dropout", "ssl_dropout_only",  # the ablation
-)
+# The main comparison (baseline, fd, so, ssl_cfm), then the ablation: every method's and
+# augmentation's shipped config, in the registry's order.
+DEFAULT_CONFIGS = registry.shipped_configs()
 OVERALL_METRICS = ("recall@10", "recall@50", "map@10", "map@50")
 SLICE_METRICS = ("head/recall@10", "head/recall@50", "tail/recall@10", "tail/recall@50")
 ABLATION_METRIC = "recall@50"

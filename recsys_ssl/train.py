@@ -95,7 +95,7 @@ def load_training_data(config: cfg.ExperimentConfig, run_dir: str | os.PathLike,
         raise ValueError(f"{stats_dir}/manifest.json: statistics of dataset {stats_manifest.get('dataset')!r}, "
                          f"but config {config.source} trains on {config.dataset!r}")
     cfm_groups = None
-    if config.method == "ssl" and config.augmentation in ("cfm", "cfm_no_dropout"):
+    if config.needs_cfm_groups:
         if not artifacts.exists(artifacts.join(mi_dir, artifacts.CFM_GROUPS)):
             raise FileNotFoundError(f"{mi_dir}: no {artifacts.CFM_GROUPS}; CFM needs the MI job: run "
                                     f"`recsys-ssl mi --dataset {config.dataset} --run-dir {run_dir}` first")

@@ -67,20 +67,25 @@ class Knob:
         return self.applies is None or self.applies(config)
 
 
+# Which methods read a knob: from the method's and augmentation's registry entries.
 def _ssl_or_so(c):
-    return c.method in ("ssl", "so")
+    return c.uses_ssl_batch
 
 
 def _masking(c):
-    return c.method == "fd" or (c.method == "ssl" and c.augmentation != "dropout_only")
+    return c.masks_item_features
 
 
 def _dropout(c):
-    return c.method == "ssl" and c.augmentation != "cfm_no_dropout"
+    return c.ssl_drops_values
 
 
 def _cfm(c):
-    return c.method == "ssl" and c.augmentation in ("cfm", "cfm_no_dropout")
+    return c.needs_cfm_groups
+
+
+def _fd(c):
+    return c.method_entry.main_feature_dropout
 
 
 # The search space: the baseline's knobs (every method), then the methods' own.
@@ -99,8 +104,8 @@ SPACE: tuple[Knob, ...] = (
     Knob("ssl.dropout_rate", "float", 0.0, 0.6, limits=(0.0, 0.95), applies=_dropout),
     Knob("ssl.cfm_group_size", "int", 1, None, limits=(1, 1000), applies=_cfm),  # high: k - 1
     Knob("model.masked_embedding", "choice", choices=("learned", "zeros"), applies=_masking),
-    Knob("fd.mask_rate", "float", 0.0, 0.6, limits=(0.0, 0.95), applies=lambda c: c.method == "fd"),
-    Knob("fd.dropout_rate", "float", 0.0, 0.6, limits=(0.0, 0.95), applies=lambda c: c.method == "fd"),
+    Knob("fd.mask_rate", "float", 0.0, 0.6, limits=(0.0, 0.95), applies=_fd),
+    Knob("fd.dropout_rate", "float", 0.0, 0.6, limits=(0.0, 0.95), applies=_fd),
 )
 
 
