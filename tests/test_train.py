@@ -54,7 +54,7 @@ def _write_stats_and_mi(run_dir: pathlib.Path, dataset) -> None:
     """The batch jobs' artifacts, in their format, computed here in numpy (the Beam jobs are tested elsewhere)."""
     spec = dataset.spec
     items = item_sampler.pad_item_arrays(dataset.item_arrays(), spec)
-    pairs = dataset.pair_arrays("train")
+    pairs = inputs.dataset_arrays(dataset.pairs("train"))
     files = {}
     vocab_sizes = {}
     for feature in spec.item_features + spec.query_features:
