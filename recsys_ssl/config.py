@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from recsys_ssl import registry
+from recsys_ssl.features import FieldError
 
 MASKED_EMBEDDINGS = ("learned", "zeros")
 OPTIMIZERS = ("adagrad", "adam", "sgd")
@@ -29,7 +30,7 @@ STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "parameter_server")
 DATA_FRACTIONS = ("full", "10pct")
 
 
-class ConfigError(ValueError):
+class ConfigError(FieldError):
     """An experiment config that does not validate; the message names the file and the field."""
 
 
@@ -171,8 +172,7 @@ class ExperimentConfig:
 
 # -- parsing ------------------------------------------------------------------------------
 
-def _fail(source: str, field: str, message: str) -> ConfigError:
-    return ConfigError(f"{source}: {field}: {message}")
+_fail = ConfigError.at
 
 
 def _coerce(value: Any, annotation: Any, source: str, field: str) -> Any:

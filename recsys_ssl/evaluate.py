@@ -50,6 +50,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from recsys_ssl import features as fs
+
 DEFAULT_KS = (10, 50, 100)
 PAPER_HEAD_FRACTION = 0.1  # the paper: head = top 10% most frequent items
 PROTOCOL_HEAD_FRACTION = 0.2  # ../shared/bench/PROTOCOL.md: top 20% (336 of 1,682 items)
@@ -357,10 +359,6 @@ def resolve_mode(mode: str, query_key: str, item_key: str) -> str:
     return ITEM_ITEM if query_key in (item_key, f"seed_{item_key}") else USER_ITEM
 
 
-def _as_key(value: Any) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode()
-
-
 def group_by_query(query_keys: Sequence[Any], item_keys: Sequence[Any], item_index: Mapping[bytes, int]) -> dict[str, Any]:
     """Groups interactions by query.
 
@@ -370,8 +368,8 @@ def group_by_query(query_keys: Sequence[Any], item_keys: Sequence[Any], item_ind
     query's first pair, "items": Q arrays of corpus indices (unknown items dropped),
     "unknown_items": number of pairs whose item is not in the corpus}.
     """
-    query_keys = np.array([_as_key(k) for k in query_keys], dtype=object)
-    items = np.array([item_index.get(_as_key(k), -1) for k in item_keys], dtype=np.int64)
+    query_keys = np.array([fs.as_bytes(k) for k in query_keys], dtype=object)
+    items = np.array([item_index.get(fs.as_bytes(k), -1) for k in item_keys], dtype=np.int64)
     if len(query_keys) == 0:
         return {"queries": query_keys, "first_pair": np.zeros(0, np.int64), "items": [], "unknown_items": 0}
     queries, first, inverse = np.unique(query_keys, return_index=True, return_inverse=True)
@@ -399,14 +397,14 @@ def prepare_queries(
     "train_counts" [N], "dropped": {...}}; queries left without a known test item are dropped
     and counted, never silently.
     """
-    item_keys = [_as_key(i) for i in item_ids]
+    item_keys = [fs.as_bytes(i) for i in item_ids]
     item_index = {key: n for n, key in enumerate(item_keys)}
     if len(item_index) != len(item_keys):
         raise ValueError(f"the item corpus has {len(item_keys) - len(item_index)} duplicate item ids")
     if per_pair:
-        pair_items = np.array([item_index.get(_as_key(k), -1) for k in test_pairs[1]], dtype=np.int64)
+        pair_items = np.array([item_index.get(fs.as_bytes(k), -1) for k in test_pairs[1]], dtype=np.int64)
         test = {
-            "queries": np.array([_as_key(k) for k in test_pairs[0]], dtype=object),
+            "queries": np.array([fs.as_bytes(k) for k in test_pairs[0]], dtype=object),
             "first_pair": np.arange(len(pair_items)),
             "items": [pair_items[p : p + 1][pair_items[p : p + 1] >= 0] for p in range(len(pair_items))],
             "unknown_items": int((pair_items < 0).sum()),
@@ -574,7 +572,7 @@ def evaluate_arrays(
         head_items=int(slices["head"].sum()),
         dropped=prepared["dropped"],
         popularity_source="train split",
-        stats_item_frequencies=_stats_agreement(stats_dir, [_as_key(i) for i in item_ids], prepared["train_counts"]),
+        stats_item_frequencies=_stats_agreement(stats_dir, [fs.as_bytes(i) for i in item_ids], prepared["train_counts"]),
         seconds=round(time.perf_counter() - started, 3),
     )
     return result
@@ -583,19 +581,30 @@ def evaluate_arrays(
 # -- reporting and the CLI ------------------------------------------------------------------
 
 
-def format_table(metrics: Mapping[str, Any]) -> str:
-    """A plain-text table: rows overall / head / tail, columns Recall@K (and MAP@K overall)."""
-    ks = metrics["definition"]["ks"]
+def format_table(metrics: Mapping[str, Any] | None = None, *,
+                 by_method: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """A plain-text table: rows overall / head / tail, columns Recall@K (and MAP@K overall).
+
+    ``by_method`` (name -> metrics; ``metrics`` is then ignored): the rows of every method,
+    under a leading method column, at the K of the first one.
+    """
+    named = dict(by_method) if by_method else {"": metrics}
+    ks = next(iter(named.values()))["definition"]["ks"]
     columns = [f"recall@{k}" for k in ks] + [f"map@{k}" for k in ks]
-    rows = [("overall", metrics, metrics["counts"]["test_interactions"])]
-    for name in ("head", "tail"):
-        if name in metrics.get("slices", {}):
-            rows.append((name, metrics["slices"][name], metrics["slices"][name]["test_interactions"]))
-    header = f"{'slice':<8} {'pairs':>8} " + " ".join(f"{c:>10}" for c in columns)
-    lines = [header]
-    for name, values, pairs in rows:
-        cells = [f"{values[c]:>10.4f}" if values.get(c) is not None else f"{'-':>10}" for c in columns]
-        lines.append(f"{name:<8} {pairs:>8} " + " ".join(cells))
+    width = max(len("method"), *map(len, named))
+
+    def method_cell(name: str) -> str:
+        return f"{name:<{width}} " if by_method else ""
+
+    lines = [method_cell("method") + f"{'slice':<8} {'pairs':>8} " + " ".join(f"{c:>10}" for c in columns)]
+    for method, values in named.items():
+        rows = [("overall", values, values["counts"]["test_interactions"])]
+        for name in ("head", "tail"):
+            if name in values.get("slices", {}):
+                rows.append((name, values["slices"][name], values["slices"][name]["test_interactions"]))
+        for name, row, pairs in rows:
+            cells = [f"{row[c]:>10.4f}" if row.get(c) is not None else f"{'-':>10}" for c in columns]
+            lines.append(method_cell(method) + f"{name:<8} {pairs:>8} " + " ".join(cells))
     return "\n".join(lines)
 
 

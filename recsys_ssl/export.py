@@ -94,10 +94,6 @@ def retrieval_function(tower: tf.keras.Model, features: Sequence[fs.Feature], to
 # -- corpus -> embeddings ---------------------------------------------------------------------
 
 
-def _as_bytes(value: Any) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode()
-
-
 def corpus_batches(item_features: Mapping[str, np.ndarray], features: Sequence[fs.Feature], batch_size: int):
     """Yields {feature: [b] bytes or [b, max_len] bytes} batches of the in-memory corpus.
 
@@ -110,18 +106,7 @@ def corpus_batches(item_features: Mapping[str, np.ndarray], features: Sequence[f
             raise ValueError(f"item feature {f.name!r} has {len(item_features[f.name])} rows, expected {n}")
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        batch = {}
-        for f in features:
-            column = item_features[f.name][start:stop]
-            if f.multi_valued:
-                out = np.full((stop - start, f.max_len), b"", dtype=object)
-                for i, values in enumerate(column):
-                    values = [_as_bytes(v) for v in list(values)[: f.max_len]]
-                    out[i, : len(values)] = values
-            else:
-                out = np.array([_as_bytes(v) for v in column], dtype=object)
-            batch[f.name] = out
-        yield batch
+        yield {f.name: fs.dense_column(item_features[f.name][start:stop], f) for f in features}
 
 
 def embed_corpus(embed_fn, item_features, features, batch_size: int = 4096, log=print) -> np.ndarray:
@@ -191,7 +176,7 @@ def export_models(
     if (model_dir / str(version)).exists():
         raise FileExistsError(f"{model_dir / str(version)} exists; export versions are immutable")
 
-    item_ids = [(_as_bytes(v)).decode() for v in item_features[spec.item_key]]
+    item_ids = [fs.as_bytes(v).decode() for v in item_features[spec.item_key]]
     embed_query = embedding_function(query_tower, spec.query_features)
     embed_item = embedding_function(item_tower, spec.item_features)
     if item_embeddings is None:
