@@ -1,6 +1,6 @@
 """Beam job: per-feature vocabularies, item frequencies, missing and malformed counts.
 
-``recsys-ssl stats --dataset synthetic_catalog/10k --run-dir runs/demo [beam options]``
+``recsys-ssl stats --dataset synthetic_catalog/10k [--run-dir DIR] [beam options]``
 ``recsys-ssl stats --items-file 'items/*.parquet' --pairs-file 'pairs/*.csv' --spec my.yaml``
 
 Writes ``<run_dir>/stats/`` (see :mod:`recsys_ssl.artifacts`): ``vocab/<feature>.txt`` (item

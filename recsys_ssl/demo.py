@@ -21,6 +21,8 @@ import time
 import urllib.error
 import urllib.request
 
+from recsys_ssl.paths import DEFAULT_RUN_DIR
+
 DEFAULT_DATASET = "synthetic_catalog/10k"
 METHODS = ("baseline", "ssl_cfm")
 
@@ -127,7 +129,7 @@ def _retrieve(run_dir: pathlib.Path, dataset: str, model_name: str, num_queries:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recsys-ssl demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run-dir", default="runs/demo", help="where every artifact goes (default runs/demo)")
+    parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help="where every artifact goes (default %(default)s)")
     parser.add_argument("--dataset", default=DEFAULT_DATASET)
     parser.add_argument("--steps", type=int, default=600, help="training steps per method (brief, for the demo)")
     parser.add_argument("--queries", type=int, default=3, help="retrieval queries sent to the server")

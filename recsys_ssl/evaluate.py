@@ -51,6 +51,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from recsys_ssl import features as fs
+from recsys_ssl.paths import DEFAULT_RUN_DIR
 
 DEFAULT_KS = (10, 50, 100)
 PAPER_HEAD_FRACTION = 0.1  # the paper: head = top 10% most frequent items
@@ -666,7 +667,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Exact full-corpus Recall@K / MAP@K of a trained model, with head/tail slices; "
         "writes <run-dir>/eval/<name>/metrics.json.",
     )
-    parser.add_argument("--run-dir", default="runs/demo", help="the pipeline run's folder (default: runs/demo)")
+    parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help="the pipeline run's folder (default: %(default)s)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--name", help="the trained experiment's name (<run-dir>/train/<name>)")
     group.add_argument("--config", help="an experiment config; its name is the experiment's name")

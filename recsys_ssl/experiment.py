@@ -31,6 +31,7 @@ import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from recsys_ssl import registry
+from recsys_ssl.paths import DEFAULT_RUN_DIR
 
 REGIMES = ("full", "10pct")
 # The main comparison (baseline, fd, so, ssl_cfm), then the ablation: every method's and
@@ -399,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Train and evaluate methods x seeds x data regimes (resumable); write results.json, "
         "results.csv, results.md and plots under <run-dir>/experiments/<name>/.",
     )
-    parser.add_argument("--run-dir", default="runs/demo")
+    parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help="the run folder (default: %(default)s)")
     parser.add_argument("--name", default="main", help="the experiment's name (its output folder)")
     parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS),
                         help="config names or files, one per method (default: the paper's main + ablation set)")

@@ -38,6 +38,7 @@ import numpy as np
 
 from recsys_ssl import features as fs
 from recsys_ssl import index as index_lib
+from recsys_ssl.paths import DEFAULT_RUN_DIR
 from recsys_ssl.tf_setup import tf
 
 import tensorflow_recommenders as tfrs  # noqa: E402  (after tf_setup: TFRS needs Keras 2)
@@ -298,7 +299,7 @@ def export_models(
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys-ssl export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run-dir", default="runs/demo", help="pipeline run folder")
+    parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help="pipeline run folder (default: %(default)s)")
     parser.add_argument("--name", default=None, help="the trained experiment under <run-dir>/train/ (default: the config's name)")
     parser.add_argument("--config", default=None, help="experiment config; its name names the experiment (as in `recsys-ssl train`)")
     parser.add_argument("--model-name", default=None, help="served model name (default: --name)")

@@ -1,6 +1,6 @@
 """``recsys-ssl train``: fit a two-tower model (baseline, FD, SO or SSL) from a YAML config.
 
-    recsys-ssl train --config data/configs/ssl_cfm.yaml --run-dir runs/demo [--steps 2000]
+    recsys-ssl train --config data/configs/ssl_cfm.yaml [--run-dir DIR] [--steps 2000]
 
 Reads the dataset (``recsys_ssl.datasets.inputs``), the statistics job's vocabularies and item
 frequencies (``<run_dir>/stats``) and, for CFM, the MI job's groups (``<run_dir>/mi``); writes
@@ -76,13 +76,14 @@ class TrainingData:
         return len(self.item_arrays[self.spec.item_key])
 
 
-def load_training_data(config: cfg.ExperimentConfig, run_dir: str | os.PathLike, data_dir: str | None = None,
+def load_training_data(config: cfg.ExperimentConfig, run_dir: str | os.PathLike, tfds_dir: str | None = None,
                        raw_data_dir: str | None = None) -> TrainingData:
-    """The config's dataset plus the batch jobs' artifacts under ``run_dir``."""
+    """The config's dataset (TFDS folder ``tfds_dir``, default ``<run_dir>/tfds``) plus the batch
+    jobs' artifacts under ``run_dir``."""
     from recsys_ssl.datasets import inputs  # the TFDS builders load only when training from a dataset
 
     layout = RunLayout(run_dir)
-    dataset = inputs.load_dataset(config.dataset, data_dir=data_dir or str(layout.tfds), raw_data_dir=raw_data_dir)
+    dataset = inputs.load_dataset(config.dataset, data_dir=tfds_dir or str(layout.tfds), raw_data_dir=raw_data_dir)
     split = "train" if config.train.data_fraction == "full" else "train_10pct"
     stats_dir, mi_dir = layout.stats, layout.mi
     if not artifacts.exists(artifacts.join(stats_dir, artifacts.MANIFEST)):
@@ -377,7 +378,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=f"the run's artifact folder (default {DEFAULT_RUN_DIR})")
     parser.add_argument("--name", help="the run name under <run-dir>/train/ (default: the config's name)")
     parser.add_argument("--dataset", help="override the config's dataset (e.g. movielens/100k-item-item)")
-    parser.add_argument("--data-dir", help="TFDS data_dir (default $RECSYS_SSL_TFDS_DIR, else <run-dir>/tfds)")
+    parser.add_argument("--tfds-dir", help="TFDS data_dir (default $RECSYS_SSL_TFDS_DIR, else <run-dir>/tfds)")
+    parser.add_argument("--data-dir", dest="old_tfds_dir", help=argparse.SUPPRESS)  # the old name of --tfds-dir
     parser.add_argument("--raw-data-dir", help="raw MovieLens root (default $RECSYS_SSL_DATA, else ../shared/data)")
     parser.add_argument("--steps", type=int, help="total training steps (overrides train.steps / epochs)")
     parser.add_argument("--epochs", type=int, help="override train.epochs")
@@ -392,7 +394,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "--set model.item_hidden=[256,64] (the value is YAML; an unknown knob fails naming it)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.old_tfds_dir is not None:  # every other command's --data-dir is the raw-data root
+        print("recsys-ssl train: --data-dir is deprecated here, use --tfds-dir (the TFDS folder)", file=sys.stderr)
+        args.tfds_dir = args.tfds_dir or args.old_tfds_dir
+    return args
 
 
 def _override(text: str) -> tuple[str, Any]:
@@ -435,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     # The strategy first: multi-worker collectives must be configured before TensorFlow runs anything.
     strategy = make_strategy(config.train.strategy)
-    data = load_training_data(config, args.run_dir, data_dir=args.data_dir, raw_data_dir=args.raw_data_dir)
+    data = load_training_data(config, args.run_dir, tfds_dir=args.tfds_dir, raw_data_dir=args.raw_data_dir)
     manifest = run(config, args.run_dir, data, name=args.name, strategy=strategy, verbose=2 if args.quiet else "auto")
     final = manifest["final"]
     print(f"trained {manifest['name']}: {manifest['steps']} steps, "
