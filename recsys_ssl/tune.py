@@ -379,6 +379,13 @@ def main(argv: list[str] | None = None) -> int:
                        catch=(ValueError,), gc_after_trial=True)
     if not any(t.value is not None for t in study.get_trials(deepcopy=False)):
         raise TuneError(f"study {study.study_name}: no finished trial yet (see {directory})")
+    _write_results(study, tuning, base, dataset, args, directory)
+    return 0
+
+
+def _write_results(study, tuning: Tuning, base: cfg.ExperimentConfig, dataset: str, args: argparse.Namespace,
+                   directory: pathlib.Path) -> None:
+    """The best trial's complete config (YAML), the report and the validation curves; says where."""
     best = study.best_trial
     tuned = tuned_config(tuning, best, dataset)
     yaml_path = tuned_path(args.run_dir, base.name, args.data_fraction)
@@ -397,7 +404,6 @@ def main(argv: list[str] | None = None) -> int:
           f"(tail {'-' if tail is None else f'{tail:.4f}'}, epoch {best.user_attrs.get('best_epoch')}) "
           f"{json.dumps(best.params, default=str)}")
     print(f"wrote {yaml_path}\nwrote {report_path}")
-    return 0
 
 
 if __name__ == "__main__":
