@@ -41,6 +41,7 @@ which is cross-checked when present).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import pathlib
@@ -245,6 +246,54 @@ def retrieval_metrics(
     """
     queries = np.asarray(query_embeddings, dtype=np.float64)
     items = np.asarray(item_embeddings, dtype=np.float64)
+    ks, slices = _check_metric_inputs(queries, items, test_items, exclude, ks, slices)
+    if normalize:
+        queries, items = _normalized(queries, "query_embeddings"), _normalized(items, "item_embeddings")
+    num_queries, num_items = len(queries), len(items)
+    test_rows, test_cols = _flatten_sets(test_items, num_items, "test_items")
+    test_sizes = np.bincount(test_rows, minlength=num_queries)
+    if num_queries and test_sizes.min() == 0:
+        raise ValueError(f"query {int(np.argmin(test_sizes))} has an empty test set")
+    no_exclusions = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    excl_rows, excl_cols = no_exclusions if exclude is None else _flatten_sets(exclude, num_items, "exclude")
+    # Column of the k-th rank for each cut-off (a cut-off beyond the corpus size is the corpus).
+    kcols = {k: min(k, num_items) - 1 for k in ks}
+    ranked = _rank(queries, items, (test_rows, test_cols), (excl_rows, excl_cols), kcols,
+                   chunk_size or max(1, _CHUNK_ELEMENTS // max(num_items, 1)))
+    result: dict[str, Any] = {}
+    for k in ks:
+        recall = ranked.hits[k] / test_sizes
+        ap = ranked.ap_sums[k] / np.minimum(test_sizes, k)
+        result[f"recall@{k}"] = math.fsum(recall) / num_queries if num_queries else None
+        result[f"map@{k}"] = math.fsum(ap) / num_queries if num_queries else None
+        if return_per_query:
+            result.setdefault("per_query", {})[f"hits@{k}"] = ranked.hits[k]
+            result["per_query"][f"ap@{k}"] = ap
+    result["slices"] = {name: _slice_recall(np.asarray(mask, bool), kcols, test_cols, ranked)
+                        for name, mask in slices.items()}
+    result["counts"] = {
+        "queries": num_queries,
+        "items": num_items,
+        "test_interactions": int(len(test_rows)),
+        "excluded_pairs": int(len(excl_rows)),
+        # Test items that are also excluded can never be retrieved (they count as misses).
+        "test_items_also_excluded": int(ranked.excluded_targets),
+    }
+    result["definition"] = {"ks": ks, "score": "cosine" if normalize else "dot", **METRIC_DEFINITIONS}
+    return result
+
+
+METRIC_DEFINITIONS = {
+    "ties": TIE_RULE,
+    "recall": "mean_q |R_q ∩ T_q| / |T_q|",
+    "map": "mean_q (1/min(|T_q|,K)) sum_i P@i rel_i",
+    "slice_recall": "sum_q |R_q ∩ T_q ∩ S| / sum_q |T_q ∩ S|",
+}
+
+
+def _check_metric_inputs(queries: np.ndarray, items: np.ndarray, test_items: Sequence, exclude: Sequence | None,
+                         ks: Sequence[int], slices: Mapping[str, np.ndarray] | None) -> tuple[list[int], dict]:
+    """``retrieval_metrics``' argument checks; returns the sorted distinct cut-offs and the slices."""
     if queries.ndim != 2 or items.ndim != 2 or queries.shape[1] != items.shape[1]:
         raise ValueError(f"need [Q, D] queries and [N, D] items, got {queries.shape} and {items.shape}")
     num_queries, num_items = len(queries), len(items)
@@ -255,31 +304,37 @@ def retrieval_metrics(
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
         raise ValueError(f"cut-offs must be positive integers, got {ks}")
-    if normalize:
-        queries, items = _normalized(queries, "query_embeddings"), _normalized(items, "item_embeddings")
     slices = dict(slices or {})
     for name, mask in slices.items():
         if np.shape(mask) != (num_items,):
             raise ValueError(f"slice {name!r} mask has shape {np.shape(mask)}, expected ({num_items},)")
+    return ks, slices
 
-    test_rows, test_cols = _flatten_sets(test_items, num_items, "test_items")
-    test_sizes = np.bincount(test_rows, minlength=num_queries)
-    if num_queries and test_sizes.min() == 0:
-        raise ValueError(f"query {int(np.argmin(test_sizes))} has an empty test set")
-    if exclude is None:
-        excl_rows, excl_cols = np.zeros(0, np.int64), np.zeros(0, np.int64)
-    else:
-        excl_rows, excl_cols = _flatten_sets(exclude, num_items, "exclude")
 
-    kmax = min(ks[-1], num_items)
-    # Column of the k-th rank for each cut-off (a cut-off beyond the corpus size is the corpus).
-    kcols = {k: min(k, num_items) - 1 for k in ks}
-    hits = {k: np.zeros(num_queries, np.int64) for k in ks}
-    ap_sums = {k: np.zeros(num_queries, np.float64) for k in ks}
+@dataclasses.dataclass
+class _Ranked:
+    """What ``_rank`` counts: per cut-off, hits and AP sums per query; every hit's item and rank."""
+
+    hits: dict[int, np.ndarray]
+    ap_sums: dict[int, np.ndarray]
+    hit_items: np.ndarray
+    hit_ranks: np.ndarray
+    excluded_targets: int  # test items also excluded: never retrievable, so misses
+
+
+def _rank(queries: np.ndarray, items: np.ndarray, test: tuple[np.ndarray, np.ndarray],
+          excluded: tuple[np.ndarray, np.ndarray], kcols: Mapping[int, int], chunk: int) -> _Ranked:
+    """Scores ``chunk`` queries at a time against every item and counts the hits in the top ranks.
+
+    test / excluded: (query rows, item columns), sorted by row; ``kcols``: cut-off -> its rank column.
+    """
+    (test_rows, test_cols), (excl_rows, excl_cols) = test, excluded
+    num_queries, num_items = len(queries), len(items)
+    kmax = max(kcols.values()) + 1 if kcols else 0
+    hits = {k: np.zeros(num_queries, np.int64) for k in kcols}
+    ap_sums = {k: np.zeros(num_queries, np.float64) for k in kcols}
     hit_items, hit_ranks = [], []
-    excluded_targets = 0  # test items also excluded: never retrievable, so misses
-
-    chunk = chunk_size or max(1, _CHUNK_ELEMENTS // max(num_items, 1))
+    excluded_targets = 0
     test_starts = np.searchsorted(test_rows, np.arange(0, num_queries + chunk, chunk).clip(max=num_queries))
     excl_starts = np.searchsorted(excl_rows, np.arange(0, num_queries + chunk, chunk).clip(max=num_queries))
     for c, start in enumerate(range(0, num_queries, chunk)):
@@ -297,52 +352,26 @@ def retrieval_metrics(
         precision = cum_hits / np.arange(1, kmax + 1)
         # cumsum accumulates left to right, so AP's sum is the same float as a rank-by-rank loop.
         cum_ap = np.cumsum(np.where(rel, precision, 0.0), axis=1)
-        for k in ks:
-            hits[k][start:stop] = cum_hits[:, kcols[k]]
-            ap_sums[k][start:stop] = cum_ap[:, kcols[k]]
+        for k, col in kcols.items():
+            hits[k][start:stop] = cum_hits[:, col]
+            ap_sums[k][start:stop] = cum_ap[:, col]
         r, rank = np.nonzero(rel)
         hit_items.append(top[r, rank])
         hit_ranks.append(rank)
+    return _Ranked(hits, ap_sums, np.concatenate(hit_items) if hit_items else np.zeros(0, np.int64),
+                   np.concatenate(hit_ranks) if hit_ranks else np.zeros(0, np.int64), excluded_targets)
 
-    hit_items = np.concatenate(hit_items) if hit_items else np.zeros(0, np.int64)
-    hit_ranks = np.concatenate(hit_ranks) if hit_ranks else np.zeros(0, np.int64)
-    result: dict[str, Any] = {}
-    for k in ks:
-        recall = hits[k] / test_sizes
-        ap = ap_sums[k] / np.minimum(test_sizes, k)
-        result[f"recall@{k}"] = math.fsum(recall) / num_queries if num_queries else None
-        result[f"map@{k}"] = math.fsum(ap) / num_queries if num_queries else None
-        if return_per_query:
-            result.setdefault("per_query", {})[f"hits@{k}"] = hits[k]
-            result["per_query"][f"ap@{k}"] = ap
-    result["slices"] = {}
-    for name, mask in slices.items():
-        mask = np.asarray(mask, bool)
-        total = int(mask[test_cols].sum())
-        entry: dict[str, Any] = {}
-        for k in ks:
-            in_slice = int(mask[hit_items[hit_ranks <= kcols[k]]].sum())
-            entry[f"recall@{k}"] = in_slice / total if total else None
-        entry["test_interactions"] = total
-        entry["items"] = int(mask.sum())
-        result["slices"][name] = entry
-    result["counts"] = {
-        "queries": num_queries,
-        "items": num_items,
-        "test_interactions": int(len(test_rows)),
-        "excluded_pairs": int(len(excl_rows)),
-        # Test items that are also excluded can never be retrieved (they count as misses).
-        "test_items_also_excluded": int(excluded_targets),
-    }
-    result["definition"] = {
-        "ks": ks,
-        "score": "cosine" if normalize else "dot",
-        "ties": TIE_RULE,
-        "recall": "mean_q |R_q ∩ T_q| / |T_q|",
-        "map": "mean_q (1/min(|T_q|,K)) sum_i P@i rel_i",
-        "slice_recall": "sum_q |R_q ∩ T_q ∩ S| / sum_q |T_q ∩ S|",
-    }
-    return result
+
+def _slice_recall(mask: np.ndarray, kcols: Mapping[int, int], test_cols: np.ndarray, ranked: _Ranked) -> dict[str, Any]:
+    """A slice's micro-averaged recall@K (hits of slice items over test pairs of slice items)."""
+    total = int(mask[test_cols].sum())
+    entry: dict[str, Any] = {}
+    for k, col in kcols.items():
+        in_slice = int(mask[ranked.hit_items[ranked.hit_ranks <= col]].sum())
+        entry[f"recall@{k}"] = in_slice / total if total else None
+    entry["test_interactions"] = total
+    entry["items"] = int(mask.sum())
+    return entry
 
 
 # -- from interactions to queries (numpy; the model side below feeds it) ----------------------
