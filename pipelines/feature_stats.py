@@ -1,6 +1,6 @@
 """Beam job: per-feature vocabularies, item frequencies, missing and malformed counts.
 
-``recsys-ssl stats --dataset synthetic_catalog/10k --run-dir runs/demo [beam options]``
+``recsys-ssl stats --dataset synthetic_catalog/10k [--run-dir DIR] [beam options]``
 ``recsys-ssl stats --items-file 'items/*.parquet' --pairs-file 'pairs/*.csv' --spec my.yaml``
 
 Writes ``<run_dir>/stats/`` (see :mod:`recsys_ssl.artifacts`): ``vocab/<feature>.txt`` (item
@@ -151,37 +151,61 @@ def write_stats(
 ) -> dict:
     """Writes vocabularies, item frequencies and the manifest; returns the manifest."""
     out = settings.out_dir
-    per_feature: dict[str, dict] = {}
-    vocab_sizes: dict[str, int] = {}
     sides = [(f, item_counts, "items") for f in spec.item_features] + [(f, pair_counts, "train_pairs") for f in spec.query_features]
-    for feature, counts, counted_over in sides:
-        table = counts.parts[feature.name][0]
-        min_count = settings.min_count if settings.min_count is not None else feature.vocab.min_count
-        top_k = settings.top_k if settings.top_k is not None else feature.vocab.top_k
-        kept = apply_vocab_options(table, min_count, top_k)
-        # A value with a line break cannot be one line of a vocabulary file: count, do not write.
-        one_line = pc.invert(pc.match_substring_regex(kept.column("value"), r"[\r\n]"))
-        unwritable = len(kept) - pc.sum(one_line).as_py() if len(kept) else 0
-        kept = kept.filter(one_line) if unwritable else kept
-        values = kept.column("value").to_pylist()
-        artifacts.write_text(artifacts.join(out, artifacts.VOCAB_DIR, f"{feature.name}.txt"), artifacts.vocab_text(values))
-        total = int(pc.sum(table.column("count")).as_py() or 0)
-        in_vocab = int(pc.sum(kept.column("count")).as_py() or 0) if len(kept) else 0
-        vocab_sizes[feature.name] = len(values)
-        per_feature[feature.name] = {
-            "counted_over": counted_over,
-            **counts.numbers[feature.name],
-            "distinct": len(table),
-            "vocab_size": len(values),
-            "min_count": min_count,
-            "top_k": top_k,
-            "oov_buckets": feature.vocab.oov_buckets,
-            "vocab_source": feature.vocab.source,
-            "oov_rate": (1.0 - in_vocab / total) if total else 0.0,
-            "values_with_line_breaks_not_written": unwritable,
-        }
+    per_feature = {feature.name: _write_vocabulary(settings, feature, counts, counted_over)
+                   for feature, counts, counted_over in sides}
+    vocab_sizes = {name: entry["vocab_size"] for name, entry in per_feature.items()}
+    counts = {
+        "items": item_counts.rows,
+        "train_pairs": pair_counts.rows,
+        "malformed_items": bad_items,
+        "malformed_pairs": bad_pairs,
+        **_write_item_frequencies(out, spec, item_counts, pair_counts),
+        "vocab_sizes": vocab_sizes,
+        "features": per_feature,
+    }
+    manifest = artifacts.make_manifest(
+        JOB, dataset=settings.dataset, spec=settings.spec_dict, inputs=settings.inputs, counts=counts, options=settings.options
+    )
+    artifacts.write_text(artifacts.join(out, artifacts.MANIFEST), artifacts.dumps_json(manifest))
+    Metrics.counter(sources.METRICS_NAMESPACE, "stats_vocab_files_written").inc(len(vocab_sizes))
+    return manifest
 
-    # Item frequencies over TRAIN pairs, for every corpus item (0 when unseen).
+
+def _write_vocabulary(settings: StatsSettings, feature: features_lib.Feature, counts: ValueCounts,
+                      counted_over: str) -> dict:
+    """Writes one feature's vocabulary file; returns its manifest entry."""
+    table = counts.parts[feature.name][0]
+    min_count = settings.min_count if settings.min_count is not None else feature.vocab.min_count
+    top_k = settings.top_k if settings.top_k is not None else feature.vocab.top_k
+    kept = apply_vocab_options(table, min_count, top_k)
+    # A value with a line break cannot be one line of a vocabulary file: count, do not write.
+    one_line = pc.invert(pc.match_substring_regex(kept.column("value"), r"[\r\n]"))
+    unwritable = len(kept) - pc.sum(one_line).as_py() if len(kept) else 0
+    kept = kept.filter(one_line) if unwritable else kept
+    values = kept.column("value").to_pylist()
+    artifacts.write_text(artifacts.join(settings.out_dir, artifacts.VOCAB_DIR, f"{feature.name}.txt"),
+                         artifacts.vocab_text(values))
+    total = int(pc.sum(table.column("count")).as_py() or 0)
+    in_vocab = int(pc.sum(kept.column("count")).as_py() or 0) if len(kept) else 0
+    return {
+        "counted_over": counted_over,
+        **counts.numbers[feature.name],
+        "distinct": len(table),
+        "vocab_size": len(values),
+        "min_count": min_count,
+        "top_k": top_k,
+        "oov_buckets": feature.vocab.oov_buckets,
+        "vocab_source": feature.vocab.source,
+        "oov_rate": (1.0 - in_vocab / total) if total else 0.0,
+        "values_with_line_breaks_not_written": unwritable,
+    }
+
+
+def _write_item_frequencies(out: str, spec: features_lib.FeatureSpec, item_counts: ValueCounts,
+                            pair_counts: ValueCounts) -> dict:
+    """Writes the item frequencies over TRAIN pairs, for every corpus item (0 when unseen);
+    returns the manifest's counts of duplicate, unknown and unseen items."""
     corpus = item_counts.parts[spec.item_key][0]
     in_pairs = pair_counts.parts[spec.item_key][0]
     ids = corpus.column("value")
@@ -195,25 +219,13 @@ def write_stats(
     unknown = pc.invert(pc.is_in(in_pairs.column("value"), value_set=ids))
     unknown_table = in_pairs.filter(unknown)
     duplicates = corpus.filter(pc.greater(corpus.column("count"), 1))
-    counts = {
-        "items": item_counts.rows,
-        "train_pairs": pair_counts.rows,
-        "malformed_items": bad_items,
-        "malformed_pairs": bad_pairs,
+    return {
         "duplicate_item_ids": len(duplicates),
         "duplicate_item_ids_sample": duplicates.column("value").to_pylist()[:10],
         "train_pairs_with_unknown_item": int(pc.sum(unknown_table.column("count")).as_py() or 0),
         "unknown_items_sample": unknown_table.column("value").to_pylist()[:10],
         "items_never_in_train_pairs": int(pc.sum(pc.equal(frequencies.column("count"), 0)).as_py() or 0),
-        "vocab_sizes": vocab_sizes,
-        "features": per_feature,
     }
-    manifest = artifacts.make_manifest(
-        JOB, dataset=settings.dataset, spec=settings.spec_dict, inputs=settings.inputs, counts=counts, options=settings.options
-    )
-    artifacts.write_text(artifacts.join(out, artifacts.MANIFEST), artifacts.dumps_json(manifest))
-    Metrics.counter(sources.METRICS_NAMESPACE, "stats_vocab_files_written").inc(len(vocab_sizes))
-    return manifest
 
 
 class FeatureStatistics(beam.PTransform):

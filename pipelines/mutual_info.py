@@ -1,6 +1,6 @@
 """Beam job: mutual information between every pair of item features, and the CFM groups.
 
-``recsys-ssl mi --dataset synthetic_catalog/10k --run-dir runs/demo [beam options]``
+``recsys-ssl mi --dataset synthetic_catalog/10k [--run-dir DIR] [beam options]``
 ``recsys-ssl mi --items-file 'items/*.parquet' --spec my.yaml [--weight-by-frequency --pairs-file ...]``
 
 MI in nats over the item corpus (each item once, or weighted by its TRAIN-pair frequency with

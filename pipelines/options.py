@@ -47,7 +47,7 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pairs-file", default=None, help="glob of TRAIN pair files (query and item features)")
     group.add_argument("--spec", default=None, help="feature spec YAML for --items-file/--pairs-file (path or name in data/specs)")
     group.add_argument("--format", choices=sources.FORMATS, default=None, help="file format (default: from the extension)")
-    parser.add_argument("--run-dir", default="runs/demo", help="artifacts go to <run-dir>/<job> (default %(default)s)")
+    parser.add_argument("--run-dir", default=paths.DEFAULT_RUN_DIR, help="artifacts go to <run-dir>/<job> (default %(default)s)")
     parser.add_argument("--output-dir", default=None, help="write the artifacts here instead of <run-dir>/<job> (any Beam filesystem)")
     parser.add_argument("--batch-size", type=int, default=sources.DEFAULT_BATCH_SIZE, help="items per batch (default %(default)s)")
 

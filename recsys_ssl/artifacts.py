@@ -271,11 +271,6 @@ def read_mi(mi_dir: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     return list(data["features"]), np.asarray(data["mi"], dtype=np.float64)
 
 
-def read_nmi(mi_dir: str | os.PathLike) -> tuple[list[str], np.ndarray]:
-    data = json.loads(read_text(join(mi_dir, MI_JSON)))
-    return list(data["features"]), np.asarray(data["nmi"], dtype=np.float64)
-
-
 def read_cfm_groups(mi_dir: str | os.PathLike) -> dict[str, Any]:
     """{"features", "group_size", "ranked_partners": {seed: [...]}, "groups": {seed: [seed, ...]}}."""
     return json.loads(read_text(join(mi_dir, CFM_GROUPS)))

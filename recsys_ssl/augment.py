@@ -11,7 +11,7 @@ The two stages (PAPER.md section 3): 1. feature masking, complementary between t
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -114,6 +114,27 @@ def cfm_masks(
     ids_in_1 = tf.logical_and(tf.logical_and(id_features, maskable), coins)
     mask_1 = tf.logical_or(tf.gather(groups, row), ids_in_1)
     return mask_1, tf.logical_and(maskable, tf.logical_not(mask_1))
+
+
+class MaskInputs(NamedTuple):
+    """What a registry mask function reads of the item tower's features (spec order)."""
+
+    maskable: np.ndarray  # [F] bool
+    id_features: np.ndarray  # [F] bool
+    cfm_groups: np.ndarray | None = None  # [S, F] bool, for augmentations that need CFM groups
+
+
+# The registry's mask functions (``registry.AUGMENTATIONS``): (MaskInputs, seed) -> (mask_1, mask_2).
+def rfm_view_masks(features: MaskInputs, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    return rfm_masks(features.maskable, seed)
+
+
+def rfm_no_complement_view_masks(features: MaskInputs, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    return rfm_no_complement_masks(features.maskable, seed)
+
+
+def cfm_view_masks(features: MaskInputs, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    return cfm_masks(features.cfm_groups, features.id_features, features.maskable, seed)
 
 
 def feature_dropout_masks(batch_size: tf.Tensor | int, maskable: Sequence[bool] | tf.Tensor, rate: float,

@@ -21,8 +21,9 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-METHODS = ("baseline", "fd", "so", "ssl")
-AUGMENTATIONS = ("rfm", "rfm_no_complement", "cfm", "cfm_no_dropout", "dropout_only")
+from recsys_ssl import registry
+from recsys_ssl.features import FieldError
+
 MASKED_EMBEDDINGS = ("learned", "zeros")
 CFM_GROUPINGS = ("plugin", "adjusted", "normalized")  # artifacts.GROUPINGS: what CFM's groups rank by
 OPTIMIZERS = ("adagrad", "adam", "sgd")
@@ -30,7 +31,7 @@ STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "parameter_server")
 DATA_FRACTIONS = ("full", "10pct")
 
 
-class ConfigError(ValueError):
+class ConfigError(FieldError):
     """An experiment config that does not validate; the message names the file and the field."""
 
 
@@ -132,16 +133,41 @@ class ExperimentConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     source: str = "<memory>"
 
+    # What the method and augmentation do, from their registry entries (recsys_ssl.registry).
+    @property
+    def method_entry(self) -> registry.Method:
+        return registry.METHODS[self.method]
+
+    @property
+    def augmentation_entry(self) -> registry.Augmentation | None:
+        """The SSL augmentation's entry; None for a method without augmented views."""
+        return registry.AUGMENTATIONS[self.augmentation] if self.method_entry.augmented else None
+
     @property
     def uses_ssl_batch(self) -> bool:
         """Whether training draws a uniform SSL item batch each step (SSL and SO)."""
-        return self.method in ("ssl", "so")
+        return self.method_entry.ssl_batch
+
+    @property
+    def masks_item_features(self) -> bool:
+        """Whether the item tower needs masked embeddings (FD's main task, or SSL views that mask)."""
+        augmentation = self.augmentation_entry
+        return self.method_entry.main_feature_dropout or (augmentation is not None and augmentation.masks_features)
+
+    @property
+    def ssl_drops_values(self) -> bool:
+        """Whether the SSL views drop multi-valued values (``ssl.dropout_rate``)."""
+        return self.augmentation_entry is not None and self.augmentation_entry.drops_values
+
+    @property
+    def needs_cfm_groups(self) -> bool:
+        """Whether training reads the MI job's CFM groups."""
+        return self.augmentation_entry is not None and self.augmentation_entry.needs_cfm_groups
 
     @property
     def unread_sections(self) -> tuple[str, ...]:
         """Config sections this method never reads (a baseline ignores ``ssl`` and ``fd``)."""
-        return tuple(section for section, readers in (("ssl", ("ssl", "so")), ("fd", ("fd",)))
-                     if self.method not in readers)
+        return tuple(s for s in registry.OPTIONAL_SECTIONS if s not in self.method_entry.sections)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -151,8 +177,7 @@ class ExperimentConfig:
 
 # -- parsing ------------------------------------------------------------------------------
 
-def _fail(source: str, field: str, message: str) -> ConfigError:
-    return ConfigError(f"{source}: {field}: {message}")
+_fail = ConfigError.at
 
 
 def _coerce(value: Any, annotation: Any, source: str, field: str) -> Any:
@@ -216,13 +241,16 @@ def config_from_dict(raw: Any, source: str = "<memory>") -> ExperimentConfig:
     if not isinstance(name, str) or not name or "/" in name:
         raise _fail(source, "name", f"must be a non-empty string without '/', got {name!r}")
     method = raw.get("method", "baseline")
-    if method not in METHODS:
-        raise _fail(source, "method", f"{method!r} is not one of {METHODS}")
+    if method not in registry.METHODS:
+        raise _fail(source, "method", f"{method!r} is not one of {tuple(registry.METHODS)}")
     augmentation = raw.get("augmentation")
-    if method == "ssl" and augmentation not in AUGMENTATIONS:
-        raise _fail(source, "augmentation", f"method ssl needs one of {AUGMENTATIONS}, got {augmentation!r}")
-    if method != "ssl" and augmentation is not None:
-        raise _fail(source, "augmentation", f"only method ssl takes an augmentation (method is {method!r})")
+    augmented = tuple(m for m, entry in registry.METHODS.items() if entry.augmented)
+    if method in augmented and augmentation not in registry.AUGMENTATIONS:
+        raise _fail(source, "augmentation",
+                    f"method {method} needs one of {tuple(registry.AUGMENTATIONS)}, got {augmentation!r}")
+    if method not in augmented and augmentation is not None:
+        raise _fail(source, "augmentation", f"only method {' or '.join(augmented)} takes an augmentation "
+                    f"(method is {method!r})")
     config = ExperimentConfig(
         name=name,
         method=method,

@@ -21,6 +21,8 @@ import time
 import urllib.error
 import urllib.request
 
+from recsys_ssl.paths import DEFAULT_RUN_DIR
+
 DEFAULT_DATASET = "synthetic_catalog/10k"
 METHODS = ("baseline", "ssl_cfm")
 
@@ -43,20 +45,10 @@ def _stage(name: str, argv: list[str], timings: dict[str, float]) -> None:
 
 def _metrics_table(run_dir: pathlib.Path, methods: tuple[str, ...]) -> str:
     """Overall / head / tail Recall@K and overall MAP@K of each method, from eval/<name>/metrics.json."""
-    rows = []
-    for method in methods:
-        metrics = json.loads((run_dir / "eval" / method / "metrics.json").read_text())
-        ks = metrics["definition"]["ks"]
-        for slice_name in ("overall", "head", "tail"):
-            values = metrics if slice_name == "overall" else metrics["slices"][slice_name]
-            rows.append((method, slice_name, [values.get(f"recall@{k}") for k in ks], [metrics.get(f"map@{k}") for k in ks]))
-    header = f"{'method':<10} {'slice':<8} " + " ".join(f"{'recall@' + str(k):>10}" for k in ks) + " " + " ".join(f"{'map@' + str(k):>9}" for k in ks)
-    lines = [header]
-    for method, slice_name, recalls, maps in rows:
-        cells = " ".join(f"{r:>10.4f}" for r in recalls)
-        map_cells = " ".join(f"{m:>9.4f}" if slice_name == "overall" else f"{'':>9}" for m in maps)
-        lines.append(f"{method:<10} {slice_name:<8} {cells} {map_cells}")
-    return "\n".join(lines)
+    from recsys_ssl.evaluate import format_table
+
+    return format_table(by_method={
+        method: json.loads((run_dir / "eval" / method / "metrics.json").read_text()) for method in methods})
 
 
 def _start_server(run_dir: pathlib.Path, model_name: str) -> tuple[subprocess.Popen, int]:
@@ -142,7 +134,7 @@ def _retrieve(run_dir: pathlib.Path, dataset: str, model_name: str, num_queries:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recsys-ssl demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run-dir", default="runs/demo", help="where every artifact goes (default runs/demo)")
+    parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help="where every artifact goes (default %(default)s)")
     parser.add_argument("--dataset", default=DEFAULT_DATASET)
     parser.add_argument("--steps", type=int, default=600, help="training steps per method (brief, for the demo)")
     parser.add_argument("--queries", type=int, default=3, help="retrieval queries sent to the server")

@@ -41,6 +41,7 @@ which is cross-checked when present).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import pathlib
@@ -49,6 +50,9 @@ import time
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+
+from recsys_ssl import features as fs
+from recsys_ssl.paths import DEFAULT_RUN_DIR
 
 DEFAULT_KS = (10, 50, 100)
 PAPER_HEAD_FRACTION = 0.1  # the paper: head = top 10% most frequent items
@@ -242,6 +246,54 @@ def retrieval_metrics(
     """
     queries = np.asarray(query_embeddings, dtype=np.float64)
     items = np.asarray(item_embeddings, dtype=np.float64)
+    ks, slices = _check_metric_inputs(queries, items, test_items, exclude, ks, slices)
+    if normalize:
+        queries, items = _normalized(queries, "query_embeddings"), _normalized(items, "item_embeddings")
+    num_queries, num_items = len(queries), len(items)
+    test_rows, test_cols = _flatten_sets(test_items, num_items, "test_items")
+    test_sizes = np.bincount(test_rows, minlength=num_queries)
+    if num_queries and test_sizes.min() == 0:
+        raise ValueError(f"query {int(np.argmin(test_sizes))} has an empty test set")
+    no_exclusions = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    excl_rows, excl_cols = no_exclusions if exclude is None else _flatten_sets(exclude, num_items, "exclude")
+    # Column of the k-th rank for each cut-off (a cut-off beyond the corpus size is the corpus).
+    kcols = {k: min(k, num_items) - 1 for k in ks}
+    ranked = _rank(queries, items, (test_rows, test_cols), (excl_rows, excl_cols), kcols,
+                   chunk_size or max(1, _CHUNK_ELEMENTS // max(num_items, 1)))
+    result: dict[str, Any] = {}
+    for k in ks:
+        recall = ranked.hits[k] / test_sizes
+        ap = ranked.ap_sums[k] / np.minimum(test_sizes, k)
+        result[f"recall@{k}"] = math.fsum(recall) / num_queries if num_queries else None
+        result[f"map@{k}"] = math.fsum(ap) / num_queries if num_queries else None
+        if return_per_query:
+            result.setdefault("per_query", {})[f"hits@{k}"] = ranked.hits[k]
+            result["per_query"][f"ap@{k}"] = ap
+    result["slices"] = {name: _slice_recall(np.asarray(mask, bool), kcols, test_cols, ranked)
+                        for name, mask in slices.items()}
+    result["counts"] = {
+        "queries": num_queries,
+        "items": num_items,
+        "test_interactions": int(len(test_rows)),
+        "excluded_pairs": int(len(excl_rows)),
+        # Test items that are also excluded can never be retrieved (they count as misses).
+        "test_items_also_excluded": int(ranked.excluded_targets),
+    }
+    result["definition"] = {"ks": ks, "score": "cosine" if normalize else "dot", **METRIC_DEFINITIONS}
+    return result
+
+
+METRIC_DEFINITIONS = {
+    "ties": TIE_RULE,
+    "recall": "mean_q |R_q ∩ T_q| / |T_q|",
+    "map": "mean_q (1/min(|T_q|,K)) sum_i P@i rel_i",
+    "slice_recall": "sum_q |R_q ∩ T_q ∩ S| / sum_q |T_q ∩ S|",
+}
+
+
+def _check_metric_inputs(queries: np.ndarray, items: np.ndarray, test_items: Sequence, exclude: Sequence | None,
+                         ks: Sequence[int], slices: Mapping[str, np.ndarray] | None) -> tuple[list[int], dict]:
+    """``retrieval_metrics``' argument checks; returns the sorted distinct cut-offs and the slices."""
     if queries.ndim != 2 or items.ndim != 2 or queries.shape[1] != items.shape[1]:
         raise ValueError(f"need [Q, D] queries and [N, D] items, got {queries.shape} and {items.shape}")
     num_queries, num_items = len(queries), len(items)
@@ -252,31 +304,37 @@ def retrieval_metrics(
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
         raise ValueError(f"cut-offs must be positive integers, got {ks}")
-    if normalize:
-        queries, items = _normalized(queries, "query_embeddings"), _normalized(items, "item_embeddings")
     slices = dict(slices or {})
     for name, mask in slices.items():
         if np.shape(mask) != (num_items,):
             raise ValueError(f"slice {name!r} mask has shape {np.shape(mask)}, expected ({num_items},)")
+    return ks, slices
 
-    test_rows, test_cols = _flatten_sets(test_items, num_items, "test_items")
-    test_sizes = np.bincount(test_rows, minlength=num_queries)
-    if num_queries and test_sizes.min() == 0:
-        raise ValueError(f"query {int(np.argmin(test_sizes))} has an empty test set")
-    if exclude is None:
-        excl_rows, excl_cols = np.zeros(0, np.int64), np.zeros(0, np.int64)
-    else:
-        excl_rows, excl_cols = _flatten_sets(exclude, num_items, "exclude")
 
-    kmax = min(ks[-1], num_items)
-    # Column of the k-th rank for each cut-off (a cut-off beyond the corpus size is the corpus).
-    kcols = {k: min(k, num_items) - 1 for k in ks}
-    hits = {k: np.zeros(num_queries, np.int64) for k in ks}
-    ap_sums = {k: np.zeros(num_queries, np.float64) for k in ks}
+@dataclasses.dataclass
+class _Ranked:
+    """What ``_rank`` counts: per cut-off, hits and AP sums per query; every hit's item and rank."""
+
+    hits: dict[int, np.ndarray]
+    ap_sums: dict[int, np.ndarray]
+    hit_items: np.ndarray
+    hit_ranks: np.ndarray
+    excluded_targets: int  # test items also excluded: never retrievable, so misses
+
+
+def _rank(queries: np.ndarray, items: np.ndarray, test: tuple[np.ndarray, np.ndarray],
+          excluded: tuple[np.ndarray, np.ndarray], kcols: Mapping[int, int], chunk: int) -> _Ranked:
+    """Scores ``chunk`` queries at a time against every item and counts the hits in the top ranks.
+
+    test / excluded: (query rows, item columns), sorted by row; ``kcols``: cut-off -> its rank column.
+    """
+    (test_rows, test_cols), (excl_rows, excl_cols) = test, excluded
+    num_queries, num_items = len(queries), len(items)
+    kmax = max(kcols.values()) + 1 if kcols else 0
+    hits = {k: np.zeros(num_queries, np.int64) for k in kcols}
+    ap_sums = {k: np.zeros(num_queries, np.float64) for k in kcols}
     hit_items, hit_ranks = [], []
-    excluded_targets = 0  # test items also excluded: never retrievable, so misses
-
-    chunk = chunk_size or max(1, _CHUNK_ELEMENTS // max(num_items, 1))
+    excluded_targets = 0
     test_starts = np.searchsorted(test_rows, np.arange(0, num_queries + chunk, chunk).clip(max=num_queries))
     excl_starts = np.searchsorted(excl_rows, np.arange(0, num_queries + chunk, chunk).clip(max=num_queries))
     for c, start in enumerate(range(0, num_queries, chunk)):
@@ -294,52 +352,26 @@ def retrieval_metrics(
         precision = cum_hits / np.arange(1, kmax + 1)
         # cumsum accumulates left to right, so AP's sum is the same float as a rank-by-rank loop.
         cum_ap = np.cumsum(np.where(rel, precision, 0.0), axis=1)
-        for k in ks:
-            hits[k][start:stop] = cum_hits[:, kcols[k]]
-            ap_sums[k][start:stop] = cum_ap[:, kcols[k]]
+        for k, col in kcols.items():
+            hits[k][start:stop] = cum_hits[:, col]
+            ap_sums[k][start:stop] = cum_ap[:, col]
         r, rank = np.nonzero(rel)
         hit_items.append(top[r, rank])
         hit_ranks.append(rank)
+    return _Ranked(hits, ap_sums, np.concatenate(hit_items) if hit_items else np.zeros(0, np.int64),
+                   np.concatenate(hit_ranks) if hit_ranks else np.zeros(0, np.int64), excluded_targets)
 
-    hit_items = np.concatenate(hit_items) if hit_items else np.zeros(0, np.int64)
-    hit_ranks = np.concatenate(hit_ranks) if hit_ranks else np.zeros(0, np.int64)
-    result: dict[str, Any] = {}
-    for k in ks:
-        recall = hits[k] / test_sizes
-        ap = ap_sums[k] / np.minimum(test_sizes, k)
-        result[f"recall@{k}"] = math.fsum(recall) / num_queries if num_queries else None
-        result[f"map@{k}"] = math.fsum(ap) / num_queries if num_queries else None
-        if return_per_query:
-            result.setdefault("per_query", {})[f"hits@{k}"] = hits[k]
-            result["per_query"][f"ap@{k}"] = ap
-    result["slices"] = {}
-    for name, mask in slices.items():
-        mask = np.asarray(mask, bool)
-        total = int(mask[test_cols].sum())
-        entry: dict[str, Any] = {}
-        for k in ks:
-            in_slice = int(mask[hit_items[hit_ranks <= kcols[k]]].sum())
-            entry[f"recall@{k}"] = in_slice / total if total else None
-        entry["test_interactions"] = total
-        entry["items"] = int(mask.sum())
-        result["slices"][name] = entry
-    result["counts"] = {
-        "queries": num_queries,
-        "items": num_items,
-        "test_interactions": int(len(test_rows)),
-        "excluded_pairs": int(len(excl_rows)),
-        # Test items that are also excluded can never be retrieved (they count as misses).
-        "test_items_also_excluded": int(excluded_targets),
-    }
-    result["definition"] = {
-        "ks": ks,
-        "score": "cosine" if normalize else "dot",
-        "ties": TIE_RULE,
-        "recall": "mean_q |R_q ∩ T_q| / |T_q|",
-        "map": "mean_q (1/min(|T_q|,K)) sum_i P@i rel_i",
-        "slice_recall": "sum_q |R_q ∩ T_q ∩ S| / sum_q |T_q ∩ S|",
-    }
-    return result
+
+def _slice_recall(mask: np.ndarray, kcols: Mapping[int, int], test_cols: np.ndarray, ranked: _Ranked) -> dict[str, Any]:
+    """A slice's micro-averaged recall@K (hits of slice items over test pairs of slice items)."""
+    total = int(mask[test_cols].sum())
+    entry: dict[str, Any] = {}
+    for k, col in kcols.items():
+        in_slice = int(mask[ranked.hit_items[ranked.hit_ranks <= col]].sum())
+        entry[f"recall@{k}"] = in_slice / total if total else None
+    entry["test_interactions"] = total
+    entry["items"] = int(mask.sum())
+    return entry
 
 
 # -- from interactions to queries (numpy; the model side below feeds it) ----------------------
@@ -357,10 +389,6 @@ def resolve_mode(mode: str, query_key: str, item_key: str) -> str:
     return ITEM_ITEM if query_key in (item_key, f"seed_{item_key}") else USER_ITEM
 
 
-def _as_key(value: Any) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode()
-
-
 def group_by_query(query_keys: Sequence[Any], item_keys: Sequence[Any], item_index: Mapping[bytes, int]) -> dict[str, Any]:
     """Groups interactions by query.
 
@@ -370,8 +398,8 @@ def group_by_query(query_keys: Sequence[Any], item_keys: Sequence[Any], item_ind
     query's first pair, "items": Q arrays of corpus indices (unknown items dropped),
     "unknown_items": number of pairs whose item is not in the corpus}.
     """
-    query_keys = np.array([_as_key(k) for k in query_keys], dtype=object)
-    items = np.array([item_index.get(_as_key(k), -1) for k in item_keys], dtype=np.int64)
+    query_keys = np.array([fs.as_bytes(k) for k in query_keys], dtype=object)
+    items = np.array([item_index.get(fs.as_bytes(k), -1) for k in item_keys], dtype=np.int64)
     if len(query_keys) == 0:
         return {"queries": query_keys, "first_pair": np.zeros(0, np.int64), "items": [], "unknown_items": 0}
     queries, first, inverse = np.unique(query_keys, return_index=True, return_inverse=True)
@@ -399,14 +427,14 @@ def prepare_queries(
     "train_counts" [N], "dropped": {...}}; queries left without a known test item are dropped
     and counted, never silently.
     """
-    item_keys = [_as_key(i) for i in item_ids]
+    item_keys = [fs.as_bytes(i) for i in item_ids]
     item_index = {key: n for n, key in enumerate(item_keys)}
     if len(item_index) != len(item_keys):
         raise ValueError(f"the item corpus has {len(item_keys) - len(item_index)} duplicate item ids")
     if per_pair:
-        pair_items = np.array([item_index.get(_as_key(k), -1) for k in test_pairs[1]], dtype=np.int64)
+        pair_items = np.array([item_index.get(fs.as_bytes(k), -1) for k in test_pairs[1]], dtype=np.int64)
         test = {
-            "queries": np.array([_as_key(k) for k in test_pairs[0]], dtype=object),
+            "queries": np.array([fs.as_bytes(k) for k in test_pairs[0]], dtype=object),
             "first_pair": np.arange(len(pair_items)),
             "items": [pair_items[p : p + 1][pair_items[p : p + 1] >= 0] for p in range(len(pair_items))],
             "unknown_items": int((pair_items < 0).sum()),
@@ -574,7 +602,7 @@ def evaluate_arrays(
         head_items=int(slices["head"].sum()),
         dropped=prepared["dropped"],
         popularity_source="train split",
-        stats_item_frequencies=_stats_agreement(stats_dir, [_as_key(i) for i in item_ids], prepared["train_counts"]),
+        stats_item_frequencies=_stats_agreement(stats_dir, [fs.as_bytes(i) for i in item_ids], prepared["train_counts"]),
         seconds=round(time.perf_counter() - started, 3),
     )
     return result
@@ -583,19 +611,30 @@ def evaluate_arrays(
 # -- reporting and the CLI ------------------------------------------------------------------
 
 
-def format_table(metrics: Mapping[str, Any]) -> str:
-    """A plain-text table: rows overall / head / tail, columns Recall@K (and MAP@K overall)."""
-    ks = metrics["definition"]["ks"]
+def format_table(metrics: Mapping[str, Any] | None = None, *,
+                 by_method: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """A plain-text table: rows overall / head / tail, columns Recall@K (and MAP@K overall).
+
+    ``by_method`` (name -> metrics; ``metrics`` is then ignored): the rows of every method,
+    under a leading method column, at the K of the first one.
+    """
+    named = dict(by_method) if by_method else {"": metrics}
+    ks = next(iter(named.values()))["definition"]["ks"]
     columns = [f"recall@{k}" for k in ks] + [f"map@{k}" for k in ks]
-    rows = [("overall", metrics, metrics["counts"]["test_interactions"])]
-    for name in ("head", "tail"):
-        if name in metrics.get("slices", {}):
-            rows.append((name, metrics["slices"][name], metrics["slices"][name]["test_interactions"]))
-    header = f"{'slice':<8} {'pairs':>8} " + " ".join(f"{c:>10}" for c in columns)
-    lines = [header]
-    for name, values, pairs in rows:
-        cells = [f"{values[c]:>10.4f}" if values.get(c) is not None else f"{'-':>10}" for c in columns]
-        lines.append(f"{name:<8} {pairs:>8} " + " ".join(cells))
+    width = max(len("method"), *map(len, named))
+
+    def method_cell(name: str) -> str:
+        return f"{name:<{width}} " if by_method else ""
+
+    lines = [method_cell("method") + f"{'slice':<8} {'pairs':>8} " + " ".join(f"{c:>10}" for c in columns)]
+    for method, values in named.items():
+        rows = [("overall", values, values["counts"]["test_interactions"])]
+        for name in ("head", "tail"):
+            if name in values.get("slices", {}):
+                rows.append((name, values["slices"][name], values["slices"][name]["test_interactions"]))
+        for name, row, pairs in rows:
+            cells = [f"{row[c]:>10.4f}" if row.get(c) is not None else f"{'-':>10}" for c in columns]
+            lines.append(method_cell(method) + f"{name:<8} {pairs:>8} " + " ".join(cells))
     return "\n".join(lines)
 
 
@@ -657,7 +696,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Exact full-corpus Recall@K / MAP@K of a trained model, with head/tail slices; "
         "writes <run-dir>/eval/<name>/metrics.json.",
     )
-    parser.add_argument("--run-dir", default="runs/demo", help="the pipeline run's folder (default: runs/demo)")
+    parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help="the pipeline run's folder (default: %(default)s)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--name", help="the trained experiment's name (<run-dir>/train/<name>)")
     group.add_argument("--config", help="an experiment config; its name is the experiment's name")

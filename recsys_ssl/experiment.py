@@ -30,11 +30,13 @@ import sys
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from recsys_ssl import registry
+from recsys_ssl.paths import DEFAULT_RUN_DIR
+
 REGIMES = ("full", "10pct")
-DEFAULT_CONFIGS = (
-    "baseline", "fd", "so", "ssl_cfm",  # the main comparison
-    "ssl_rfm", "ssl_rfm_no_complement", "ssl_cfm_no_dropout", "ssl_dropout_only",  # the ablation
-)
+# The main comparison (baseline, fd, so, ssl_cfm), then the ablation: every method's and
+# augmentation's shipped config, in the registry's order.
+DEFAULT_CONFIGS = registry.shipped_configs()
 OVERALL_METRICS = ("recall@10", "recall@50", "map@10", "map@50")
 SLICE_METRICS = ("head/recall@10", "head/recall@50", "tail/recall@10", "tail/recall@50")
 ABLATION_METRIC = "recall@50"
@@ -398,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Train and evaluate methods x seeds x data regimes (resumable); write results.json, "
         "results.csv, results.md and plots under <run-dir>/experiments/<name>/.",
     )
-    parser.add_argument("--run-dir", default="runs/demo")
+    parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help="the run folder (default: %(default)s)")
     parser.add_argument("--name", default="main", help="the experiment's name (its output folder)")
     parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS),
                         help="config names or files, one per method (default: the paper's main + ablation set)")

@@ -28,8 +28,10 @@ sees a half-written version. Nothing here imports the training code except ``mai
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import pathlib
+import shutil
 import sys
 import time
 from typing import Any, Mapping, Sequence
@@ -38,6 +40,7 @@ import numpy as np
 
 from recsys_ssl import features as fs
 from recsys_ssl import index as index_lib
+from recsys_ssl.paths import DEFAULT_RUN_DIR
 from recsys_ssl.tf_setup import tf
 
 import tensorflow_recommenders as tfrs  # noqa: E402  (after tf_setup: TFRS needs Keras 2)
@@ -94,10 +97,6 @@ def retrieval_function(tower: tf.keras.Model, features: Sequence[fs.Feature], to
 # -- corpus -> embeddings ---------------------------------------------------------------------
 
 
-def _as_bytes(value: Any) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode()
-
-
 def corpus_batches(item_features: Mapping[str, np.ndarray], features: Sequence[fs.Feature], batch_size: int):
     """Yields {feature: [b] bytes or [b, max_len] bytes} batches of the in-memory corpus.
 
@@ -110,18 +109,7 @@ def corpus_batches(item_features: Mapping[str, np.ndarray], features: Sequence[f
             raise ValueError(f"item feature {f.name!r} has {len(item_features[f.name])} rows, expected {n}")
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        batch = {}
-        for f in features:
-            column = item_features[f.name][start:stop]
-            if f.multi_valued:
-                out = np.full((stop - start, f.max_len), b"", dtype=object)
-                for i, values in enumerate(column):
-                    values = [_as_bytes(v) for v in list(values)[: f.max_len]]
-                    out[i, : len(values)] = values
-            else:
-                out = np.array([_as_bytes(v) for v in column], dtype=object)
-            batch[f.name] = out
-        yield batch
+        yield {f.name: fs.dense_column(item_features[f.name][start:stop], f) for f in features}
 
 
 def embed_corpus(embed_fn, item_features, features, batch_size: int = 4096, log=print) -> np.ndarray:
@@ -150,27 +138,29 @@ def _scann_layer_config(index_report: dict, n: int) -> dict:
             "num_reordering_candidates": min(n, 1000), "dimensions_per_block": 2}
 
 
+@dataclasses.dataclass
+class BenchOptions:
+    """Export options only the benchmarks set (``bench/serve_bench.py``).
+
+    with_retrieval_savedmodels: False skips ``top_k`` and ``retrieval_scann`` (they copy the
+      corpus into the SavedModels: the serving benchmark at 1M items leaves them out).
+    item_embeddings: precomputed [N, D] corpus embeddings; default: the item tower's.
+    prebuilt_index: (index, tuning report) already built over ``item_embeddings``.
+    """
+
+    with_retrieval_savedmodels: bool = True
+    item_embeddings: np.ndarray | None = None
+    prebuilt_index: tuple[index_lib.ItemIndex, dict] | None = None
+
+
 def export_models(
-    query_tower: tf.keras.Model,
-    item_tower: tf.keras.Model,
-    spec: fs.FeatureSpec,
-    item_features: Mapping[str, np.ndarray],
-    export_dir: str | os.PathLike,
-    model_name: str,
-    version: int | None = None,
-    *,
-    k: int = 10,
-    target_recall: float = 0.95,
-    tuning_queries: Mapping[str, np.ndarray] | None = None,
-    num_tuning_queries: int = 1000,
-    brute_force_below: int = index_lib.BRUTE_FORCE_BELOW,
-    with_retrieval_savedmodels: bool = True,
-    item_embeddings: np.ndarray | None = None,
-    prebuilt_index: tuple[index_lib.ItemIndex, dict] | None = None,
-    source: dict | None = None,
-    batch_size: int = 4096,
-    seed: int = 0,
-    log=print,
+    query_tower: tf.keras.Model, item_tower: tf.keras.Model, spec: fs.FeatureSpec,
+    item_features: Mapping[str, np.ndarray], export_dir: str | os.PathLike, model_name: str,
+    version: int | None = None, *,
+    k: int = 10, target_recall: float = 0.95, brute_force_below: int = index_lib.BRUTE_FORCE_BELOW,
+    tuning_queries: Mapping[str, np.ndarray] | None = None, num_tuning_queries: int = 1000,
+    source: dict | None = None, batch_size: int = 4096, seed: int = 0, log=print,
+    bench: BenchOptions | None = None, **bench_options,
 ) -> pathlib.Path:
     """Writes one export version and returns its folder.
 
@@ -179,128 +169,41 @@ def export_models(
     item_features: the corpus, {item feature: [N] array} as ``Dataset.item_arrays()``.
     tuning_queries: held-out query features ({query feature: [Q] array}) for ScaNN tuning;
       without them, a sample of item embeddings stands in for queries.
-    with_retrieval_savedmodels: False skips ``top_k`` and ``retrieval_scann`` (they copy the
-      corpus into the SavedModels: the serving benchmark at 1M items leaves them out).
-    item_embeddings: precomputed [N, D] corpus embeddings (benchmarks); default: item_tower's.
-    prebuilt_index: (index, tuning report) already built over item_embeddings (benchmarks).
+    bench: :class:`BenchOptions`; its fields are also taken as keywords (``bench_options``).
     """
     start = time.perf_counter()
-    model_dir = pathlib.Path(export_dir) / model_name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    version = int(version) if version is not None else index_lib.next_version(model_dir)
-    if (model_dir / str(version)).exists():
-        raise FileExistsError(f"{model_dir / str(version)} exists; export versions are immutable")
-
-    item_ids = [(_as_bytes(v)).decode() for v in item_features[spec.item_key]]
+    bench = bench or BenchOptions(**bench_options)
+    model_dir, version = _new_version(pathlib.Path(export_dir) / model_name, version)
+    item_ids = [fs.as_bytes(v).decode() for v in item_features[spec.item_key]]
     embed_query = embedding_function(query_tower, spec.query_features)
     embed_item = embedding_function(item_tower, spec.item_features)
+    item_embeddings = bench.item_embeddings
     if item_embeddings is None:
         item_embeddings = embed_corpus(embed_item, item_features, spec.item_features, batch_size, log)
     item_embeddings = np.ascontiguousarray(item_embeddings, dtype=np.float32)
-    n, dim = item_embeddings.shape
-    log(f"export: {n} items, {dim}-d embeddings")
-
-    # Held-out queries for tuning: real query features if given, else a sample of items.
-    rng = np.random.default_rng(seed)
-    if prebuilt_index is not None:
-        queries = item_embeddings[rng.choice(n, size=min(n, num_tuning_queries), replace=False)]
-    elif tuning_queries is not None:
-        q_batches = list(corpus_batches(tuning_queries, spec.query_features, batch_size))
-        queries = np.concatenate([embed_query({k_: tf.constant(v, tf.string) for k_, v in b.items()})["embedding"].numpy()
-                                  for b in q_batches])[:num_tuning_queries]
-        query_source = "held-out queries"
-    else:
-        queries = item_embeddings[rng.choice(n, size=min(n, num_tuning_queries), replace=False)]
-        query_source = "sampled item embeddings (no held-out queries given)"
-    if prebuilt_index is not None:
-        index, report = prebuilt_index
-        if index.size != n or index.item_ids != item_ids:
-            raise ValueError("prebuilt_index does not hold the corpus's items in corpus order")
-    else:
-        index, report = index_lib.tune(item_embeddings, item_ids, queries, target_recall=target_recall, k=k,
-                                       brute_force_below=brute_force_below, log=log)
-        report["query_source"] = query_source
-
+    log(f"export: {item_embeddings.shape[0]} items, {item_embeddings.shape[1]}-d embeddings")
+    queries, query_source = _tuning_queries(
+        embed_query, spec, item_embeddings, None if bench.prebuilt_index else tuning_queries, num_tuning_queries,
+        batch_size, seed)
+    index, report = bench.prebuilt_index or _tune_index(item_embeddings, item_ids, queries, query_source, k=k,
+                                                        target_recall=target_recall, brute_force_below=brute_force_below,
+                                                        log=log)
+    if index.size != len(item_ids) or index.item_ids != item_ids:
+        raise ValueError("prebuilt_index does not hold the corpus's items in corpus order")
     staging = index_lib.staging_dir(model_dir, version)
     try:
         index.save(staging / index_lib.INDEX_DIR)
-        manifest_models: dict[str, Any] = {}
-
-        query_module = tf.Module()
-        query_module.tower = query_tower
-        query_module.embed = embed_query
-        signatures = {"serving_default": embed_query.get_concrete_function()}
-        ids_tensor = tf.constant(item_ids, tf.string)
-        candidates = tf.constant(item_embeddings)
-        if with_retrieval_savedmodels:
-            brute_force = tfrs.layers.factorized_top_k.BruteForce(k=k)
-            brute_force.index(candidates=candidates, identifiers=ids_tensor)
-            query_module.brute_force = brute_force
-            query_module.top_k = retrieval_function(query_tower, spec.query_features, brute_force, k)
-            signatures["top_k"] = query_module.top_k.get_concrete_function()
-        tf.saved_model.save(query_module, str(staging / "query_model"), signatures=signatures)
-        manifest_models["query_model"] = {"signatures": {"serving_default": ["embedding"]} | (
-            {"top_k": ["item_ids", "scores"]} if with_retrieval_savedmodels else {}), "needs_scann_ops": False}
-
-        item_module = tf.Module()
-        item_module.tower = item_tower
-        item_module.embed = embed_item
-        tf.saved_model.save(item_module, str(staging / "item_model"),
-                            signatures={"serving_default": embed_item.get_concrete_function()})
-        manifest_models["item_model"] = {"signatures": {"serving_default": ["embedding"]}, "needs_scann_ops": False}
-
+        corpus = (tf.constant(item_ids, tf.string), tf.constant(item_embeddings))
+        manifest_models = _save_towers(staging, query_tower, item_tower, spec, embed_query, embed_item, k,
+                                       corpus if bench.with_retrieval_savedmodels else None)
         scann_report = None
-        if with_retrieval_savedmodels:
-            layer_config = _scann_layer_config(report, n)
-            scann_layer = tfrs.layers.factorized_top_k.ScaNN(k=k, **layer_config)
-            scann_layer.index(candidates=candidates, identifiers=ids_tensor)
-            # Recall of the SavedModel's own searcher, against exact search, on the tuning queries.
-            _, got = scann_layer(tf.constant(queries), k=k)
-            exact_rows, _ = index_lib.exact_top_k(queries, item_embeddings, k)
-            id_array = np.asarray(item_ids, dtype=object)
-            scann_recall = index_lib.recall_at_k([[b.decode() for b in row] for row in got.numpy()],
-                                                 [list(id_array[r]) for r in exact_rows])
-            scann_report = layer_config | {"recall": scann_recall, "k": k}
-            log(f"export: retrieval_scann Recall@{k} = {scann_recall:.4f} ({layer_config})")
-            scann_module = tf.Module()
-            scann_module.tower = query_tower
-            scann_module.scann = scann_layer
-            scann_module.retrieve = retrieval_function(query_tower, spec.query_features, scann_layer, k)
-            tf.saved_model.save(scann_module, str(staging / "retrieval_scann"),
-                                signatures={"serving_default": scann_module.retrieve.get_concrete_function()},
-                                options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]))
-            manifest_models["retrieval_scann"] = {"signatures": {"serving_default": ["item_ids", "scores"]},
-                                                  "needs_scann_ops": True}
-
-        import scann  # noqa: F401  (for its version)
-
-        manifest = {
-            "format": 1,
-            "model_name": model_name,
-            "version": version,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "k": k,
-            "query_key": spec.query_key,
-            "item_key": spec.item_key,
-            "spec": spec.to_dict(),
-            "signatures": {"query_features": feature_signature(spec.query_features),
-                           "item_features": feature_signature(spec.item_features)},
-            "corpus_size": n,
-            "savedmodel_corpus_size": n if with_retrieval_savedmodels else 0,
-            "embedding_dim": dim,
-            "embedding_checksum": index_lib.embedding_checksum(item_embeddings),
-            "index": report,
-            "retrieval_scann": scann_report,
-            "has_top_k": with_retrieval_savedmodels,
-            "savedmodels": manifest_models,
-            "source": source or {},
-            "versions": {"tensorflow": tf.__version__, "tensorflow_recommenders": tfrs.__version__,
-                         "scann": getattr(scann, "__version__", "unknown")},
-        }
+        if bench.with_retrieval_savedmodels:
+            scann_report, manifest_models["retrieval_scann"] = _save_retrieval_scann(
+                staging, query_tower, spec, corpus, queries, report, k, log)
+        manifest = _manifest(model_name, version, k, spec, item_embeddings, report, scann_report, manifest_models,
+                             source, bench.with_retrieval_savedmodels)
         final = index_lib.publish(staging, model_dir, version, manifest)
     except BaseException:
-        import shutil
-
         shutil.rmtree(staging, ignore_errors=True)
         raise
     log(f"export: wrote {final} in {time.perf_counter() - start:.1f}s "
@@ -308,12 +211,132 @@ def export_models(
     return final
 
 
+def _tune_index(item_embeddings: np.ndarray, item_ids: list[str], queries: np.ndarray, query_source: str,
+                **tune_options) -> tuple[index_lib.ItemIndex, dict]:
+    """``index_lib.tune``'s (index, report), the report saying where the tuning queries came from."""
+    index, report = index_lib.tune(item_embeddings, item_ids, queries, **tune_options)
+    return index, report | {"query_source": query_source}
+
+
+def _new_version(model_dir: pathlib.Path, version: int | None) -> tuple[pathlib.Path, int]:
+    """(the model's folder, created if new; the version to write: ``version``, else the latest + 1)."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    version = int(version) if version is not None else index_lib.next_version(model_dir)
+    if (model_dir / str(version)).exists():
+        raise FileExistsError(f"{model_dir / str(version)} exists; export versions are immutable")
+    return model_dir, version
+
+
+def _tuning_queries(embed_query, spec: fs.FeatureSpec, item_embeddings: np.ndarray,
+                    tuning_queries: Mapping[str, np.ndarray] | None, num_tuning_queries: int, batch_size: int,
+                    seed: int) -> tuple[np.ndarray, str]:
+    """(held-out query embeddings for tuning, where they come from): real query features if
+    given, else a sample of item embeddings."""
+    if tuning_queries is not None:
+        q_batches = corpus_batches(tuning_queries, spec.query_features, batch_size)
+        queries = np.concatenate([embed_query({k_: tf.constant(v, tf.string) for k_, v in b.items()})["embedding"].numpy()
+                                  for b in q_batches])[:num_tuning_queries]
+        return queries, "held-out queries"
+    n = len(item_embeddings)
+    rng = np.random.default_rng(seed)
+    queries = item_embeddings[rng.choice(n, size=min(n, num_tuning_queries), replace=False)]
+    return queries, "sampled item embeddings (no held-out queries given)"
+
+
+def _save_towers(staging: pathlib.Path, query_tower, item_tower, spec: fs.FeatureSpec, embed_query, embed_item,
+                 k: int, corpus: tuple[tf.Tensor, tf.Tensor] | None) -> dict[str, Any]:
+    """Writes ``query_model`` (with ``top_k`` over ``corpus`` = (ids, embeddings) unless None)
+    and ``item_model``; returns their manifest entries."""
+    query_module = tf.Module()
+    query_module.tower = query_tower
+    query_module.embed = embed_query
+    signatures = {"serving_default": embed_query.get_concrete_function()}
+    if corpus is not None:
+        ids_tensor, candidates = corpus
+        brute_force = tfrs.layers.factorized_top_k.BruteForce(k=k)
+        brute_force.index(candidates=candidates, identifiers=ids_tensor)
+        query_module.brute_force = brute_force
+        query_module.top_k = retrieval_function(query_tower, spec.query_features, brute_force, k)
+        signatures["top_k"] = query_module.top_k.get_concrete_function()
+    tf.saved_model.save(query_module, str(staging / "query_model"), signatures=signatures)
+
+    item_module = tf.Module()
+    item_module.tower = item_tower
+    item_module.embed = embed_item
+    tf.saved_model.save(item_module, str(staging / "item_model"),
+                        signatures={"serving_default": embed_item.get_concrete_function()})
+    return {
+        "query_model": {"signatures": {"serving_default": ["embedding"]} | (
+            {"top_k": ["item_ids", "scores"]} if corpus is not None else {}), "needs_scann_ops": False},
+        "item_model": {"signatures": {"serving_default": ["embedding"]}, "needs_scann_ops": False},
+    }
+
+
+def _save_retrieval_scann(staging: pathlib.Path, query_tower, spec: fs.FeatureSpec,
+                          corpus: tuple[tf.Tensor, tf.Tensor], queries: np.ndarray, index_report: dict, k: int,
+                          log) -> tuple[dict, dict]:
+    """Writes ``retrieval_scann`` (TFRS's ScaNN layer over ``corpus``); returns (its config and
+    the recall of its own searcher against exact search on the tuning queries, its manifest entry)."""
+    ids_tensor, candidates = corpus
+    item_embeddings = candidates.numpy()
+    layer_config = _scann_layer_config(index_report, len(item_embeddings))
+    scann_layer = tfrs.layers.factorized_top_k.ScaNN(k=k, **layer_config)
+    scann_layer.index(candidates=candidates, identifiers=ids_tensor)
+    _, got = scann_layer(tf.constant(queries), k=k)
+    exact_rows, _ = index_lib.exact_top_k(queries, item_embeddings, k)
+    id_array = np.asarray([i.decode() for i in ids_tensor.numpy()], dtype=object)
+    scann_recall = index_lib.recall_at_k([[b.decode() for b in row] for row in got.numpy()],
+                                         [list(id_array[r]) for r in exact_rows])
+    log(f"export: retrieval_scann Recall@{k} = {scann_recall:.4f} ({layer_config})")
+    scann_module = tf.Module()
+    scann_module.tower = query_tower
+    scann_module.scann = scann_layer
+    scann_module.retrieve = retrieval_function(query_tower, spec.query_features, scann_layer, k)
+    tf.saved_model.save(scann_module, str(staging / "retrieval_scann"),
+                        signatures={"serving_default": scann_module.retrieve.get_concrete_function()},
+                        options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]))
+    return layer_config | {"recall": scann_recall, "k": k}, {"signatures": {"serving_default": ["item_ids", "scores"]},
+                                                              "needs_scann_ops": True}
+
+
+def _manifest(model_name: str, version: int, k: int, spec: fs.FeatureSpec, item_embeddings: np.ndarray,
+              index_report: dict, scann_report: dict | None, manifest_models: dict, source: dict | None,
+              has_top_k: bool) -> dict[str, Any]:
+    """The export's ``manifest.json``."""
+    import scann  # noqa: F401  (for its version)
+
+    n, dim = item_embeddings.shape
+    return {
+        "format": 1,
+        "model_name": model_name,
+        "version": version,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "k": k,
+        "query_key": spec.query_key,
+        "item_key": spec.item_key,
+        "spec": spec.to_dict(),
+        "signatures": {"query_features": feature_signature(spec.query_features),
+                       "item_features": feature_signature(spec.item_features)},
+        "corpus_size": n,
+        "savedmodel_corpus_size": n if has_top_k else 0,
+        "embedding_dim": dim,
+        "embedding_checksum": index_lib.embedding_checksum(item_embeddings),
+        "index": index_report,
+        "retrieval_scann": scann_report,
+        "has_top_k": has_top_k,
+        "savedmodels": manifest_models,
+        "source": source or {},
+        "versions": {"tensorflow": tf.__version__, "tensorflow_recommenders": tfrs.__version__,
+                     "scann": getattr(scann, "__version__", "unknown")},
+    }
+
+
 # -- `recsys-ssl export` ------------------------------------------------------------------------
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys-ssl export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run-dir", default="runs/demo", help="pipeline run folder")
+    parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help="pipeline run folder (default: %(default)s)")
     parser.add_argument("--name", default=None, help="the trained experiment under <run-dir>/train/ (default: the config's name)")
     parser.add_argument("--config", default=None, help="experiment config; its name names the experiment (as in `recsys-ssl train`)")
     parser.add_argument("--model-name", default=None, help="served model name (default: --name)")

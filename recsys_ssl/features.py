@@ -22,8 +22,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
+import numpy as np
 import yaml
 
 CATEGORICAL = "categorical"
@@ -35,7 +36,16 @@ POOLINGS = ("mean", "sum")
 PADDING = ""  # the padding value of multi-valued features; never a real value.
 
 
-class SpecError(ValueError):
+class FieldError(ValueError):
+    """A file (spec, experiment config) that does not validate; the message names the file and the field."""
+
+    @classmethod
+    def at(cls, source: str, field: str, message: str) -> FieldError:
+        """``<source>: <field>: <message>``, e.g. ``data/configs/x.yaml: ssl.alpha: must be a number``."""
+        return cls(f"{source}: {field}: {message}")
+
+
+class SpecError(FieldError):
     """A feature spec that does not validate; the message names the file and the field."""
 
 
@@ -157,8 +167,7 @@ _VOCAB_FIELDS = {f.name for f in dataclasses.fields(Vocabulary)}
 _SPEC_FIELDS = {"name", "query_key", "item_key", "query_features", "item_features", "timestamp"}
 
 
-def _fail(source: str, field: str, message: str) -> SpecError:
-    return SpecError(f"{source}: {field}: {message}")
+_fail = SpecError.at
 
 
 def _positive_int(value: Any, source: str, field: str, allow_zero: bool = False) -> int:
@@ -355,3 +364,25 @@ def check_columns(spec: FeatureSpec, columns: Iterable[str], features: Iterable[
                 f"{file}: column {feature.csv_column!r} (feature {feature.name!r} of spec "
                 f"{spec.source}) is missing; the header has {columns}"
             )
+
+
+# -- values as the towers take them ------------------------------------------------------------
+
+
+def as_bytes(value: Any) -> bytes:
+    """A feature value (bytes, str or a number) as bytes; str is UTF-8 encoded."""
+    return value if isinstance(value, bytes) else str(value).encode("utf-8")
+
+
+def dense_column(column: Sequence[Any], feature: Feature) -> np.ndarray:
+    """One feature's values of N examples as the towers take them, an object array of bytes:
+    single-valued [N]; multi-valued [N, max_len], each row's values cut to ``max_len`` and
+    padded with b"" (``PADDING``). A multi-valued row is a list of values or an already
+    padded row."""
+    if not feature.multi_valued:
+        return np.asarray([as_bytes(v) for v in column], dtype=object)
+    dense = np.full((len(column), feature.max_len), PADDING.encode(), dtype=object)
+    for row, values in enumerate(column):
+        values = list(values)[: feature.max_len]
+        dense[row, : len(values)] = [as_bytes(v) for v in values]
+    return dense

@@ -31,7 +31,7 @@ import os
 import pathlib
 import time
 import uuid
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -321,13 +321,15 @@ def tune(
     exact_ids = [list(ids[r]) for r in exact_rows]
     choose_exact, check_exact = exact_ids[:half], exact_ids[half:]
 
+    def report(index: ItemIndex, recall: float, candidates: list[dict]) -> dict:
+        return {"config": index.config.to_dict(), "recall": recall, "target_recall": target_recall,
+                "k": k, "num_queries": len(check_q), "candidates": candidates}
+
     if n < brute_force_below:
         index = ItemIndex.build(embeddings, item_ids, IndexConfig("brute_force", k=k))
-        got, _ = index.search(check_q, k)
-        recall = recall_at_k(got, check_exact)
+        recall = recall_at_k(index.search(check_q, k)[0], check_exact)
         log(f"index: brute force over {n} items (< {brute_force_below}); Recall@{k} = {recall:.4f}")
-        return index, {"config": index.config.to_dict(), "recall": recall, "target_recall": target_recall,
-                       "k": k, "num_queries": len(check_q), "candidates": []}
+        return index, report(index, recall, [])
 
     num_leaves = num_leaves or default_num_leaves(n)
     config = IndexConfig("tree_ah", k=k, num_leaves=num_leaves, num_leaves_to_search=max(1, num_leaves // 50),
@@ -336,52 +338,79 @@ def tune(
     index = ItemIndex.build(embeddings, item_ids, config)
     log(f"index: trained a {num_leaves}-leaf tree with AH over {n} items in {time.perf_counter() - start:.1f}s")
 
-    def recall_of(q, exact, leaves, reorder):
-        got, _ = index.search(q, k, num_leaves_to_search=leaves, reorder_num_neighbors=max(reorder, k))
-        return recall_at_k(got, exact)
+    candidates = _candidates(index, choose_q, choose_exact, k, num_leaves, reorder_grid, target_recall, log)
+    # The held-out half must confirm the choice; if it falls short, step up the leaves.
+    leaves, reorder, recall = _confirm(index, check_q, check_exact, k, candidates, num_leaves, target_recall)
+    index.config.num_leaves_to_search = leaves
+    index.config.reorder_num_neighbors = reorder
+    log(f"index: chose {leaves}/{num_leaves} leaves, reorder {reorder}: held-out Recall@{k} = {recall:.4f}")
+    return index, report(index, recall, candidates)
 
+
+def _recall(index: ItemIndex, queries: np.ndarray, exact: list[list[str]], k: int, leaves: int, reorder: int) -> float:
+    """Recall@k against exact search, searching ``leaves`` leaves and reordering ``reorder`` neighbours."""
+    got, _ = index.search(queries, k, num_leaves_to_search=leaves, reorder_num_neighbors=max(reorder, k))
+    return recall_at_k(got, exact)
+
+
+def _candidates(index: ItemIndex, queries: np.ndarray, exact: list[list[str]], k: int, num_leaves: int,
+                reorder_grid: Sequence[int], target_recall: float, log) -> list[dict]:
+    """Per reordering depth, the fewest leaves that meet the target on ``queries``, and their search time."""
     leaf_grid = sorted({max(1, int(round(num_leaves * f))) for f in
                         (0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)})
     candidates = []
     for reorder in reorder_grid:
         reorder = max(reorder, k)
-        below = 0  # the largest leaf count known to fall short of the target
-        for leaves in leaf_grid:
-            r = recall_of(choose_q, choose_exact, leaves, reorder)
-            if r < target_recall:
-                below = leaves
-                continue
-            # The grid is coarse (75 vs 50 leaves is 1.5x the search cost): bisect down to the
-            # fewest leaves that still meet the target (recall grows with the leaves searched).
-            while leaves - below > 1:
-                middle = (below + leaves) // 2
-                r_middle = recall_of(choose_q, choose_exact, middle, reorder)
-                if r_middle >= target_recall:
-                    leaves, r = middle, r_middle
-                else:
-                    below = middle
-            # r >= target_recall here: the loop skipped the shortfalls, the bisection kept the target.
-            seconds = _time_search(index, choose_q, k, leaves, reorder)
-            candidates.append({"num_leaves_to_search": leaves, "reorder_num_neighbors": reorder,
-                               "recall": r, "ms_per_query": seconds * 1e3})
-            log(f"index: reorder {reorder:4d}, leaves {leaves:5d}: Recall@{k} {r:.4f}, {seconds * 1e3:.3f} ms/query")
-            break
+        found = _fewest_leaves(lambda leaves: _recall(index, queries, exact, k, leaves, reorder), leaf_grid, target_recall)
+        if found is None:
+            continue
+        leaves, r = found
+        seconds = _time_search(index, queries, k, leaves, reorder)
+        candidates.append({"num_leaves_to_search": leaves, "reorder_num_neighbors": reorder,
+                           "recall": r, "ms_per_query": seconds * 1e3})
+        log(f"index: reorder {reorder:4d}, leaves {leaves:5d}: Recall@{k} {r:.4f}, {seconds * 1e3:.3f} ms/query")
     if not candidates:
         raise RuntimeError(f"no ScaNN config reached Recall@{k} >= {target_recall}; lower the target")
-    # The held-out half must confirm the choice; if it falls short, step up the leaves.
+    return candidates
+
+
+def _confirm(index: ItemIndex, queries: np.ndarray, exact: list[list[str]], k: int, candidates: list[dict],
+             num_leaves: int, target_recall: float) -> tuple[int, int, float]:
+    """(leaves, reorder, held-out recall): the fastest candidate that the held-out half confirms;
+    where it falls short, its leaves are stepped up (10% steps: the choice was fine-grained)."""
     for best in sorted(candidates, key=lambda c: c["ms_per_query"]):
         leaves, reorder = best["num_leaves_to_search"], best["reorder_num_neighbors"]
-        recall = recall_of(check_q, check_exact, leaves, reorder)
-        while recall < target_recall and leaves < num_leaves:  # 10% steps: the choice was fine-grained
+        recall = _recall(index, queries, exact, k, leaves, reorder)
+        while recall < target_recall and leaves < num_leaves:
             leaves = min(num_leaves, max(leaves + 1, int(leaves * 1.1)))
-            recall = recall_of(check_q, check_exact, leaves, reorder)
+            recall = _recall(index, queries, exact, k, leaves, reorder)
         if recall >= target_recall:
             break
-    index.config.num_leaves_to_search = leaves
-    index.config.reorder_num_neighbors = reorder
-    log(f"index: chose {leaves}/{num_leaves} leaves, reorder {reorder}: held-out Recall@{k} = {recall:.4f}")
-    return index, {"config": index.config.to_dict(), "recall": recall, "target_recall": target_recall,
-                   "k": k, "num_queries": len(check_q), "candidates": candidates}
+    return leaves, reorder, recall
+
+
+def _fewest_leaves(recall_of: Callable[[int], float], leaf_grid: Sequence[int],
+                   target_recall: float) -> tuple[int, float] | None:
+    """(the fewest leaves to search that meet ``target_recall``, their recall); None if no grid point does.
+
+    Walks the grid up to its first point that meets the target, then bisects down from it: the
+    grid is coarse (75 vs 50 leaves is 1.5x the search cost), and recall grows with the leaves.
+    """
+    below = 0  # the largest leaf count known to fall short of the target
+    for leaves in leaf_grid:
+        r = recall_of(leaves)
+        if r < target_recall:
+            below = leaves
+            continue
+        while leaves - below > 1:
+            middle = (below + leaves) // 2
+            r_middle = recall_of(middle)
+            if r_middle >= target_recall:
+                leaves, r = middle, r_middle
+            else:
+                below = middle
+        return leaves, r  # r >= target_recall: the walk skipped the shortfalls, the bisection kept the target
+    return None
 
 
 # -- the versioned export layout ---------------------------------------------------------------

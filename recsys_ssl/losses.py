@@ -53,13 +53,3 @@ def contrastive_loss(z: tf.Tensor, z_prime: tf.Tensor, temperature: float,
     labels = tf.one_hot(tf.range(tf.shape(z)[0]), tf.shape(candidates)[0], dtype=logits.dtype)
     loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits))
     return loss, logits, labels
-
-
-def logq_correct(logits: tf.Tensor, candidate_probability: tf.Tensor) -> tf.Tensor:
-    """Sampling-bias correction (Yi et al. 2019): ``logits - log p_j`` per candidate column j.
-
-    A frequent item is a negative in many batches; lowering its logit by log p_j makes the
-    in-batch softmax estimate the full softmax. Same formula (and clipping) as TFRS's
-    ``Retrieval(candidate_sampling_probability=...)``, which the model uses.
-    """
-    return logits - tf.math.log(tf.clip_by_value(candidate_probability, 1e-6, 1.0))[tf.newaxis, :]

@@ -60,10 +60,9 @@ class TwoTowerModel(tfrs.Model):
         spec = spec.scaled_embeddings(config.model.embedding_scale)
         self.spec = spec
         self.config = config
-        masks_items = config.method == "fd" or (config.method == "ssl" and config.augmentation != "dropout_only")
         self.query_tower, self.item_tower = build_towers(
             spec, vocabularies, config.model.query_hidden, config.model.item_hidden,
-            config.model.masked_embedding if masks_items else None)
+            config.model.masked_embedding if config.masks_item_features else None)
         self.retrieval_task = tfrs.tasks.Retrieval(
             # Per-example losses: the model averages them (PAPER.md's 1/N) and scales for replicas.
             loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True, reduction=tf.keras.losses.Reduction.NONE),
@@ -96,14 +95,15 @@ class TwoTowerModel(tfrs.Model):
                     tf.constant(list(probabilities), tf.string), tf.constant(list(probabilities.values()), tf.float32)),
                 default_value=self._min_probability)
 
-        self._cfm_groups = None
-        if config.method == "ssl" and config.augmentation in ("cfm", "cfm_no_dropout") and not for_inference:
+        group_matrix = None
+        if config.needs_cfm_groups and not for_inference:
             if not cfm_groups:
                 raise ValueError("CFM needs the MI job's cfm_groups.json (run `recsys-ssl mi`)")
             group_size = config.ssl.cfm_group_size or int(cfm_groups["group_size"])
-            self._cfm_groups = augment.cfm_group_matrix(
+            group_matrix = augment.cfm_group_matrix(
                 [f.name for f in items], artifacts.cfm_ranked_partners(cfm_groups, config.ssl.cfm_grouping),
                 group_size, self._maskable)
+        self._mask_inputs = augment.MaskInputs(self._maskable, self._id_features, group_matrix)
 
     @property
     def metrics(self):
@@ -130,7 +130,7 @@ class TwoTowerModel(tfrs.Model):
         """Mean in-batch softmax loss of this replica's pairs."""
         query = self.query_tower(pairs)
         item_features, mask = pairs, None
-        if self.config.method == "fd" and training:
+        if self.config.method_entry.main_feature_dropout and training:
             seed_mask, seed_drop = augment.split_seed(seed, 2)
             item_features = augment.dropout_features(pairs, self._multi_valued, self.config.fd.dropout_rate, seed_drop)
             mask = augment.feature_dropout_masks(tf.shape(query)[0], self._maskable, self.config.fd.mask_rate, seed_mask)
@@ -150,21 +150,15 @@ class TwoTowerModel(tfrs.Model):
 
     def ssl_views(self, items: Mapping[str, tf.Tensor], seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """The two views' embeddings [B, D] each, through the same item tower."""
-        method, augmentation, rate = self.config.method, self.config.augmentation, self.config.ssl.dropout_rate
-        if method == "so":
+        augmentation = self.config.augmentation_entry
+        if augmentation is None:  # SO: both views are the plain item embedding
             z = self.item_tower(items)
             return z, z
         seed_mask, seed_1, seed_2 = augment.split_seed(seed, 3)
-        if augmentation == "rfm":
-            mask_1, mask_2 = augment.rfm_masks(self._maskable, seed_mask)
-        elif augmentation == "rfm_no_complement":
-            mask_1, mask_2 = augment.rfm_no_complement_masks(self._maskable, seed_mask)
-        elif augmentation in ("cfm", "cfm_no_dropout"):
-            mask_1, mask_2 = augment.cfm_masks(self._cfm_groups, self._id_features, self._maskable, seed_mask)
-        else:  # dropout_only
-            mask_1 = mask_2 = None
-        if augmentation == "cfm_no_dropout":
-            rate = 0.0
+        mask_1 = mask_2 = None
+        if augmentation.masks_features:
+            mask_1, mask_2 = augmentation.mask_function()(self._mask_inputs, seed_mask)
+        rate = self.config.ssl.dropout_rate if augmentation.drops_values else 0.0
         # One string lookup for both views; each view drops values on the ids (same draws as
         # augment.dropout_features would make on the strings) and masks its own features.
         looked_up = self.item_tower.lookup(items)

@@ -157,10 +157,6 @@ class Tower(tf.keras.Model):
         stacked = tf.concat([tf.concat(parts, axis=-1) for parts in per_view], axis=0)
         return tf.split(tf.math.l2_normalize(self.mlp(stacked), axis=-1), len(per_view), axis=0)
 
-    def feature_embeddings(self, inputs: Mapping[str, tf.Tensor], feature_mask: tf.Tensor | None = None) -> tf.Tensor:
-        """The MLP's input: [B, sum of embedding dims], features concatenated in spec order."""
-        return self._concat(self.lookup(inputs), feature_mask)
-
     def _concat(self, looked_up, feature_mask=None, keep=None) -> tf.Tensor:
         if feature_mask is not None:
             feature_mask = tf.convert_to_tensor(feature_mask)

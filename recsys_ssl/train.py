@@ -1,6 +1,6 @@
 """``recsys-ssl train``: fit a two-tower model (baseline, FD, SO or SSL) from a YAML config.
 
-    recsys-ssl train --config data/configs/ssl_cfm.yaml --run-dir runs/demo [--steps 2000]
+    recsys-ssl train --config data/configs/ssl_cfm.yaml [--run-dir DIR] [--steps 2000]
 
 Reads the dataset (``recsys_ssl.datasets.inputs``), the statistics job's vocabularies and item
 frequencies (``<run_dir>/stats``) and, for CFM, the MI job's groups (``<run_dir>/mi``); writes
@@ -76,13 +76,14 @@ class TrainingData:
         return len(self.item_arrays[self.spec.item_key])
 
 
-def load_training_data(config: cfg.ExperimentConfig, run_dir: str | os.PathLike, data_dir: str | None = None,
+def load_training_data(config: cfg.ExperimentConfig, run_dir: str | os.PathLike, tfds_dir: str | None = None,
                        raw_data_dir: str | None = None) -> TrainingData:
-    """The config's dataset plus the batch jobs' artifacts under ``run_dir``."""
+    """The config's dataset (TFDS folder ``tfds_dir``, default ``<run_dir>/tfds``) plus the batch
+    jobs' artifacts under ``run_dir``."""
     from recsys_ssl.datasets import inputs  # the TFDS builders load only when training from a dataset
 
     layout = RunLayout(run_dir)
-    dataset = inputs.load_dataset(config.dataset, data_dir=data_dir or str(layout.tfds), raw_data_dir=raw_data_dir)
+    dataset = inputs.load_dataset(config.dataset, data_dir=tfds_dir or str(layout.tfds), raw_data_dir=raw_data_dir)
     split = "train" if config.train.data_fraction == "full" else "train_10pct"
     stats_dir, mi_dir = layout.stats, layout.mi
     if not artifacts.exists(artifacts.join(stats_dir, artifacts.MANIFEST)):
@@ -95,7 +96,7 @@ def load_training_data(config: cfg.ExperimentConfig, run_dir: str | os.PathLike,
         raise ValueError(f"{stats_dir}/manifest.json: statistics of dataset {stats_manifest.get('dataset')!r}, "
                          f"but config {config.source} trains on {config.dataset!r}")
     cfm_groups = None
-    if config.method == "ssl" and config.augmentation in ("cfm", "cfm_no_dropout"):
+    if config.needs_cfm_groups:
         if not artifacts.exists(artifacts.join(mi_dir, artifacts.CFM_GROUPS)):
             raise FileNotFoundError(f"{mi_dir}: no {artifacts.CFM_GROUPS}; CFM needs the MI job: run "
                                     f"`recsys-ssl mi --dataset {config.dataset} --run-dir {run_dir}` first")
@@ -296,7 +297,6 @@ def run(config: cfg.ExperimentConfig, run_dir: str | os.PathLike, data: Training
             print(f"derived {line}")
     name = name or config.name
     train_dir = RunLayout(run_dir).train(name)
-    strategy_name = resolve_strategy_name(config.train.strategy)
     strategy = strategy or make_strategy(config.train.strategy)
     chief = _is_chief()
     # Non-chief workers of a multi-worker run write their copies to a scratch folder.
@@ -312,62 +312,84 @@ def run(config: cfg.ExperimentConfig, run_dir: str | os.PathLike, data: Training
     # Resuming from a backup: skip the batches already trained on (see training_dataset).
     resume_step = backed_up_step(train_dir / "backup")
     dataset = training_dataset(config, data, config.seed, skip_steps=resume_step)
-    throughput = _Throughput(config.train.batch_size)
-    start = _InitialStep()  # after BackupAndRestore, which restores in on_train_begin
-    early_stopping = None
-    if data.validation is not None and config.train.early_stopping:
-        from recsys_ssl.callbacks import ValidationRecall
-
-        early_stopping = ValidationRecall(data.validation, k=config.train.early_stopping_k,
-                                          patience=config.train.early_stopping_patience, report=report)
     # ParameterServerStrategy allows no batch-level callbacks: back up per epoch, no throughput.
     parameter_server = isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy)
-    callbacks = [
-        tf.keras.callbacks.BackupAndRestore(str(train_dir / "backup"), delete_checkpoint=False,
-                                            save_freq="epoch" if parameter_server else config.train.backup_every_steps),
-        tf.keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoints" / "epoch-{epoch:03d}"), save_weights_only=True),
-        tf.keras.callbacks.TensorBoard(str(out_dir / "logs"), update_freq="epoch" if parameter_server
-                                       else max(1, min(100, steps_per_epoch))),
-        *([] if parameter_server else [throughput]),
-        start,
-        # Before the checkpoint of the final weights: it restores the best epoch's at train end.
-        *([early_stopping] if early_stopping else []),
-        *extra_callbacks,
-    ]
+    callbacks, monitors = _callbacks(config, data, train_dir, out_dir, steps_per_epoch, parameter_server, report)
     log.info("training %s (%s) for %d epochs x %d steps, global batch %d on %d replica(s)", name, config.method,
              epochs, steps_per_epoch, config.train.batch_size, replicas)
-    history = model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose)
+    history = model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks + list(extra_callbacks),
+                        verbose=verbose)
     model.save_weights(str(out_dir / WEIGHTS))
-    final = {key: float(values[-1]) for key, values in history.history.items() if values}
-    manifest = {
-        "stage": "train",
-        "name": name,
-        "config": config.to_dict(),
-        "config_path": config.source,
-        "spec_path": data.spec.source,
-        "inputs": data.sources,
-        "strategy": strategy_name,
-        "strategy_class": type(strategy).__name__,
-        "replicas": replicas,
-        "cross_replica_negatives": config.train.cross_replica_negatives,
-        "epochs": epochs,
-        "steps_per_epoch": steps_per_epoch,
-        "steps": int(model.optimizer.iterations.numpy()),
-        "initial_step": start.step,
-        "history": {key: [float(v) for v in values] for key, values in history.history.items()},
-        "final": final,
-        "examples_per_second": throughput.examples_per_second,
-        "derived": derived,
-        "early_stopping": early_stopping.summary() if early_stopping else None,
-        "weights": WEIGHTS,
-        "versions": artifacts.versions(),
-    }
+    manifest = _manifest(config, data, name, strategy, (epochs, steps_per_epoch), model, history, monitors, derived)
     (out_dir / "spec.json").write_text(json.dumps(data.spec.to_dict(), indent=1) + "\n")
     (out_dir / "vocabularies.json").write_text(json.dumps(dict(data.vocabularies)) + "\n")
     (out_dir / artifacts.MANIFEST).write_text(artifacts.dumps_json(manifest))
     if not chief:
         shutil.rmtree(out_dir, ignore_errors=True)
     return manifest
+
+
+@dataclasses.dataclass
+class _Monitors:
+    """The callbacks whose results the manifest records."""
+
+    throughput: _Throughput
+    start: _InitialStep
+    early_stopping: Any = None  # callbacks.ValidationRecall, with a validation set
+
+
+def _callbacks(config: cfg.ExperimentConfig, data: TrainingData, train_dir: pathlib.Path, out_dir: pathlib.Path,
+               steps_per_epoch: int, parameter_server: bool,
+               report: Callable[[int, float], None] | None) -> tuple[list[tf.keras.callbacks.Callback], _Monitors]:
+    """Backups (resume), per-epoch checkpoints, TensorBoard, throughput, early stopping."""
+    monitors = _Monitors(_Throughput(config.train.batch_size), _InitialStep())  # start: after BackupAndRestore
+    if data.validation is not None and config.train.early_stopping:
+        from recsys_ssl.callbacks import ValidationRecall
+
+        monitors.early_stopping = ValidationRecall(data.validation, k=config.train.early_stopping_k,
+                                                   patience=config.train.early_stopping_patience, report=report)
+    callbacks = [
+        tf.keras.callbacks.BackupAndRestore(str(train_dir / "backup"), delete_checkpoint=False,
+                                            save_freq="epoch" if parameter_server else config.train.backup_every_steps),
+        tf.keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoints" / "epoch-{epoch:03d}"), save_weights_only=True),
+        tf.keras.callbacks.TensorBoard(str(out_dir / "logs"), update_freq="epoch" if parameter_server
+                                       else max(1, min(100, steps_per_epoch))),
+        *([] if parameter_server else [monitors.throughput]),
+        monitors.start,
+        # Before the checkpoint of the final weights: it restores the best epoch's at train end.
+        *([monitors.early_stopping] if monitors.early_stopping else []),
+    ]
+    return callbacks, monitors
+
+
+def _manifest(config: cfg.ExperimentConfig, data: TrainingData, name: str, strategy: tf.distribute.Strategy,
+              epochs_and_steps: tuple[int, int], model: TwoTowerModel, history: tf.keras.callbacks.History,
+              monitors: _Monitors, derived: list[str]) -> dict[str, Any]:
+    """What ``run`` records in ``manifest.json``."""
+    epochs, steps_per_epoch = epochs_and_steps
+    return {
+        "stage": "train",
+        "name": name,
+        "config": config.to_dict(),
+        "config_path": config.source,
+        "spec_path": data.spec.source,
+        "inputs": data.sources,
+        "strategy": resolve_strategy_name(config.train.strategy),
+        "strategy_class": type(strategy).__name__,
+        "replicas": strategy.num_replicas_in_sync,
+        "cross_replica_negatives": config.train.cross_replica_negatives,
+        "epochs": epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "steps": int(model.optimizer.iterations.numpy()),
+        "initial_step": monitors.start.step,
+        "history": {key: [float(v) for v in values] for key, values in history.history.items()},
+        "final": {key: float(values[-1]) for key, values in history.history.items() if values},
+        "examples_per_second": monitors.throughput.examples_per_second,
+        "derived": derived,
+        "early_stopping": monitors.early_stopping.summary() if monitors.early_stopping else None,
+        "weights": WEIGHTS,
+        "versions": artifacts.versions(),
+    }
 
 
 # -- CLI ---------------------------------------------------------------------------------------
@@ -377,7 +399,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=f"the run's artifact folder (default {DEFAULT_RUN_DIR})")
     parser.add_argument("--name", help="the run name under <run-dir>/train/ (default: the config's name)")
     parser.add_argument("--dataset", help="override the config's dataset (e.g. movielens/100k-item-item)")
-    parser.add_argument("--data-dir", help="TFDS data_dir (default $RECSYS_SSL_TFDS_DIR, else <run-dir>/tfds)")
+    parser.add_argument("--tfds-dir", help="TFDS data_dir (default $RECSYS_SSL_TFDS_DIR, else <run-dir>/tfds)")
+    parser.add_argument("--data-dir", dest="old_tfds_dir", help=argparse.SUPPRESS)  # the old name of --tfds-dir
     parser.add_argument("--raw-data-dir", help="raw MovieLens root (default $RECSYS_SSL_DATA, else ../shared/data)")
     parser.add_argument("--steps", type=int, help="total training steps (overrides train.steps / epochs)")
     parser.add_argument("--epochs", type=int, help="override train.epochs")
@@ -392,7 +415,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "--set model.item_hidden=[256,64] (the value is YAML; an unknown knob fails naming it)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.old_tfds_dir is not None:  # every other command's --data-dir is the raw-data root
+        print("recsys-ssl train: --data-dir is deprecated here, use --tfds-dir (the TFDS folder)", file=sys.stderr)
+        args.tfds_dir = args.tfds_dir or args.old_tfds_dir
+    return args
 
 
 def _override(text: str) -> tuple[str, Any]:
@@ -435,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     # The strategy first: multi-worker collectives must be configured before TensorFlow runs anything.
     strategy = make_strategy(config.train.strategy)
-    data = load_training_data(config, args.run_dir, data_dir=args.data_dir, raw_data_dir=args.raw_data_dir)
+    data = load_training_data(config, args.run_dir, tfds_dir=args.tfds_dir, raw_data_dir=args.raw_data_dir)
     manifest = run(config, args.run_dir, data, name=args.name, strategy=strategy, verbose=2 if args.quiet else "auto")
     final = manifest["final"]
     print(f"trained {manifest['name']}: {manifest['steps']} steps, "

@@ -67,20 +67,25 @@ class Knob:
         return self.applies is None or self.applies(config)
 
 
+# Which methods read a knob: from the method's and augmentation's registry entries.
 def _ssl_or_so(c):
-    return c.method in ("ssl", "so")
+    return c.uses_ssl_batch
 
 
 def _masking(c):
-    return c.method == "fd" or (c.method == "ssl" and c.augmentation != "dropout_only")
+    return c.masks_item_features
 
 
 def _dropout(c):
-    return c.method == "ssl" and c.augmentation != "cfm_no_dropout"
+    return c.ssl_drops_values
 
 
 def _cfm(c):
-    return c.method == "ssl" and c.augmentation in ("cfm", "cfm_no_dropout")
+    return c.needs_cfm_groups
+
+
+def _fd(c):
+    return c.method_entry.main_feature_dropout
 
 
 # The search space: the baseline's knobs (every method), then the methods' own.
@@ -100,8 +105,8 @@ SPACE: tuple[Knob, ...] = (
     Knob("ssl.cfm_group_size", "int", 1, None, limits=(1, 1000), applies=_cfm),  # high: k - 1
     Knob("ssl.cfm_grouping", "choice", choices=("plugin", "adjusted", "normalized"), applies=_cfm),
     Knob("model.masked_embedding", "choice", choices=("learned", "zeros"), applies=_masking),
-    Knob("fd.mask_rate", "float", 0.0, 0.6, limits=(0.0, 0.95), applies=lambda c: c.method == "fd"),
-    Knob("fd.dropout_rate", "float", 0.0, 0.6, limits=(0.0, 0.95), applies=lambda c: c.method == "fd"),
+    Knob("fd.mask_rate", "float", 0.0, 0.6, limits=(0.0, 0.95), applies=_fd),
+    Knob("fd.dropout_rate", "float", 0.0, 0.6, limits=(0.0, 0.95), applies=_fd),
 )
 
 
@@ -375,6 +380,13 @@ def main(argv: list[str] | None = None) -> int:
                        catch=(ValueError,), gc_after_trial=True)
     if not any(t.value is not None for t in study.get_trials(deepcopy=False)):
         raise TuneError(f"study {study.study_name}: no finished trial yet (see {directory})")
+    _write_results(study, tuning, base, dataset, args, directory)
+    return 0
+
+
+def _write_results(study, tuning: Tuning, base: cfg.ExperimentConfig, dataset: str, args: argparse.Namespace,
+                   directory: pathlib.Path) -> None:
+    """The best trial's complete config (YAML), the report and the validation curves; says where."""
     best = study.best_trial
     tuned = tuned_config(tuning, best, dataset)
     yaml_path = tuned_path(args.run_dir, base.name, args.data_fraction)
@@ -393,7 +405,6 @@ def main(argv: list[str] | None = None) -> int:
           f"(tail {'-' if tail is None else f'{tail:.4f}'}, epoch {best.user_attrs.get('best_epoch')}) "
           f"{json.dumps(best.params, default=str)}")
     print(f"wrote {yaml_path}\nwrote {report_path}")
-    return 0
 
 
 if __name__ == "__main__":

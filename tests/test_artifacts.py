@@ -48,7 +48,7 @@ def test_mi_files_round_trip(tmp_path):
     read_features, read_mi = artifacts.read_mi(tmp_path)
     assert read_features == features
     np.testing.assert_array_equal(read_mi, mi)  # repr() floats: exact
-    assert artifacts.read_nmi(tmp_path)[1][0, 1] == pytest.approx(nmi[0, 1])
+    assert json.loads((tmp_path / artifacts.MI_JSON).read_text())["nmi"][0][1] == pytest.approx(nmi[0, 1])
     assert artifacts.read_cfm_groups(tmp_path)["groups"]["a"] == ["a", "b"]
     csv_lines = (tmp_path / artifacts.MI_CSV).read_text().splitlines()
     assert csv_lines[0] == "feature,a,b,c" and csv_lines[1].startswith("a,1.5,0.25,")

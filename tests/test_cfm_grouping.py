@@ -28,7 +28,7 @@ def test_the_model_masks_with_the_chosen_grouping():
         model = TwoTowerModel(data.spec, config, data.vocabularies, data.item_frequencies, data.cfm_groups)
         expected = augment.cfm_group_matrix([f.name for f in items], groups["by_grouping"][grouping]["ranked_partners"],
                                             2, model._maskable)
-        np.testing.assert_array_equal(np.asarray(model._cfm_groups), np.asarray(expected), err_msg=grouping)
+        np.testing.assert_array_equal(np.asarray(model._mask_inputs.cfm_groups), np.asarray(expected), err_msg=grouping)
     assert groups["by_grouping"]["adjusted"]["ranked_partners"] != groups["ranked_partners"]
 
 

@@ -27,7 +27,7 @@ def test_builds_with_single_and_multi_valued_features(tmp_path):
     assert list(items["colors"]) == [[b"red", b"blue"], [], [b"green"], [b"red", b"green", b"blue", b"black"]]
     assert list(items["item_tags"]) == [[b"new", b"sale"], [b"sale"], [], [b"new"]]  # column "tags"
     # Split by time per query: u1 5 rows -> last 1, u2 3 rows -> last 1 (a1 @ 9), u3 1 row -> test.
-    test = ds.pair_arrays("test")
+    test = inputs.dataset_arrays(ds.pairs("test"))
     assert _rows(test, "user", "sku", "timestamp") == [(b"u1", b"d4", 50), (b"u2", b"a1", 9), (b"u3", b"d4", 1)]
     assert _rows(test, "user", "region") == [(b"u1", b"eu"), (b"u2", b"us"), (b"u3", b"eu")]
     assert ds.num_examples("train") == 6 and ds.num_examples("train_10pct") == 1
@@ -44,7 +44,7 @@ def test_prepared_dataset_loads_without_the_csvs(tmp_path):
 
 def test_split_column_and_query_features_from_interactions(tmp_path):
     ds = _load(tmp_path, split_column="split", with_queries=False)
-    train = ds.pair_arrays("train")
+    train = inputs.dataset_arrays(ds.pairs("train"))
     assert _rows(train, "user", "sku", "region") == sorted(
         (u.encode(), s.encode(), dict(raw_fixtures.CSV_QUERIES)[u].encode())
         for u, s, _, split in raw_fixtures.CSV_INTERACTIONS if split == "train")

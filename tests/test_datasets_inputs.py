@@ -61,7 +61,7 @@ def test_item_arrays_layout(shop):
     assert arrays["sku"].dtype == object and isinstance(arrays["sku"][0], bytes)
     assert isinstance(arrays["colors"][1], list) and arrays["colors"][1] == []
     assert shop.num_items == 4 and len(arrays["brand"]) == 4
-    pairs = shop.pair_arrays("test")
+    pairs = inputs.dataset_arrays(shop.pairs("test"))
     assert pairs["timestamp"].dtype == np.int64
 
 

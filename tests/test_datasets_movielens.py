@@ -88,7 +88,7 @@ def test_tfds_build_100k_and_1m(ml100k_root, tmp_path):
     assert {s: ds.num_examples(s) for s in inputs.SPLITS} == {"train": 12, "train_10pct": 1, "test": 4}
     assert ds.num_items == 6
     assert ds.metadata["counts"]["interactions"] == 16 and ds.metadata["counts"]["users"] == 3
-    test = ds.pair_arrays("test")
+    test = inputs.dataset_arrays(ds.pairs("test"))
     assert sorted(zip(test["user_id"], test["movie_id"])) == [(b"1", b"5"), (b"1", b"6"), (b"2", b"5"), (b"3", b"5")]
     first = {k: v[0] for k, v in test.items()}
     assert set(first) == set(ds.spec.feature_names) | {"timestamp"}
@@ -98,7 +98,7 @@ def test_tfds_build_100k_and_1m(ml100k_root, tmp_path):
 
     raw_fixtures.write_ml1m(tmp_path / "raw1m" / "movielens-1m")
     ds = inputs.load_dataset("movielens/1m-item-item", data_dir=tfds_dir, raw_data_dir=tmp_path / "raw1m")
-    test = ds.pair_arrays("test")
+    test = inputs.dataset_arrays(ds.pairs("test"))
     assert sorted(zip(test["seed_movie_id"], test["movie_id"])) == [(b"1", b"2"), (b"3", b"2")]
     assert ds.num_examples("train") == 2 and ds.num_examples("train_10pct") == 1
     assert ds.spec.query_key == "seed_movie_id"

@@ -111,7 +111,7 @@ def test_tfds_tiny_build_splits_and_corpus(tiny):
     for name in sc.ITEM_FEATURES:
         assert list(corpus[name]) == list(expected[name])
 
-    train, test, sample = (tiny.pair_arrays(s) for s in ("train", "test", "train_10pct"))
+    train, test, sample = (inputs.dataset_arrays(tiny.pairs(s)) for s in ("train", "test", "train_10pct"))
     # Every pair carries exactly its item's corpus features.
     row_of = {item_id: i for i, item_id in enumerate(corpus["item_id"])}
     for k in range(0, len(test["item_id"]), 97):

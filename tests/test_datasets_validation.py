@@ -55,7 +55,7 @@ def test_validation_dataset_name_builds_the_carve_out(tmp_path):
     raw_fixtures.write_ml100k(tmp_path / "raw" / "movielens-100k", ratings=RATINGS)
     ds = inputs.load_dataset("movielens/100k-user-item-val", data_dir=tmp_path / "tfds", raw_data_dir=tmp_path / "raw")
     for split in ("train", "test"):
-        arrays = ds.pair_arrays(split, features=["user_id", "movie_id"])
+        arrays = ds.pair_columns(split, ["user_id", "movie_id"])
         got = sorted((int(u), int(m)) for u, m in zip(arrays["user_id"], arrays["movie_id"]))
         assert got == VALIDATION[split]
     assert ds.num_items == 6 and ds.validation_of == "movielens/100k-user-item"  # the protocol's corpus

@@ -256,6 +256,9 @@ def test_format_table_and_json_round_trip(tmp_path):
     assert table[0].split() == ["slice", "pairs", "recall@1", "recall@2", "map@1", "map@2"]
     assert table[1].split() == ["overall", "3", "1.0000", "1.0000", "1.0000", "1.0000"]
     assert table[2].split()[:4] == ["head", "1", "1.0000", "1.0000"] and table[2].split()[4:] == ["-", "-"]
+    by_method = evaluate.format_table(by_method={"baseline": result, "ssl_cfm": result}).splitlines()
+    assert by_method[0].split() == ["method"] + table[0].split() and len(by_method) == 7
+    assert by_method[4].split() == ["ssl_cfm"] + table[1].split()
     path = evaluate.write_metrics(tmp_path, "exp", result)
     assert path == tmp_path / "eval" / "exp" / "metrics.json"
     import json

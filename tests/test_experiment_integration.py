@@ -23,7 +23,7 @@ def write_stats(run_dir, dataset):
     """The statistics job's artifacts (contract format) computed here from the dataset."""
     spec = dataset.spec
     items = dataset.item_arrays()
-    pairs = dataset.pair_arrays("train", spec.query_feature_names + [spec.item_key])
+    pairs = dataset.pair_columns("train", spec.query_feature_names + [spec.item_key])
     vocab = {}
     for feature in spec.item_features + spec.query_features:
         column = (items if feature in spec.item_features else pairs)[feature.name]

@@ -150,3 +150,31 @@ def test_readers_only_see_complete_versions(tmp_path):
     assert index_lib.next_version(model_dir) == 4  # never reuses the half-written 3
     with pytest.raises(FileNotFoundError, match="no such complete export version"):
         index_lib.version_dir(model_dir, 3)
+
+
+def test_bench_options_export_precomputed_embeddings_and_a_prebuilt_index(tmp_path):
+    """The benchmark's path (bench/serve_bench.py): embeddings and index given, no retrieval SavedModels;
+    the options come as one BenchOptions or, as the benchmark passes them, as keywords."""
+    from recsys_ssl import export
+
+    query_tower, item_tower = fx.build_towers()
+    items = fx.item_arrays(50)
+    ids = [i.decode() if isinstance(i, bytes) else str(i) for i in items[fx.SPEC.item_key]]
+    embeddings = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+    prebuilt = index_lib.tune(embeddings, ids, embeddings[:10], k=5, log=lambda *a: None)
+    options = export.BenchOptions(with_retrieval_savedmodels=False, item_embeddings=embeddings, prebuilt_index=prebuilt)
+    first = export.export_models(query_tower, item_tower, fx.SPEC, items, tmp_path, "m", bench=options,
+                                 log=lambda *a: None)
+    second = export.export_models(query_tower, item_tower, fx.SPEC, items, tmp_path, "m", log=lambda *a: None,
+                                  item_embeddings=embeddings, prebuilt_index=prebuilt, with_retrieval_savedmodels=False)
+    for version in (first, second):
+        manifest = json.loads((version / "manifest.json").read_text())
+        assert manifest["embedding_checksum"] == index_lib.embedding_checksum(embeddings)
+        assert not manifest["has_top_k"] and manifest["retrieval_scann"] is None
+        assert set(manifest["savedmodels"]) == {"query_model", "item_model"}
+    shuffled = (index_lib.ItemIndex.build(embeddings[::-1], ids[::-1], prebuilt[0].config), prebuilt[1])
+    with pytest.raises(ValueError, match="corpus order"):
+        export.export_models(query_tower, item_tower, fx.SPEC, items, tmp_path, "m", log=lambda *a: None,
+                             bench=export.BenchOptions(False, embeddings, shuffled))
+    with pytest.raises(TypeError):
+        export.export_models(query_tower, item_tower, fx.SPEC, items, tmp_path, "m", with_retrieval_models=False)

@@ -159,7 +159,7 @@ def test_stats_and_mi_on_a_prepared_tfds_dataset(tmp_path):
     assert feature_stats.main(common) == 0
     assert mutual_info.main(common) == 0
     dataset = inputs.load_dataset("synthetic_catalog/tiny", data_dir=tfds_dir)
-    train_items = collections.Counter(x.decode() for x in dataset.pair_arrays("train", [dataset.spec.item_key])["item_id"])
+    train_items = collections.Counter(x.decode() for x in dataset.pair_columns("train", [dataset.spec.item_key])["item_id"])
     corpus = [x.decode() for x in dataset.item_arrays()["item_id"]]
     frequencies = artifacts.read_item_frequencies(tmp_path / "run" / "stats")
     assert frequencies == {item: train_items[item] for item in corpus}

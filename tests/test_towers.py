@@ -62,9 +62,9 @@ BATCH = {"colour": tf.constant(["red", "green"]), "tags": tf.constant([["x", "",
 
 def test_masked_embedding_replaces_exactly_the_masked_features():
     tower = _tower()
-    plain = tower.feature_embeddings(BATCH).numpy()  # [2, 3 + 3 + 2]
+    plain = tower._concat(tower.lookup(BATCH)).numpy()  # [2, 3 + 3 + 2]
     mask = np.array([[True, False, False], [False, True, True]])
-    masked = tower.feature_embeddings(BATCH, feature_mask=tf.constant(mask)).numpy()
+    masked = tower._concat(tower.lookup(BATCH), tf.constant(mask)).numpy()
     slices = {0: slice(0, 3), 1: slice(3, 6), 2: slice(6, 8)}
     for row in range(2):
         for feature, columns in slices.items():
@@ -76,7 +76,7 @@ def test_masked_embedding_replaces_exactly_the_masked_features():
 
 def test_a_batch_wide_mask_and_the_zero_masked_embedding():
     tower = _tower("zeros")
-    masked = tower.feature_embeddings(BATCH, feature_mask=tf.constant([False, True, False])).numpy()
+    masked = tower._concat(tower.lookup(BATCH), tf.constant([False, True, False])).numpy()
     np.testing.assert_allclose(masked[:, 3:6], 0.0)
     assert not tower.embeddings[1].masked.trainable
 

@@ -54,7 +54,7 @@ def _write_stats_and_mi(run_dir: pathlib.Path, dataset) -> None:
     """The batch jobs' artifacts, in their format, computed here in numpy (the Beam jobs are tested elsewhere)."""
     spec = dataset.spec
     items = item_sampler.pad_item_arrays(dataset.item_arrays(), spec)
-    pairs = dataset.pair_arrays("train")
+    pairs = inputs.dataset_arrays(dataset.pairs("train"))
     files = {}
     vocab_sizes = {}
     for feature in spec.item_features + spec.query_features:
@@ -145,3 +145,12 @@ def test_a_few_hundred_steps_on_the_synthetic_catalog_lower_both_losses(run_dir,
     assert history["main_loss"][-1] < history["main_loss"][0], history["main_loss"]
     if config.uses_ssl_batch:
         assert history["ssl_loss"][-1] < history["ssl_loss"][0], history["ssl_loss"]
+
+
+def test_tfds_dir_flag_and_the_deprecated_data_dir_alias(capsys):
+    args = train.parse_args(["--config", "baseline", "--tfds-dir", "t"])
+    assert args.tfds_dir == "t" and capsys.readouterr().err == ""
+    old = train.parse_args(["--config", "baseline", "--data-dir", "t"])  # old commands still run ...
+    assert old.tfds_dir == "t"
+    err = capsys.readouterr().err  # ... with a one-line notice
+    assert err.count("\n") == 1 and "--data-dir is deprecated" in err and "--tfds-dir" in err

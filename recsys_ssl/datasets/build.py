@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", default="synthetic_catalog/10k",
                         help="synthetic_catalog/{tiny,10k,100k,1m}, movielens/{100k,1m}-{user-item,item-item}, "
                              "interactions_csv/<name> (default: %(default)s)")
-    parser.add_argument("--run-dir", default="runs/demo", help="the run's artifact folder (default: %(default)s)")
+    parser.add_argument("--run-dir", default=paths.DEFAULT_RUN_DIR, help="the run's artifact folder (default: %(default)s)")
     parser.add_argument("--data-dir", default=None, help="raw data root holding movielens-100k/ (MovieLens only)")
     parser.add_argument("--tfds-dir", default=None, help="TFDS data_dir (default: $RECSYS_SSL_TFDS_DIR, else <run-dir>/tfds)")
     csv_group = parser.add_argument_group("interactions_csv")

@@ -126,14 +126,6 @@ class Dataset:
             return fast
         return collect_columns(batch(self.pairs(split), self.spec, batch_size, features=names), names)
 
-    def pair_arrays(self, split: str, features: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-        """One split in memory, as :meth:`item_arrays` (``timestamp`` as int64)."""
-        dataset = self.pairs(split)
-        if features is not None:
-            keep = list(features)
-            dataset = dataset.map(lambda x: {k: x[k] for k in keep})
-        return dataset_arrays(dataset, self.spec)
-
 
 class ValidationView:
     """``<name>-val``: a prepared dataset's train split cut into (train, validation) -- see the module docstring.

@@ -136,8 +136,7 @@ def read_csvs(config: InteractionsCsvConfig, spec: features_lib.FeatureSpec) -> 
     items, item_index = _read_table(pathlib.Path(config.items), spec, spec.item_features, spec.item_key, "item id")
     queries_path = pathlib.Path(config.interactions)
     header, rows = _read_csv(queries_path)
-    query_key = spec.feature(spec.query_key)
-    item_key = spec.feature(spec.item_key)
+    query_key, item_key = spec.feature(spec.query_key), spec.feature(spec.item_key)
     if config.queries:
         queries, query_index = _read_table(pathlib.Path(config.queries), spec, spec.query_features, spec.query_key, "query id")
         features_lib.check_columns(spec, header, (query_key, item_key), str(queries_path))
@@ -169,20 +168,9 @@ def read_csvs(config: InteractionsCsvConfig, spec: features_lib.FeatureSpec) -> 
         else:
             query_row = len(row_queries)
             row_queries.append([_cell(f, fields[p]) for f, p in per_row_query])
-        if t_pos is not None:
-            try:
-                timestamps.append(int(fields[t_pos]))
-            except ValueError:
-                raise CsvRowError(f"{queries_path}:{line_no}: timestamp {spec.timestamp!r} must be an integer, "
-                                  f"got {fields[t_pos]!r}") from None
-        else:
-            timestamps.append(line_no)  # file order is time order
+        timestamps.append(_timestamp(fields, t_pos, spec.timestamp, f"{queries_path}:{line_no}", line_no))
         if s_pos is not None:
-            value = fields[s_pos].strip().lower()
-            if value not in SPLIT_VALUES:
-                raise CsvRowError(f"{queries_path}:{line_no}: split column {config.split_column!r} must be one of "
-                                  f"{SPLIT_VALUES}, got {fields[s_pos]!r}")
-            is_test.append(value == "test")
+            is_test.append(_is_test(fields[s_pos], config.split_column, f"{queries_path}:{line_no}"))
         query_rows.append(query_row)
         # The split groups by query id (not by row) when query features come per row.
         query_codes.setdefault(fields[q_pos], len(query_codes))
@@ -193,22 +181,45 @@ def read_csvs(config: InteractionsCsvConfig, spec: features_lib.FeatureSpec) -> 
         raise CsvRowError(f"{queries_path}: no usable interactions"
                           + (f" (dropped: {dict(dropped)})" if dropped else " (no rows after the header)"))
     if queries is None:
-        queries = {}
-        for i, (feature, _) in enumerate(per_row_query):
-            column = np.empty(len(row_queries), dtype=object)
-            column[:] = [r[i] for r in row_queries]
-            queries[feature.name] = column
-    query_group_arr = np.asarray(query_groups, dtype=np.int64)
+        queries = _query_columns([feature for feature, _ in per_row_query], row_queries)
     item_rows_arr = np.asarray(item_rows, dtype=np.int64)
     timestamps_arr = np.asarray(timestamps, dtype=np.int64)
     if s_pos is None:
         tie = items[spec.item_key][item_rows_arr].astype(str) if len(item_rows_arr) else np.zeros(0, str)
-        _, test_mask, _ = _common.temporal_split(query_group_arr, timestamps_arr, tie)
+        _, test_mask, _ = _common.temporal_split(np.asarray(query_groups, dtype=np.int64), timestamps_arr, tie)
     else:
         test_mask = np.asarray(is_test, dtype=bool)
     table = _common.PairsTable(np.asarray(query_rows, dtype=np.int64), item_rows_arr, timestamps_arr,
                                _common.make_splits(test_mask, config.seed))
     return CsvData(items=items, queries=queries, pairs=table, dropped=dict(dropped))
+
+
+def _timestamp(fields: list[str], position: int | None, column: str | None, where: str, line_no: int) -> int:
+    """The row's timestamp column as an integer; without one, the line number (file order is time order)."""
+    if position is None:
+        return line_no
+    try:
+        return int(fields[position])
+    except ValueError:
+        raise CsvRowError(f"{where}: timestamp {column!r} must be an integer, got {fields[position]!r}") from None
+
+
+def _is_test(value: str, column: str, where: str) -> bool:
+    """The split column's value: test (True) or train (False)."""
+    split = value.strip().lower()
+    if split not in SPLIT_VALUES:
+        raise CsvRowError(f"{where}: split column {column!r} must be one of {SPLIT_VALUES}, got {value!r}")
+    return split == "test"
+
+
+def _query_columns(features: list[features_lib.Feature], row_queries: list[list]) -> dict[str, np.ndarray]:
+    """Per-row query features as columns: feature -> [rows] object array."""
+    queries = {}
+    for i, feature in enumerate(features):
+        column = np.empty(len(row_queries), dtype=object)
+        column[:] = [r[i] for r in row_queries]
+        queries[feature.name] = column
+    return queries
 
 
 class InteractionsCsv(_common.LocalBuilder, skip_registration=True):

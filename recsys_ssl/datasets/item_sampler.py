@@ -16,10 +16,6 @@ from recsys_ssl import features as fs
 from recsys_ssl.tf_setup import tf
 
 
-def _as_bytes(value) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode("utf-8")
-
-
 def pad_item_arrays(item_arrays: Mapping[str, np.ndarray], spec: fs.FeatureSpec) -> dict[str, np.ndarray]:
     """The corpus as dense arrays: single-valued [N] bytes, multi-valued [N, max_len] padded with b"".
 
@@ -32,18 +28,7 @@ def pad_item_arrays(item_arrays: Mapping[str, np.ndarray], spec: fs.FeatureSpec)
     sizes = {len(item_arrays[f.name]) for f in spec.item_features}
     if len(sizes) != 1:
         raise ValueError(f"item corpus features have different lengths: {sizes}")
-    out: dict[str, np.ndarray] = {}
-    for feature in spec.item_features:
-        column = item_arrays[feature.name]
-        if not feature.multi_valued:
-            out[feature.name] = np.asarray([_as_bytes(v) for v in column], dtype=object)
-            continue
-        dense = np.full((len(column), feature.max_len), b"", dtype=object)
-        for row, values in enumerate(column):
-            values = list(values)[: feature.max_len]
-            dense[row, : len(values)] = [_as_bytes(v) for v in values]
-        out[feature.name] = dense
-    return out
+    return {feature.name: fs.dense_column(item_arrays[feature.name], feature) for feature in spec.item_features}
 
 
 def uniform_item_batches(item_arrays: Mapping[str, np.ndarray], spec: fs.FeatureSpec, batch_size: int,

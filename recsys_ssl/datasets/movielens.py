@@ -193,46 +193,12 @@ def read_raw(version: str, manual_dir: str | pathlib.Path) -> RawMovieLens:
     manual_dir = pathlib.Path(manual_dir)
     ratings_path, movies_path, users_path = _check_files(version, manual_dir)
     skipped: collections.Counter = collections.Counter()
-    movies, movie_index, users, user_index = [], {}, [], {}
-    if version == "100k":
-        sep, n_movie, n_user, n_rating = "|", 5 + len(ML100K_GENRES), 5, 4
-    else:
-        sep, n_movie, n_user, n_rating = "::", 3, 5, 4
-
-    for line_no, fields in _rows(movies_path, sep, n_movie, "latin-1", skipped):
-        movie_id = _parse_int(fields[0], movies_path, line_no, "movie id")
-        _add_unique(movie_index, movie_id, movies_path, line_no, "movie id")
-        title = fields[1]
-        if version == "100k":
-            flags = fields[5:]
-            if any(flag not in ("0", "1") for flag in flags):
-                raise RawFileError(f"{movies_path}:{line_no}: genre flags must be 0/1, got {flags}")
-            genres = [g for g, flag in zip(ML100K_GENRES, flags) if flag == "1"]
-            match = _DATE_YEAR.match(fields[2].strip())
-            year = match.group(1) if match else ""
-        else:
-            genres = [g for g in fields[2].split("|") if g]
-            year = title_year(title)
-        movies.append(_movie(movie_id, genres, year, title))
-
-    for line_no, fields in _rows(users_path, sep, n_user, "latin-1", skipped):
-        user_id = _parse_int(fields[0], users_path, line_no, "user id")
-        _add_unique(user_index, user_id, users_path, line_no, "user id")
-        if version == "100k":
-            age, gender, occupation, zip_code = _parse_int(fields[1], users_path, line_no, "age"), fields[2], fields[3], fields[4]
-        else:
-            gender, zip_code = fields[1], fields[4]
-            age = _parse_int(fields[2], users_path, line_no, "age")
-            code = _parse_int(fields[3], users_path, line_no, "occupation")
-            if not 0 <= code < len(ML1M_OCCUPATIONS):
-                raise RawFileError(f"{users_path}:{line_no}: occupation code {code} is not in 0..{len(ML1M_OCCUPATIONS) - 1}")
-            occupation = ML1M_OCCUPATIONS[code]
-        users.append(_user(user_id, age, gender, occupation, zip_code))
-
+    movies, movie_index = _read_movies(version, movies_path, skipped)
+    users, user_index = _read_users(version, users_path, skipped)
     rating_sep = "\t" if version == "100k" else "::"
     dropped: collections.Counter = collections.Counter()
     user_rows, item_rows, timestamps = [], [], []
-    for line_no, fields in _rows(ratings_path, rating_sep, n_rating, "latin-1", skipped):
+    for line_no, fields in _rows(ratings_path, rating_sep, 4, "latin-1", skipped):
         user_id = _parse_int(fields[0], ratings_path, line_no, "user id")
         movie_id = _parse_int(fields[1], ratings_path, line_no, "movie id")
         _parse_int(fields[2], ratings_path, line_no, "rating")
@@ -252,6 +218,47 @@ def read_raw(version: str, manual_dir: str | pathlib.Path) -> RawMovieLens:
         user_rows=np.asarray(user_rows, dtype=np.int64), item_rows=np.asarray(item_rows, dtype=np.int64),
         timestamps=np.asarray(timestamps, dtype=np.int64),
         item_ids=np.asarray(list(movie_index), dtype=np.int64), dropped=dict(dropped), skipped=dict(skipped))
+
+
+def _read_movies(version: str, movies_path: pathlib.Path, skipped: collections.Counter) -> tuple[list, dict]:
+    """(movie rows, movie id -> (row, line number)) of u.item / movies.dat."""
+    movies, movie_index = [], {}
+    sep, n_movie = ("|", 5 + len(ML100K_GENRES)) if version == "100k" else ("::", 3)
+    for line_no, fields in _rows(movies_path, sep, n_movie, "latin-1", skipped):
+        movie_id = _parse_int(fields[0], movies_path, line_no, "movie id")
+        _add_unique(movie_index, movie_id, movies_path, line_no, "movie id")
+        title = fields[1]
+        if version == "100k":
+            flags = fields[5:]
+            if any(flag not in ("0", "1") for flag in flags):
+                raise RawFileError(f"{movies_path}:{line_no}: genre flags must be 0/1, got {flags}")
+            genres = [g for g, flag in zip(ML100K_GENRES, flags) if flag == "1"]
+            match = _DATE_YEAR.match(fields[2].strip())
+            year = match.group(1) if match else ""
+        else:
+            genres = [g for g in fields[2].split("|") if g]
+            year = title_year(title)
+        movies.append(_movie(movie_id, genres, year, title))
+    return movies, movie_index
+
+
+def _read_users(version: str, users_path: pathlib.Path, skipped: collections.Counter) -> tuple[list, dict]:
+    """(user rows, user id -> (row, line number)) of u.user / users.dat."""
+    users, user_index = [], {}
+    for line_no, fields in _rows(users_path, "|" if version == "100k" else "::", 5, "latin-1", skipped):
+        user_id = _parse_int(fields[0], users_path, line_no, "user id")
+        _add_unique(user_index, user_id, users_path, line_no, "user id")
+        if version == "100k":
+            age, gender, occupation, zip_code = _parse_int(fields[1], users_path, line_no, "age"), fields[2], fields[3], fields[4]
+        else:
+            gender, zip_code = fields[1], fields[4]
+            age = _parse_int(fields[2], users_path, line_no, "age")
+            code = _parse_int(fields[3], users_path, line_no, "occupation")
+            if not 0 <= code < len(ML1M_OCCUPATIONS):
+                raise RawFileError(f"{users_path}:{line_no}: occupation code {code} is not in 0..{len(ML1M_OCCUPATIONS) - 1}")
+            occupation = ML1M_OCCUPATIONS[code]
+        users.append(_user(user_id, age, gender, occupation, zip_code))
+    return users, user_index
 
 
 def train_part(raw: RawMovieLens) -> RawMovieLens:

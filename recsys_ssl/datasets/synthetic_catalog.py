@@ -278,14 +278,26 @@ def generate_pairs(
     ranks = rng.choice(num_items, size=num_pairs, p=_zipf_probs(num_items, zipf_exponent))
     item_rows = rank_to_item[ranks].astype(np.int64)
 
-    # p(q | item): one softmax row per distinct item, sampled by inverse CDF in two levels (a
-    # full-width cumsum is the cost of big catalogs): the pair's uniform picks a block of
-    # BLOCK queries from the block sums (one flat searchsorted per chunk: row r's normalised
-    # CDF is shifted by r), then a query inside the block from that block's CDF.
+    query_rows = _sample_queries(x, z, item_rows, rng.random(num_pairs), chunk_size)
+    timestamps = TIME_START + rng.integers(0, TIME_SPAN, size=num_pairs, dtype=np.int64)
+    item_ranks = np.empty(num_items, dtype=np.int64)
+    item_ranks[rank_to_item] = np.arange(num_items)
+    return Interactions(queries, query_rows, item_rows, timestamps, item_ranks)
+
+
+def _sample_queries(x: np.ndarray, z: np.ndarray, item_rows: np.ndarray, uniforms: np.ndarray,
+                    chunk_size: int) -> np.ndarray:
+    """Each pair's query row, drawn from p(q | item) = softmax over ``x[item] @ z.T``.
+
+    One softmax row per distinct item, sampled by inverse CDF in two levels (a full-width
+    cumsum is the cost of big catalogs): the pair's uniform picks a block of BLOCK queries
+    from the block sums (one flat searchsorted per chunk: row r's normalised CDF is shifted by
+    r), then a query inside the block from that block's CDF.
+    """
+    num_queries = len(z)
     order = np.argsort(item_rows, kind="stable")
     distinct, starts, counts = np.unique(item_rows[order], return_index=True, return_counts=True)
-    query_rows = np.empty(num_pairs, dtype=np.int64)
-    uniforms = rng.random(num_pairs)
+    query_rows = np.empty(len(item_rows), dtype=np.int64)
     block = 64
     num_blocks = -(-num_queries // block)
     z = np.concatenate([z, np.zeros((num_blocks * block - num_queries, z.shape[1]), z.dtype)])
@@ -309,11 +321,7 @@ def generate_pairs(
         inner_cdf = np.cumsum(weights[local_row, b], axis=1, dtype=np.float64)  # [P, block]
         j = np.minimum((inner_cdf <= residual[:, None]).sum(axis=1), block - 1)
         query_rows[pair_ids] = np.minimum(b * block + j, num_queries - 1)
-
-    timestamps = TIME_START + rng.integers(0, TIME_SPAN, size=num_pairs, dtype=np.int64)
-    item_ranks = np.empty(num_items, dtype=np.int64)
-    item_ranks[rank_to_item] = np.arange(num_items)
-    return Interactions(queries, query_rows, item_rows, timestamps, item_ranks)
+    return query_rows
 
 
 # --- the TFDS builder ----------------------------------------------------------------------
