@@ -116,6 +116,32 @@ def cfm_masks(
     return mask_1, tf.logical_and(maskable, tf.logical_not(mask_1))
 
 
+ID_VIEWS = ("split", "both", "none")
+
+
+def place_ids(mask_1: tf.Tensor | None, mask_2: tf.Tensor | None, id_features: Sequence[bool] | tf.Tensor,
+              maskable: Sequence[bool] | tf.Tensor, id_views: str) -> tuple[tf.Tensor | None, tf.Tensor | None]:
+    """Where the item-id features go in the two views (``ssl.id_views``), after the augmentation drew its masks.
+
+    ``split``: as drawn (RFM and CFM put each id in exactly one view, the paper's setting);
+    ``both``: unmasked in both views (the two views share the id, as in the variants whose
+    views overlap); ``none``: masked in both (the views agree on features only).
+    mask_1, mask_2: [F] or [B, F] bool, or None (an augmentation that masks nothing).
+    """
+    if id_views == "split":
+        return mask_1, mask_2
+    if id_views not in ID_VIEWS:
+        raise ValueError(f"ssl.id_views must be one of {ID_VIEWS}, got {id_views!r}")
+    ids = tf.logical_and(tf.convert_to_tensor(id_features, tf.bool), tf.convert_to_tensor(maskable, tf.bool))
+    if mask_1 is None:
+        if id_views == "both":  # nothing is masked anyway
+            return None, None
+        mask_1 = mask_2 = tf.zeros_like(ids)
+    if id_views == "both":
+        return tf.logical_and(mask_1, tf.logical_not(ids)), tf.logical_and(mask_2, tf.logical_not(ids))
+    return tf.logical_or(mask_1, ids), tf.logical_or(mask_2, ids)
+
+
 class MaskInputs(NamedTuple):
     """What a registry mask function reads of the item tower's features (spec order)."""
 

@@ -26,6 +26,7 @@ from recsys_ssl.features import FieldError
 
 MASKED_EMBEDDINGS = ("learned", "zeros")
 CFM_GROUPINGS = ("plugin", "adjusted", "normalized")  # artifacts.GROUPINGS: what CFM's groups rank by
+ID_VIEWS = ("split", "both", "none")  # augment.ID_VIEWS: where the item id goes in the SSL views
 OPTIMIZERS = ("adagrad", "adam", "sgd")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "parameter_server")
 DATA_FRACTIONS = ("full", "10pct")
@@ -69,6 +70,9 @@ class SSLConfig:
     cfm_grouping: the dependence CFM's groups rank partners by: ``plugin`` MI (the paper's),
       ``adjusted`` MI (chance-corrected: plug-in MI favours features with many values) or
       ``normalized`` MI (MI / sqrt(H_i H_j)); all three are in the MI job's cfm_groups.json.
+    id_views: where the item id goes in the two views: ``split`` (as the augmentation draws it:
+      one view under RFM and CFM, the paper's), ``both`` (unmasked in both) or ``none``
+      (masked in both); :func:`recsys_ssl.augment.place_ids`.
     """
 
     alpha: float = 1.0
@@ -77,6 +81,7 @@ class SSLConfig:
     dropout_rate: float = 0.3
     cfm_group_size: int | None = None
     cfm_grouping: str = "plugin"
+    id_views: str = "split"
 
 
 @dataclasses.dataclass
@@ -152,7 +157,8 @@ class ExperimentConfig:
     def masks_item_features(self) -> bool:
         """Whether the item tower needs masked embeddings (FD's main task, or SSL views that mask)."""
         augmentation = self.augmentation_entry
-        return self.method_entry.main_feature_dropout or (augmentation is not None and augmentation.masks_features)
+        return self.method_entry.main_feature_dropout or (
+            augmentation is not None and (augmentation.masks_features or self.ssl.id_views == "none"))
 
     @property
     def ssl_drops_values(self) -> bool:
@@ -294,6 +300,8 @@ def validate(config: ExperimentConfig) -> None:
                          ("ssl.batch_size", config.ssl.batch_size), ("ssl.cfm_group_size", config.ssl.cfm_group_size)):
         if value is not None and value < 1:
             raise _fail(s, field, f"must be a positive integer, got {value}")
+    if config.ssl.id_views not in ID_VIEWS:
+        raise _fail(s, "ssl.id_views", f"{config.ssl.id_views!r} is not one of {ID_VIEWS}")
     if config.ssl.cfm_grouping not in CFM_GROUPINGS:
         raise _fail(s, "ssl.cfm_grouping", f"{config.ssl.cfm_grouping!r} is not one of {CFM_GROUPINGS}")
     if config.train.optimizer not in OPTIMIZERS:

@@ -158,6 +158,7 @@ class TwoTowerModel(tfrs.Model):
         mask_1 = mask_2 = None
         if augmentation.masks_features:
             mask_1, mask_2 = augmentation.mask_function()(self._mask_inputs, seed_mask)
+        mask_1, mask_2 = augment.place_ids(mask_1, mask_2, self._id_features, self._maskable, self.config.ssl.id_views)
         rate = self.config.ssl.dropout_rate if augmentation.drops_values else 0.0
         # One string lookup for both views; each view drops values on the ids (same draws as
         # augment.dropout_features would make on the strings) and masks its own features.

@@ -104,6 +104,7 @@ SPACE: tuple[Knob, ...] = (
     Knob("ssl.dropout_rate", "float", 0.0, 0.6, limits=(0.0, 0.95), applies=_dropout),
     Knob("ssl.cfm_group_size", "int", 1, None, limits=(1, 1000), applies=_cfm),  # high: k - 1
     Knob("ssl.cfm_grouping", "choice", choices=("plugin", "adjusted", "normalized"), applies=_cfm),
+    Knob("ssl.id_views", "choice", choices=("split", "both", "none"), applies=lambda c: c.augmentation_entry is not None),
     Knob("model.masked_embedding", "choice", choices=("learned", "zeros"), applies=_masking),
     Knob("fd.mask_rate", "float", 0.0, 0.6, limits=(0.0, 0.95), applies=_fd),
     Knob("fd.dropout_rate", "float", 0.0, 0.6, limits=(0.0, 0.95), applies=_fd),
