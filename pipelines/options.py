@@ -27,6 +27,9 @@ LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner", "direct")
 DEFAULT_NUM_WORKERS = 2
 
 
+TRAIN_SPLITS = ("train", "train_10pct")
+
+
 def job_parser(prog: str, description: str, runner_example: str) -> argparse.ArgumentParser:
     """The argument parser of a Beam job's CLI: its input arguments; the rest passes to Beam."""
     parser = argparse.ArgumentParser(
@@ -47,6 +50,9 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pairs-file", default=None, help="glob of TRAIN pair files (query and item features)")
     group.add_argument("--spec", default=None, help="feature spec YAML for --items-file/--pairs-file (path or name in data/specs)")
     group.add_argument("--format", choices=sources.FORMATS, default=None, help="file format (default: from the extension)")
+    group.add_argument("--split", choices=TRAIN_SPLITS, default="train",
+                       help="the training pairs of a project dataset: train (full data) or train_10pct (the 10%%-data "
+                            "regime, whose item frequencies must not see the withheld 90%%); output <run-dir>/<job>_10pct")
     parser.add_argument("--run-dir", default=paths.DEFAULT_RUN_DIR, help="artifacts go to <run-dir>/<job> (default %(default)s)")
     parser.add_argument("--output-dir", default=None, help="write the artifacts here instead of <run-dir>/<job> (any Beam filesystem)")
     parser.add_argument("--batch-size", type=int, default=sources.DEFAULT_BATCH_SIZE, help="items per batch (default %(default)s)")
@@ -76,6 +82,8 @@ def _format_of(pattern: str, flag: str | None) -> str:
 def resolve_inputs(args: argparse.Namespace, need_pairs: bool) -> Inputs:
     """--items-file/--pairs-file/--spec, else the TFDS dataset (prepared here if missing)."""
     if args.items_file:
+        if getattr(args, "split", "train") != "train":
+            raise SystemExit("--split chooses a project dataset's pairs; with --pairs-file, pass the regime's own pairs")
         if not args.spec:
             raise SystemExit("--items-file needs --spec (the feature spec that describes its columns)")
         spec = features_lib.load_spec(args.spec)
@@ -101,7 +109,7 @@ def resolve_inputs(args: argparse.Namespace, need_pairs: bool) -> Inputs:
         name,
         handle.spec,
         sources.Source("tfds", tfds_dir=items_dir, split=getattr(handle, "items_split", "items")),
-        sources.Source("tfds", tfds_dir=pairs_dir, split="train"),
+        sources.Source("tfds", tfds_dir=pairs_dir, split=getattr(args, "split", "train")),
         dict(getattr(handle, "metadata", {}) or {}),
     )
 
@@ -126,8 +134,10 @@ def prepared_dirs(handle, tfds_dir: str) -> tuple[str, str]:
 
 
 def output_dir(args: argparse.Namespace, job: str) -> str:
-    """--output-dir, else <run-dir>/<job>; local paths made absolute (workers may not share our cwd)."""
-    return local_path_or_url(args.output_dir or str(paths.RunLayout(args.run_dir).root / job))
+    """--output-dir, else <run-dir>/<job> (<job>_10pct for ``--split train_10pct``); local paths
+    made absolute (workers may not share our cwd)."""
+    folder = job if getattr(args, "split", "train") == "train" else f"{job}_10pct"
+    return local_path_or_url(args.output_dir or str(paths.RunLayout(args.run_dir).root / folder))
 
 
 def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:

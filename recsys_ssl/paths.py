@@ -43,6 +43,7 @@ class RunLayout:
 
     <run_dir>/tfds            prepared TFDS datasets
     <run_dir>/stats           feature statistics job (vocabularies, item frequencies)
+    <run_dir>/stats_10pct     the same over the 10%-data regime's train pairs (its logQ frequencies)
     <run_dir>/mi              mutual-information job (MI matrix, CFM masking groups)
     <run_dir>/train/<name>    checkpoints, TensorBoard logs, final weights of one experiment
     <run_dir>/eval/<name>     metrics of one experiment
@@ -59,6 +60,10 @@ class RunLayout:
     @property
     def stats(self) -> pathlib.Path:
         return self.root / "stats"
+
+    @property
+    def stats_10pct(self) -> pathlib.Path:
+        return self.root / "stats_10pct"
 
     @property
     def mi(self) -> pathlib.Path:

@@ -25,6 +25,7 @@ global batch's candidates instead of its local slice.
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import json
 import logging
@@ -116,10 +117,29 @@ def load_training_data(config: cfg.ExperimentConfig, run_dir: str | os.PathLike,
     return TrainingData(
         spec=spec, batch_pairs=batch_pairs, num_pairs=num_pairs, item_arrays=dataset.item_arrays(), validation=validation,
         vocabularies=artifacts.read_vocabularies(stats_dir),
-        item_frequencies=artifacts.read_item_frequencies(stats_dir) if config.main.logq_correction else None,
+        item_frequencies=_regime_frequencies(dataset, split, layout) if config.main.logq_correction else None,
         cfm_groups=cfm_groups,
         sources={"dataset": config.dataset, "split": split, "stats_dir": str(stats_dir),
+                 "frequencies": str(layout.stats if split == "train" else layout.stats_10pct),
                  "mi_dir": str(mi_dir) if cfm_groups else None})
+
+
+def _regime_frequencies(dataset, split: str, layout: RunLayout) -> dict[str, int]:
+    """Item -> number of pairs in the regime's own training split (logQ's sampling probability).
+
+    Full data: the statistics job's ``stats/``. 10% data: ``stats_10pct/`` (``recsys-ssl stats
+    --split train_10pct``), else counted here from ``train_10pct``: the full split's counts would
+    leak the withheld 90%'s popularity into the 10% model.
+    """
+    directory = layout.stats if split == "train" else layout.stats_10pct
+    if artifacts.exists(artifacts.join(directory, artifacts.ITEM_FREQUENCIES)):
+        return artifacts.read_item_frequencies(directory)
+    items = dataset.pair_columns(split, [dataset.spec.item_key])[dataset.spec.item_key]
+    counted = collections.Counter(fs.as_bytes(i).decode() for i in items)
+    corpus = [fs.as_bytes(i).decode() for i in dataset.item_arrays()[dataset.spec.item_key]]
+    print(f"train: item frequencies of {split} counted here ({len(items)} pairs); `recsys-ssl stats --split {split}` "
+          f"writes them to {directory}", flush=True)
+    return {item: counted.get(item, 0) for item in corpus}
 
 
 # -- distribution ------------------------------------------------------------------------------

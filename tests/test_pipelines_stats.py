@@ -168,3 +168,40 @@ def test_stats_and_mi_on_a_prepared_tfds_dataset(tmp_path):
     assert manifest["counts"]["train_pairs"] == sum(train_items.values())
     features, _ = artifacts.read_mi(tmp_path / "run" / "mi")
     assert features == dataset.spec.mi_features
+
+
+@pytest.mark.timeout(300)
+def test_the_10pct_regime_gets_its_own_item_frequencies(tmp_path):
+    """``stats --split train_10pct`` counts only the regime's pairs; training on 10% data reads them
+    (or counts them itself when the job has not run), never the full split's."""
+    import collections
+
+    from recsys_ssl import config as cfg
+    from recsys_ssl import train
+    from recsys_ssl.datasets import inputs
+
+    tfds_dir, run_dir = str(tmp_path / "tfds"), tmp_path / "run"
+    common = ["--dataset", "synthetic_catalog/tiny", "--tfds-dir", tfds_dir, "--run-dir", str(run_dir),
+              "--direct_running_mode=in_memory"]
+    assert feature_stats.main(common) == 0
+    dataset = inputs.load_dataset("synthetic_catalog/tiny", data_dir=tfds_dir)
+    corpus = [x.decode() for x in dataset.item_arrays()["item_id"]]
+
+    def counts(split):
+        counted = collections.Counter(x.decode() for x in dataset.pair_columns(split, ["item_id"])["item_id"])
+        return {item: counted[item] for item in corpus}
+
+    assert counts("train_10pct") != counts("train")
+    config = cfg.with_overrides(cfg.load_config("baseline"), {"dataset": "synthetic_catalog/tiny",
+                                                              "train.data_fraction": "10pct"})
+    data = train.load_training_data(config, run_dir, tfds_dir=tfds_dir)  # no stats_10pct yet: counted in-process
+    assert data.item_frequencies == counts("train_10pct")
+    assert feature_stats.main(common + ["--split", "train_10pct"]) == 0
+    assert artifacts.read_item_frequencies(run_dir / "stats_10pct") == counts("train_10pct")
+    assert artifacts.read_manifest(run_dir / "stats_10pct")["inputs"]["train_pairs"]["split"] == "train_10pct"
+    (run_dir / "stats_10pct" / artifacts.ITEM_FREQUENCIES).write_text("".join(f"{i}\t7\n" for i in corpus))
+    assert set(train.load_training_data(config, run_dir, tfds_dir=tfds_dir).item_frequencies.values()) == {7}
+    full = cfg.with_overrides(config, {"train.data_fraction": "full"})
+    assert train.load_training_data(full, run_dir, tfds_dir=tfds_dir).item_frequencies == counts("train")
+    with pytest.raises(SystemExit, match="--split"):
+        feature_stats.main(["--items-file", "x.csv", "--spec", "tiny", "--split", "train_10pct"])
