@@ -14,8 +14,8 @@ INSTALL_REQUIRES = [
     "pyyaml>=6",
     "tqdm>=4.60",
     "matplotlib>=3.7",
-    "optuna==5.0.*",  # `recsys-ssl tune`: TPE + median pruning, SQLite studies that resume (README "Tuning")
-    # `recsys-ssl serve` (README "The server"): uvicorn's HTTP/1.1 on httptools (llhttp) and uvloop,
+    "optuna==5.0.*",  # `recsys-ssl tune`: TPE + median pruning, SQLite studies that resume (docs/tuning.md)
+    # `recsys-ssl serve` (docs/serving.md, "The server"): uvicorn's HTTP/1.1 on httptools (llhttp) and uvloop,
     # metrics with the official Prometheus client.
     "uvicorn==0.54.*",
     "httptools==0.9.*",

@@ -4,7 +4,7 @@ The Beam jobs (``pipelines/``) write these files; the model and the evaluation r
 through this module, which imports neither TensorFlow nor Beam (a path with a scheme such as
 ``gs://`` goes through Beam's ``FileSystems``, imported only then).
 
-Layout (see README "Batch jobs (Beam)")::
+Layout (see docs/batch-jobs.md)::
 
     <run_dir>/stats/manifest.json              job, dataset, spec, inputs, counts, versions, created
     <run_dir>/stats/vocab/<feature>.txt        one value per line, most frequent first, ties by value

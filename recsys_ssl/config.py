@@ -50,7 +50,7 @@ class ModelConfig:
 class MainTaskConfig:
     """The supervised retrieval task (in-batch softmax)."""
 
-    temperature: float = 0.1  # tuned on ML-100K's validation carve-out; robust on Frappe (README "Defaults")
+    temperature: float = 0.1  # tuned on ML-100K's validation carve-out; robust on Frappe (docs/training.md, "Defaults that adapt to the catalog")
     logq_correction: bool = True
     # logits - logq_weight * log p_j. 1: Yi et al.'s full correction (the in-batch softmax then
     # estimates the full softmax, popularity included); 0: none (in-batch negatives are drawn by
@@ -391,7 +391,7 @@ def resolve_auto(config: ExperimentConfig, num_pairs: int, num_items: int) -> tu
 
     * ``train.batch_size``: ~``AUTO_BATCH_SHARE`` of the pairs, a power of two in ``AUTO_BATCH_RANGE``
       (an in-batch softmax over a big share of a small catalog's pairs sees the same negatives
-      every step and learns popularity; measured on Frappe, README "Defaults").
+      every step and learns popularity; measured on Frappe, docs/training.md "Defaults that adapt to the catalog").
     * ``train.epochs``: at least ``AUTO_MIN_EPOCHS``, and enough for ``train.min_steps`` steps
       (unless ``train.steps`` sets the length).
     * ``ssl.batch_size`` (SSL / SO): the main batch, capped at half the corpus (uniform item

@@ -168,7 +168,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
         if not _tf_config():
-            raise ValueError("--strategy multi_worker needs $TF_CONFIG (see README, 'Running on a cluster')")
+            raise ValueError("--strategy multi_worker needs $TF_CONFIG (see docs/training.md, 'Running on a cluster')")
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "parameter_server":
         resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
