@@ -34,6 +34,8 @@ import logging
 import pathlib
 import shutil
 import sys
+
+import numpy as np
 from typing import Any, Callable
 
 from recsys_ssl import config as cfg
@@ -173,6 +175,37 @@ def sample(trial, knobs: list[Knob]) -> dict[str, Any]:
     return params
 
 
+def warm_start_params(knobs: list[Knob], warm: cfg.ExperimentConfig, base: cfg.ExperimentConfig,
+                      overrides: dict[str, Any]) -> dict[str, Any]:
+    """A first trial's params from a known-good config (e.g. the tuned baseline for an SSL study).
+
+    Each knob takes ``warm``'s value when ``warm``'s method reads it, else ``base``'s (the
+    study's config), then ``overrides`` (e.g. a small ``ssl.alpha``); values outside a knob's
+    range or choices are left to the sampler.
+    """
+    params = {}
+    for knob in knobs:
+        source = warm if knob.reads(warm) else base
+        value = overrides.get(knob.field, _field_value(source, knob.field))
+        if value is None:
+            continue
+        if knob.kind == "choice":
+            if value in knob.choices:
+                params[knob.field] = value
+        elif knob.low <= float(value) <= knob.high:
+            params[knob.field] = int(value) if knob.kind == "int" else float(value)
+    return params
+
+
+def _field_value(config: cfg.ExperimentConfig, field: str) -> Any:
+    if field == "model.hidden_width":
+        return config.model.item_hidden[0]
+    if field == "model.embedding_dim":
+        return config.model.item_hidden[-1]
+    section, _, name = field.partition(".")
+    return getattr(getattr(config, section), name)
+
+
 def apply_params(config: cfg.ExperimentConfig, params: dict[str, Any]) -> cfg.ExperimentConfig:
     """``config`` with sampled params; the tower-shape knobs set both towers' [hidden, embedding] widths."""
     fields = {k: v for k, v in params.items() if k not in ("model.hidden_width", "model.embedding_dim")}
@@ -202,7 +235,8 @@ def open_study(path: pathlib.Path, study_name: str, seed: int):
     storage = f"sqlite:///{path}"
     if path.exists():
         names = optuna.study.get_all_study_names(storage)
-        if names and study_name not in names:
+        family = study_name.split(":")[:3]  # dataset, config, regime (a ":Nseeds" study shares the file)
+        if names and not any(name.split(":")[:3] == family for name in names):
             raise TuneError(f"{path} holds study {names[0]!r}, not {study_name!r}: it belongs to another "
                             "dataset/config/regime; pass another --run-dir or delete it")
     return optuna.create_study(
@@ -238,19 +272,41 @@ class Tuning:
     knobs: list[Knob]
     data: Any  # train.TrainingData of <dataset>-val, loaded once for all trials
     verbose: int = 0
+    seeds_per_trial: int = 1
 
     def objective(self, trial) -> float:
+        """The mean over ``seeds_per_trial`` training seeds of the best validation recall.
+
+        One seed's recall on a small carve-out is partly noise, which a single-seed study
+        then selects for; the pruner watches the first seed's curve only.
+        """
+        params = sample(trial, self.knobs)
+        config = apply_params(self.config, params)
+        config = cfg.replace(config, train={"epochs": self.max_epochs, "steps": None, "early_stopping": True})
+        summaries = []
+        for offset in range(self.seeds_per_trial):
+            seeded = cfg.replace(config, top={"seed": self.config.seed + offset})
+            summaries.append(self._train_one(trial, seeded, offset, prune=offset == 0))
+        values = [s["best_recall"] for s in summaries]
+        trial.set_user_attr("best_epoch", int(round(float(np.median([s["best_epoch"] for s in summaries])))))
+        trial.set_user_attr("tail_recall", float(np.mean([s["best_tail_recall"] for s in summaries])))
+        trial.set_user_attr("curve", summaries[0]["curve"])
+        trial.set_user_attr("batch_size", summaries[0]["batch_size"])
+        if self.seeds_per_trial > 1:
+            trial.set_user_attr("seed_values", values)
+        return float(np.mean(values))
+
+    def _train_one(self, trial, config: cfg.ExperimentConfig, offset: int, prune: bool) -> dict:
         import optuna
 
         from recsys_ssl import train
         from recsys_ssl.tf_setup import tf
 
-        params = sample(trial, self.knobs)
-        config = apply_params(self.config, params)
-        config = cfg.replace(config, train={"epochs": self.max_epochs, "steps": None, "early_stopping": True})
-        name = f"tune-{self.config.name}-{self.config.train.data_fraction}-{trial.number:04d}"
+        name = f"tune-{self.config.name}-{self.config.train.data_fraction}-{trial.number:04d}-{offset}"
 
         def report(epoch: int, value: float) -> None:
+            if not prune:
+                return
             trial.report(value, epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"validation recall@{METRIC_K} {value:.4f} below the median at epoch {epoch}")
@@ -260,12 +316,7 @@ class Tuning:
             manifest = train.run(config, self.run_dir, self.data, name=name, verbose=self.verbose, report=report)
         finally:
             shutil.rmtree(RunLayout(self.run_dir).train(name), ignore_errors=True)
-        summary = manifest["early_stopping"]
-        trial.set_user_attr("best_epoch", summary["best_epoch"])
-        trial.set_user_attr("tail_recall", summary["best_tail_recall"])
-        trial.set_user_attr("curve", summary["curve"])
-        trial.set_user_attr("batch_size", manifest["config"]["train"]["batch_size"])
-        return float(summary["best_recall"])
+        return {**manifest["early_stopping"], "batch_size": manifest["config"]["train"]["batch_size"]}
 
 
 def tuned_config(tuning: Tuning, best, dataset: str) -> cfg.ExperimentConfig:
@@ -332,7 +383,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="fixed config override for every trial (as train --set)")
     parser.add_argument("--space", action="append", default=[], metavar="FIELD=LOW:HIGH",
                         help="narrow or widen a numeric knob's range (inside its limits)")
-    parser.add_argument("--seed", type=int, default=0, help="the sampler's seed and every trial's training seed")
+    parser.add_argument("--seed", type=int, default=0, help="the sampler's seed and every trial's first training seed")
+    parser.add_argument("--seeds-per-trial", type=int, default=1,
+                        help="score each trial as the mean over this many training seeds (default 1; a separate study)")
+    parser.add_argument("--warm-start", default=None, metavar="CONFIG",
+                        help="enqueue a first trial at this config's values (e.g. tuned/baseline.yaml for an SSL study)")
+    parser.add_argument("--warm-start-set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a value of the warm-start trial (e.g. ssl.alpha=0.05)")
     parser.add_argument("--verbose", action="store_true", help="Keras progress per trial (default: the study's bar only)")
     return parser.parse_args(argv)
 
@@ -342,8 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.trials < 1:
         raise TuneError(f"--trials must be at least 1, got {args.trials}")
-    if args.max_epochs < 1:
-        raise TuneError(f"--max-epochs must be at least 1, got {args.max_epochs}")
+    if args.max_epochs < 1 or args.seeds_per_trial < 1:
+        raise TuneError(f"--max-epochs and --seeds-per-trial must be at least 1, got {args.max_epochs} and "
+                        f"{args.seeds_per_trial}")
     space_overrides = [parse_space_override(text) for text in args.space]
     fixed = [cfg.parse_override(text) for text in args.overrides]
     base = cfg.load_config(args.config)
@@ -365,11 +423,14 @@ def main(argv: list[str] | None = None) -> int:
     if data.validation is None:
         raise TuneError(f"{val_config.dataset}: no validation carve-out to tune on (is train.early_stopping off?)")
     knobs = search_space(base, data.num_pairs, data.num_items, len(data.spec.item_features), space_overrides)
-    tuning = Tuning(val_config, args.run_dir, args.max_epochs, knobs, data, verbose=2 if args.verbose else 0)
+    tuning = Tuning(val_config, args.run_dir, args.max_epochs, knobs, data, verbose=2 if args.verbose else 0,
+                    seeds_per_trial=args.seeds_per_trial)
 
     directory = study_dir(args.run_dir, base.name, args.data_fraction)
-    study = open_study(directory / "study.sqlite3", f"{dataset}:{base.name}:{args.data_fraction}", args.seed)
+    seeds = f":{args.seeds_per_trial}seeds" if args.seeds_per_trial > 1 else ""  # another objective: another study
+    study = open_study(directory / "study.sqlite3", f"{dataset}:{base.name}:{args.data_fraction}{seeds}", args.seed)
     study.set_user_attr("space", [k.field for k in knobs])
+    _enqueue_warm_start(study, knobs, base, args)
     interrupted = fail_interrupted(study)
     done = finished(study)
     print(f"tune {study.study_name}: {done} of {args.trials} trials finished"
@@ -383,6 +444,18 @@ def main(argv: list[str] | None = None) -> int:
         raise TuneError(f"study {study.study_name}: no finished trial yet (see {directory})")
     _write_results(study, tuning, base, dataset, args, directory)
     return 0
+
+
+def _enqueue_warm_start(study, knobs: list[Knob], base: cfg.ExperimentConfig, args: argparse.Namespace) -> None:
+    """``--warm-start``: the study's first trial at a known-good config (once per study)."""
+    if not args.warm_start:
+        if args.warm_start_set:
+            raise TuneError("--warm-start-set needs --warm-start")
+        return
+    overrides = dict(cfg.parse_override(text) for text in args.warm_start_set)
+    params = warm_start_params(knobs, cfg.load_config(args.warm_start), base, overrides)
+    study.enqueue_trial(params, skip_if_exists=True)
+    print(f"tune: warm start from {args.warm_start}: {params}")
 
 
 def _write_results(study, tuning: Tuning, base: cfg.ExperimentConfig, dataset: str, args: argparse.Namespace,

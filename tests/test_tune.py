@@ -170,3 +170,37 @@ def test_embedding_scale_scales_every_feature_table_of_the_model():
     widths = {v.name.split("/")[-2]: v.shape[-1] for v in model.item_tower.weights if "table_" in v.name}
     assert widths == {f"table_{f.name}": 2 * f.embedding_dim for f in data.spec.item_features}
     assert data.spec.scaled_embeddings(1.0) is data.spec
+
+
+def test_warm_start_params_take_the_known_config_then_the_study_config():
+    ssl = cfg.with_overrides(cfg.load_config("ssl_cfm"), {"ssl.temperature": 0.2, "ssl.cfm_group_size": 2})
+    warm = cfg.with_overrides(cfg.load_config("baseline"), {
+        "train.learning_rate": 0.0777, "train.optimizer": "adam", "train.batch_size": 100,  # 100: not a choice
+        "model.query_hidden": [128, 64], "model.item_hidden": [128, 64], "ssl.alpha": 9.0})
+    knobs = tune.search_space(ssl, num_pairs=20000, num_items=1000, num_item_features=5)
+    params = tune.warm_start_params(knobs, warm, ssl, {"ssl.alpha": 0.05})
+    assert params["train.learning_rate"] == 0.0777 and params["train.optimizer"] == "adam"
+    assert params["model.hidden_width"] == 128 and params["model.embedding_dim"] == 64
+    assert "train.batch_size" not in params  # left to the sampler
+    assert params["ssl.alpha"] == 0.05  # the override, not the baseline's unread 9.0
+    assert params["ssl.temperature"] == 0.2 and params["ssl.cfm_group_size"] == 2  # the study config's own
+
+
+@pytest.mark.timeout(300)
+def test_seeds_per_trial_and_warm_start(tiny_run, tmp_path):
+    import optuna
+
+    run_dir, config = tiny_run
+    warm = tmp_path / "warm.yaml"
+    warm.write_text(CONFIG.replace("learning_rate: 0.1", "learning_rate: 0.0777"))
+    command = _tune_command(run_dir, config, 1)
+    command[command.index("--max-epochs") + 1] = "2"
+    result = subprocess.run(command + ["--seeds-per-trial", "2", "--warm-start", str(warm)], cwd=ROOT, env=_env(),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    db = tune.study_dir(run_dir, "tiny_baseline", "full") / "study.sqlite3"
+    study = optuna.load_study(study_name="synthetic_catalog/tiny:tiny_baseline:full:2seeds", storage=f"sqlite:///{db}")
+    trial = study.trials[0]
+    assert trial.params["train.learning_rate"] == pytest.approx(0.0777)
+    values = trial.user_attrs["seed_values"]
+    assert len(values) == 2 and trial.value == pytest.approx(sum(values) / 2)
