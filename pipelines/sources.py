@@ -393,6 +393,12 @@ class _OutputsAsPairs(beam.DoFn):
     def __init__(self, fn: beam.DoFn):
         self._fn = fn
 
+    def setup(self):
+        self._fn.setup()
+
+    def teardown(self):
+        self._fn.teardown()
+
     def process(self, element):
         for output in self._fn.process(element):
             if isinstance(output, beam.pvalue.TaggedOutput):
