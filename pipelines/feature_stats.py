@@ -251,8 +251,8 @@ class FeatureStatistics(beam.PTransform):
             label="pairs",
         )
         dead_dir = artifacts.join(self._settings.out_dir, artifacts.DEAD_LETTER_DIR)
-        _ = items.dead_letter | "WriteItemsDeadLetter" >> sources.WriteDeadLetter(dead_dir, "items")
-        _ = pairs.dead_letter | "WritePairsDeadLetter" >> sources.WriteDeadLetter(dead_dir, "pairs")
+        items_written = items.dead_letter | "WriteItemsDeadLetter" >> sources.WriteDeadLetter(dead_dir, "items")
+        pairs_written = pairs.dead_letter | "WritePairsDeadLetter" >> sources.WriteDeadLetter(dead_dir, "pairs")
         bad_items = items.dead_letter | "CountBadItems" >> beam.combiners.Count.Globally()
         bad_pairs = pairs.dead_letter | "CountBadPairs" >> beam.combiners.Count.Globally()
         item_counts = items.batches | "CountItemValues" >> beam.CombineGlobally(ValueCountsFn(item_features))
@@ -260,6 +260,7 @@ class FeatureStatistics(beam.PTransform):
         return (
             pbegin
             | "Once" >> beam.Create([None])
+            | "AfterDeadLetters" >> sources.WaitFor(items_written, pairs_written)
             | "WriteStats"
             >> beam.Map(
                 write_stats,

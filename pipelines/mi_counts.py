@@ -252,10 +252,15 @@ def counts_of(masses: np.ndarray) -> np.ndarray:
     """Value masses -> integer counts for the permutation model: rounded, at least 1 when > 0.
 
     Exact for single-valued features of unweighted items; for multi-valued features (mass
-    w/|A| per value) and frequency weights it is the nearest counting model.
+    w/|A| per value) and frequency weights it is the nearest counting model. A mass within
+    1e-9 (relative) of a half is a half: a sum of fractions added in another order (another
+    runner, other partitions) lands on either side of 2.5 and must round the same way.
     """
     masses = np.asarray(masses, dtype=np.float64)
-    return np.maximum(np.rint(masses[masses > 0]), 1.0)
+    masses = masses[masses > 0]
+    half = np.floor(masses) + 0.5
+    masses = np.where(np.abs(masses - half) <= 1e-9 * np.maximum(masses, 1.0), half, masses)
+    return np.maximum(np.rint(masses), 1.0)
 
 
 def expected_mutual_information(a: np.ndarray, b: np.ndarray, width: float = 8.0) -> float:

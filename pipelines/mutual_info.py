@@ -201,9 +201,10 @@ class MutualInformation(beam.PTransform):
         first = pbegin | "ReadItems" >> sources.ReadBatches(self._items, label="items", **read)
         # The second pass reads the shards again rather than shuffling every batch back.
         second = pbegin | "ReadItemsAgain" >> sources.ReadBatches(self._items, label="items_second_pass", **read)
-        _ = first.dead_letter | "WriteDeadLetter" >> sources.WriteDeadLetter(
-            artifacts.join(self._settings.out_dir, artifacts.DEAD_LETTER_DIR), "items"
-        )
+        written = [
+            first.dead_letter
+            | "WriteDeadLetter" >> sources.WriteDeadLetter(artifacts.join(self._settings.out_dir, artifacts.DEAD_LETTER_DIR), "items")
+        ]
         bad_items = first.dead_letter | "CountBadItems" >> beam.combiners.Count.Globally()
         items = (
             first.batches
@@ -217,8 +218,9 @@ class MutualInformation(beam.PTransform):
             pairs = pbegin | "ReadPairs" >> sources.ReadBatches(
                 self._pairs, spec, [spec.item_key], required=[spec.item_key], batch_size=self._batch_size, label="pairs"
             )
-            _ = pairs.dead_letter | "WritePairsDeadLetter" >> sources.WriteDeadLetter(
-                artifacts.join(self._settings.out_dir, artifacts.DEAD_LETTER_DIR), "pairs"
+            written.append(
+                pairs.dead_letter
+                | "WritePairsDeadLetter" >> sources.WriteDeadLetter(artifacts.join(self._settings.out_dir, artifacts.DEAD_LETTER_DIR), "pairs")
             )
             frequencies = (
                 pairs.batches
@@ -240,7 +242,7 @@ class MutualInformation(beam.PTransform):
             | "SumCells" >> beam.CombinePerKey(SumCellsFn())
         )
         terms = (marginals, joints) | "AllTerms" >> beam.Flatten() | "Gather" >> beam.combiners.ToDict()
-        return terms | "WriteMI" >> beam.Map(
+        return terms | "AfterDeadLetters" >> sources.WaitFor(*written) | "WriteMI" >> beam.Map(
             write_mi, self._settings, beam.pvalue.AsSingleton(items), beam.pvalue.AsSingleton(bad_items)
         )
 

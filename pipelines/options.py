@@ -1,7 +1,8 @@
 """What the two Beam jobs share: command-line inputs, pipeline options, the runner, counters.
 
 Standard Beam options pass through unchanged (``--runner``, ``--temp_location``,
-``--project``, ``--direct_num_workers``, ``--flink_master``, ...). Without ``--runner`` (or with
+``--project``, ``--direct_num_workers``, ``--flink_master``, ``--dask_client_address``, ...;
+``--runner=DaskRunner`` is short for Beam's ``apache_beam.runners.dask.dask_runner.DaskRunner``). Without ``--runner`` (or with
 ``--runner=DirectRunner``) the job runs locally on Beam's FnApiRunner in **multi-process** mode
 with 2 workers: hermetic, nothing downloaded. (Beam 2.77's DirectRunner would first try the
 Prism runner, which downloads a binary; we call the FnApiRunner directly instead.)
@@ -24,6 +25,8 @@ from recsys_ssl import features as features_lib
 from recsys_ssl import paths
 
 LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner", "direct")
+# Runners Beam does not know by their short name (docs/cluster.md).
+RUNNER_ALIASES = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
 DEFAULT_NUM_WORKERS = 2
 
 
@@ -148,6 +151,7 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
             beam_args.append("--default_sdk_harness_log_level=ERROR")  # local workers: counters, not chatter
     options = PipelineOptions(beam_args)
     standard = options.view_as(StandardOptions)
+    standard.runner = RUNNER_ALIASES.get(standard.runner, standard.runner)
     direct = options.view_as(DirectOptions)
     if standard.runner in LOCAL_RUNNERS:
         if not any(a.startswith("--direct_running_mode") for a in beam_args):
@@ -191,6 +195,8 @@ def run_and_report(pipeline: beam.Pipeline, job: str) -> dict[str, int]:
     print(f"[{job}] running on {type(pipeline.runner).__name__} ...", file=sys.stderr, flush=True)
     result = pipeline.run()
     result.wait_until_finish()
+    if getattr(result, "client", None) is not None:  # DaskRunner: its connection to the Dask scheduler
+        result.client.close()
     found = counters(result)
     print(f"[{job}] done in {time.time() - start:.1f}s; counters:", file=sys.stderr)
     for name in sorted(found):

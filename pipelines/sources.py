@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -383,10 +383,44 @@ class ReadShardFn(beam.DoFn):
                 yield batch
 
 
+class _OutputsAsPairs(beam.DoFn):
+    """A multi-output DoFn run as a single-output one: ``(tag, value)``, tag ``None`` for the main output.
+
+    Beam 2.77's DaskRunner gives every consumer of a multi-output ParDo *all* its outputs (it
+    does not split them by tag), so :class:`ReadBatches` splits the pairs itself.
+    """
+
+    def __init__(self, fn: beam.DoFn):
+        self._fn = fn
+
+    def setup(self):
+        self._fn.setup()
+
+    def teardown(self):
+        self._fn.teardown()
+
+    def process(self, element):
+        for output in self._fn.process(element):
+            if isinstance(output, beam.pvalue.TaggedOutput):
+                yield output.tag, output.value
+            else:
+                yield None, output
+
+
+def _with_tag(pair, tag):
+    if pair[0] == tag:
+        yield pair[1]
+
+
+class ReadOutputs(NamedTuple):
+    batches: beam.PCollection
+    dead_letter: beam.PCollection
+
+
 class ReadBatches(beam.PTransform):
     """Source -> PCollection of batches (``pyarrow.Table``), plus ``dead_letter`` records.
 
-    Returns a ``DoOutputsTuple``: ``result.batches`` and ``result.dead_letter``.
+    Returns a ``ReadOutputs``: ``result.batches`` and ``result.dead_letter``.
     """
 
     def __init__(
@@ -413,30 +447,65 @@ class ReadBatches(beam.PTransform):
         shards = list_shards(self._source)
         if self._source.format == "csv":
             check_csv_headers(shards, self._spec, [self._spec.feature(n) for n in self._names])
-        return (
+        decoded = (
             pbegin
             | "ListShards" >> beam.Create(shards)
             | "SpreadShards" >> beam.Reshuffle()
             | "DecodeBatches"
             >> beam.ParDo(
-                ReadShardFn(self._spec, self._names, self._required, self._batch_size, self._label, self._dictionary)
-            ).with_outputs(
-                DEAD_LETTER, main="batches"
+                _OutputsAsPairs(
+                    ReadShardFn(self._spec, self._names, self._required, self._batch_size, self._label, self._dictionary)
+                )
             )
+        )
+        return ReadOutputs(
+            batches=decoded | "Batches" >> beam.FlatMap(_with_tag, None),
+            dead_letter=decoded | "DeadLetter" >> beam.FlatMap(_with_tag, DEAD_LETTER),
         )
 
 
 class WriteDeadLetter(beam.PTransform):
-    """Dead-letter records -> ``<directory>/<name>-*.jsonl`` (always written, possibly empty)."""
+    """Dead-letter records -> ``<directory>/<name>.jsonl`` (always written, possibly empty); returns its path.
+
+    One writer reads the records as an iterable side input and writes the file directly (no file
+    sink): Beam's file sink on the DaskRunner, which evaluates a side input once per consumer,
+    writes a second temp copy that it never finalizes or deletes.
+    """
 
     def __init__(self, directory: str, name: str):
         super().__init__()
-        self._prefix = directory.rstrip("/") + "/" + name
+        self._path = directory.rstrip("/") + "/" + name + ".jsonl"
 
     def expand(self, records):
+        lines = records | "ToJson" >> beam.Map(lambda r: json.dumps(r, sort_keys=True))
         return (
-            records
-            | "ToJson" >> beam.Map(lambda r: json.dumps(r, sort_keys=True))
-            | "Write" >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl", num_shards=1, shard_name_template="")
+            records.pipeline
+            | "Once" >> beam.Create([None])
+            | "Write" >> beam.Map(_write_lines, self._path, beam.pvalue.AsIter(lines))
         )
 
+
+def _write_lines(_, path: str, lines) -> str:
+    with FileSystems.create(path) as out:
+        for line in lines:
+            out.write(line.encode("utf-8") + b"\n")
+    return path
+
+
+def _first(element, *_):
+    return element
+
+
+class WaitFor(beam.PTransform):
+    """pcoll -> the same elements, once every PCollection in ``written`` is complete (side inputs).
+
+    Makes a write that nothing reads (the dead letters) a dependency of the job's last step:
+    Beam 2.77's DaskRunner computes only what the pipeline's last transform needs.
+    """
+
+    def __init__(self, *written: beam.PCollection):
+        super().__init__()
+        self._written = written
+
+    def expand(self, pcoll):
+        return pcoll | "Wait" >> beam.Map(_first, *[beam.pvalue.AsList(w) for w in self._written])
