@@ -194,3 +194,32 @@ def test_odd_http_gets_a_4xx_json_answer_too(server):
     r = requests.post(f"{url}/v1/models/tiny:predict", data=payload, timeout=30)
     assert r.status_code == 200 and len(r.json()["predictions"][0]["item_ids"]) == 10
     assert proc.poll() is None
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("concurrency,max_queries", [(1, 5), (3, 4)])
+def test_the_batcher_answers_each_request_with_its_own_rows_and_k(tmp_path_factory, concurrency, max_queries):
+    """In process: 30 concurrent requests of 1-3 queries, batched into calls of at most
+    ``max_queries`` queries, ``concurrency`` batches at a time; each gets the exact top-k of its rows."""
+    import asyncio
+
+    from recsys_ssl.retrieve import Retriever
+    from recsys_ssl.serve.batching import Batcher
+
+    (query_tower, _), export_dir, version = fx.exported(tmp_path_factory)
+    retriever = Retriever(version)
+    requests_ = [(fx.query_instances(1 + i % 3, seed=100 + i), 1 + i % 6) for i in range(30)]
+    sizes = []
+    batcher = Batcher(max_queries, observe=lambda queries, seconds: sizes.append(queries), concurrency=concurrency)
+
+    async def ask_all():
+        return await asyncio.gather(*(batcher.retrieve(retriever, rows, k) for rows, k in requests_))
+
+    answers = asyncio.run(ask_all())
+    batcher.close()
+    for (rows, k), (ids, scores) in zip(requests_, answers):
+        expected_ids, expected_scores, _ = _exact(query_tower, export_dir, rows, k)
+        assert ids == expected_ids
+        np.testing.assert_allclose(np.array(scores), expected_scores, atol=1e-5)
+    assert sum(sizes) == sum(len(rows) for rows, _ in requests_) and max(sizes) <= max_queries
+    assert len(sizes) < len(requests_)  # requests shared calls

@@ -33,19 +33,22 @@ class Batcher:
     """
 
     def __init__(self, max_queries: int = 256, max_wait_s: float = 0.0,
-                 observe: Callable[[int, float], None] | None = None):
+                 observe: Callable[[int, float], None] | None = None, concurrency: int = 1):
         self.max_queries = max(int(max_queries), 1)
         self.max_wait_s = max(float(max_wait_s), 0.0)
         self.observe = observe or (lambda queries, seconds: None)
+        self.concurrency = max(int(concurrency), 1)
         self._queue: collections.deque[_Pending] = collections.deque()
         self._wake: asyncio.Event | None = None
+        self._slots: asyncio.Semaphore | None = None
         self._worker: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="retrieval-batch")
+        self._running: set[asyncio.Task] = set()
+        self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="retrieval-batch")
 
     async def retrieve(self, retriever: Retriever, rows: list[dict], k: int):
         loop = asyncio.get_running_loop()
         if self._worker is None or self._worker.done():  # started lazily, on the server's own loop
-            self._wake = asyncio.Event()
+            self._wake, self._slots = asyncio.Event(), asyncio.Semaphore(self.concurrency)
             self._worker = loop.create_task(self._run())
         pending = _Pending(retriever, rows, k, loop.create_future())
         self._queue.append(pending)
@@ -60,17 +63,26 @@ class Batcher:
         return batch
 
     async def _run(self) -> None:
+        """Takes a batch whenever requests wait and a compute slot is free (``concurrency`` slots)."""
         loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
+            await self._slots.acquire()
             if self.max_wait_s and sum(len(p.rows) for p in self._queue) < self.max_queries:
                 await asyncio.sleep(self.max_wait_s)  # let a partial batch fill
-            batch = self._take()
+            batch = [p for p in self._take() if not p.future.cancelled()]  # cancelled: the client went away
             if not self._queue:
                 self._wake.clear()
-            batch = [p for p in batch if not p.future.cancelled()]  # the client went away
             if not batch:
+                self._slots.release()
                 continue
+            task = loop.create_task(self._answer(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _answer(self, batch: list[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
             # A version swap can put two retrievers in one batch: each gets its own call.
             for retriever in {id(p.retriever): p.retriever for p in batch}.values():
                 group = [p for p in batch if p.retriever is retriever]
@@ -81,16 +93,19 @@ class Batcher:
                     results = [error] * len(group)
                 self.observe(sum(len(p.rows) for p in group), time.perf_counter() - start)
                 for p, result in zip(group, results):
-                    if p.future.done():
-                        continue
-                    if isinstance(result, Exception):
-                        p.future.set_exception(result)
-                    else:
-                        p.future.set_result(result)
+                    if not p.future.done():
+                        if isinstance(result, Exception):
+                            p.future.set_exception(result)
+                        else:
+                            p.future.set_result(result)
+        finally:
+            self._slots.release()
 
     def close(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
+        for task in list(self._running):
+            task.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 

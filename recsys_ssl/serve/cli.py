@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
         help="queries per retrieval batch (one query-tower call and one ScaNN search)")
     add("--batch-max-wait-ms", type=float, default=0.0,
         help="how long a batch waits to fill (default 0: it takes what queued while the last one ran)")
+    add("--batch-concurrency", type=_positive(int), default=1,
+        help="retrieval batches computed at once (each on its own thread; TensorFlow and ScaNN release the GIL)")
     add("--no-batching", dest="batching", action="store_false",
         help="answer each retrieval request on its own instead of batching concurrent ones")
     add("--timeout-keep-alive", type=_positive(float), default=5.0,
@@ -103,7 +105,8 @@ def build_app(model_dir, args: argparse.Namespace) -> App:
     metrics.served_version.labels(state.model_name).set(state.version)
     metrics.failed_versions.set(len(state.failed))
     limits = Limits(args.max_body_bytes, args.max_batch, args.max_k)
-    batcher = Batcher(args.batch_max_queries, args.batch_max_wait_ms / 1000, metrics.observe_batch) if args.batching else None
+    batcher = (Batcher(args.batch_max_queries, args.batch_max_wait_ms / 1000, metrics.observe_batch,
+                       concurrency=args.batch_concurrency) if args.batching else None)
     return App(state, limits, metrics, batcher, body_timeout_s=args.timeout_body, debug=args.debug)
 
 
