@@ -18,6 +18,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "train": ("recsys_ssl.train", "train a two-tower model (baseline, FD, SO or SSL) from a YAML config"),
     "tune": ("recsys_ssl.tune", "resumable hyper-parameter search (Optuna) on the validation carve-out -> a tuned config"),
     "evaluate": ("recsys_ssl.evaluate", "exact full-corpus Recall@K / MAP@K with head and tail slices"),
+    "diagnose": ("recsys_ssl.diagnostics", "why a method moves the tail: alignment, uniformity, tail->head cosine, recall by decile"),
     "experiment": ("recsys_ssl.experiment", "methods x seeds x data regimes, resumable, with tables and plots"),
     "export": ("recsys_ssl.export", "SavedModels (query, item, ScaNN retrieval) and a tuned ScaNN index"),
     "index": ("recsys_ssl.index_cli", "manage the ScaNN index (e.g. `index add` new items)"),

@@ -168,3 +168,45 @@ def plot_validation_curves(curves: Mapping[int, Sequence[Sequence[float]]], best
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_diagnostics(by_name: Mapping[str, Mapping[str, Any]], path: str | pathlib.Path, k: int = 50) -> pathlib.Path:
+    """``recsys-ssl diagnose``'s figure, models side by side (``by_name``: name -> diagnostics.json):
+    Recall@k by popularity decile (bars), the histogram of each tail item's cosine to its
+    nearest head item, and a table of recall / alignment / uniformity / cosine, head vs tail."""
+    from recsys_ssl.diagnostics import table_rows
+
+    plt = _pyplot()
+    fig = plt.figure(figsize=(13, 8.5))
+    grid = fig.add_gridspec(2, 2, height_ratios=[3, 2.2])
+    bars, hist, table = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1]), fig.add_subplot(grid[1, :])
+    width = 0.8 / max(len(by_name), 1)
+    for n, (name, diagnostics) in enumerate(by_name.items()):
+        deciles = diagnostics["recall_by_popularity"]["deciles"].get(f"recall@{k}", [])
+        xs = [i + 1 + (n - (len(by_name) - 1) / 2) * width for i in range(len(deciles))]
+        bars.bar(xs, [v or 0.0 for v in deciles], width=width, label=name)
+        nearest = diagnostics["nearest_head_cosine"]
+        edges, counts = nearest["histogram"]["edges"], nearest["histogram"]["counts"]
+        share = [c / max(sum(counts), 1) for c in counts]
+        hist.stairs(share, edges, label=f"{name} (mean {nearest['mean']:.3f})" if nearest["mean"] is not None else name)
+    bars.set_xlabel("item popularity decile (1 = most frequent in training)")
+    bars.set_ylabel(f"Recall@{k}")
+    bars.set_title(f"Recall@{k} by item popularity")
+    bars.set_xticks(range(1, 11))
+    occupied = [e for d in by_name.values() for e, c in zip(d["nearest_head_cosine"]["histogram"]["edges"],
+                                                             d["nearest_head_cosine"]["histogram"]["counts"]) if c]
+    hist.set_xlim(max(-1.0, min(occupied, default=-1.0) - 0.05), 1.0)  # the occupied range only
+    hist.set_xlabel("cosine of a tail item to its nearest head item")
+    hist.set_ylabel("share of tail items")
+    hist.set_title("tail -> nearest head item")
+    for ax in (bars, hist):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    rows = table_rows(by_name, k)
+    table.axis("off")
+    cells = [["-" if v is None else f"{v:.4f}" for v in values] for _, values in rows]
+    drawn = table.table(cellText=cells, rowLabels=[label for label, _ in rows], colLabels=list(by_name), loc="center")
+    drawn.auto_set_font_size(False)
+    drawn.set_fontsize(8)
+    table.set_title("alignment (lower = positives closer), uniformity (lower = more spread), head vs tail", fontsize=9)
+    return _save(fig, path)
