@@ -272,31 +272,37 @@ def bench_server(args, prebuilt, items, ids) -> dict:
         export.export_models(query_tower, item_tower, spec, {"item_id": np.array(ids, dtype=object)}, workdir, "bench",
                              item_embeddings=items, prebuilt_index=prebuilt, with_retrieval_savedmodels=False)
         print(f"(b) exported {len(ids)} items in {time.perf_counter() - t0:.1f}s; starting the server", flush=True)
-        server = subprocess.Popen([sys.executable, "-m", "recsys_ssl.cli", "serve", "--export-dir", str(workdir),
-                                   "--port", "0", "--poll-seconds", "0", *args.server_flags.split()],
-                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        url = None
-        while url is None:
-            line = server.stdout.readline()
-            if not line and server.poll() is not None:
-                raise RuntimeError("the server exited before it started")
-            if line.startswith("serving on "):
-                url = line.split()[2]
-                print(line.strip(), flush=True)
-        threading.Thread(target=lambda: [print("server:", l.rstrip()) for l in server.stdout], daemon=True).start()
-        try:
-            # Warm up (first calls trace nothing, but page in the index), then the measured phases.
-            _load(url, workdir, 2, 3)
-            result = {"phases": {name: PHASES[name](url, workdir, args) for name in args.phases}}
-            result["server_alive_after"] = server.poll() is None
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+        result = _serve_and_load(workdir, args.server_flags, args.phases, args)
+        result["variants"] = {flags: _serve_and_load(workdir, flags, ["keep-alive"], args) for flags in args.variant}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     result["num_items"] = len(ids)
-    result["server_flags"] = args.server_flags
     print(json.dumps(result, indent=2), flush=True)
+    return result
+
+
+def _serve_and_load(workdir: pathlib.Path, flags: str, phases: list[str], args) -> dict:
+    """``recsys-ssl serve`` with ``flags`` on the export in ``workdir``, driven through ``phases``."""
+    server = subprocess.Popen([sys.executable, "-m", "recsys_ssl.cli", "serve", "--export-dir", str(workdir),
+                               "--port", "0", "--poll-seconds", "0", *flags.split()],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = None
+    while url is None:
+        line = server.stdout.readline()
+        if not line and server.poll() is not None:
+            raise RuntimeError("the server exited before it started")
+        if line.startswith("serving on "):
+            url = line.split()[2]
+            print(line.strip(), f"[flags: {flags or 'defaults'}]", flush=True)
+    threading.Thread(target=lambda: [print("server:", text.rstrip()) for text in server.stdout], daemon=True).start()
+    try:
+        # Warm up (first calls trace nothing, but page in the index; workers start), then the measured phases.
+        _load(url, workdir, 2, 5)
+        result = {"server_flags": flags, "phases": {name: PHASES[name](url, workdir, args) for name in phases}}
+        result["server_alive_after"] = server.poll() is None
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
     return result
 
 
@@ -390,6 +396,9 @@ def main() -> int:
     parser.add_argument("--phases", type=lambda text: text.split(","), default=list(PHASES),
                         help=f"server load phases, comma-separated (default all: {','.join(PHASES)})")
     parser.add_argument("--server-flags", default="", help="extra `recsys-ssl serve` flags, e.g. '--access-log'")
+    parser.add_argument("--variant", action="append", default=[], metavar="FLAGS",
+                        help="also measure the keep-alive phase with these server flags (repeatable), "
+                             "e.g. --variant='--workers 2'")
     parser.add_argument("--output", default=str(ROOT / "runs" / "bench" / "serve_bench.json"))
     parser.add_argument("--load-client", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--load-output", default=None, help=argparse.SUPPRESS)
@@ -418,16 +427,18 @@ def main() -> int:
         r = results["server"]
         single = s["qps"]["scann_single"]
         print(f"server, {r['num_items']} items (in-process single-query ScaNN: {single} QPS)")
-        print(f"  {'phase':<18} {'clients':>7} {'connection':<16} {'QPS':>7} {'/ScaNN':>7} {'p50 ms':>7} {'p99 ms':>7} "
+        print(f"  {'phase':<30} {'clients':>7} {'connection':<16} {'QPS':>7} {'/ScaNN':>7} {'p50 ms':>7} {'p99 ms':>7} "
               f"{'errors':>14}  notes")
-        for name, p in r["phases"].items():
+        rows = [(name, p) for name, p in r["phases"].items()]
+        rows += [(f"keep-alive {flags}", v["phases"]["keep-alive"]) for flags, v in r["variants"].items()]
+        for name, p in rows:
             p["qps_over_scann_single"] = round(p["qps"] / single, 3)
             notes = []
             if "listen_overflows" in p:
                 notes.append(f"listen overflows {p['listen_overflows']}")
             if "idle_closed" in p:
                 notes.append(f"{p['idle_closed']}/{p['idle_connections']} idle closed within {p['idle_closed_within_s']} s")
-            print(f"  {name:<18} {p['clients']:>7} {p['connection']:<16} {p['qps']:>7.0f} {p['qps_over_scann_single']:>7.1%} "
+            print(f"  {name:<30} {p['clients']:>7} {p['connection']:<16} {p['qps']:>7.0f} {p['qps_over_scann_single']:>7.1%} "
                   f"{p['latency_ms']['p50']:>7} {p['latency_ms']['p99']:>7} {p['errors']:>6} / {p['requests']:<7} "
                   f"{'; '.join(notes)}")
         output.write_text(json.dumps(results, indent=2) + "\n")
