@@ -171,42 +171,18 @@ def feature_dropout_masks(batch_size: tf.Tensor | int, maskable: Sequence[bool] 
     return tf.logical_and(draws < rate, maskable[tf.newaxis, :])
 
 
-def multi_valued_dropout(values: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:
-    """Drops each value of a multi-valued feature with probability ``rate``.
-
-    Args:
-      values: [B, L] tf.string, padded with "".
-    Returns:
-      [B, L] tf.string: dropped entries replaced by the padding value "" (so pooling ignores
-      them); padding stays padding.
-    """
-    if rate <= 0.0:
-        return values
-    return tf.where(dropout_keep(tf.shape(values), rate, seed), values, tf.constant(PADDING))
-
-
 def dropout_keep(shape: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:
-    """The values ``multi_valued_dropout`` keeps (same seed, same draw), as a bool tensor of ``shape``.
-
-    The model drops on looked-up ids with this (both views share one string lookup)."""
+    """Per-value dropout of a multi-valued feature: [B, L] bool, True = the value is kept
+    (each value dropped with probability ``rate``). The towers pool only valid and kept values,
+    so a dropped value acts as padding; padding stays padding."""
     return tf.random.stateless_uniform(shape, seed=seed) >= rate
 
 
 def dropout_keep_masks(valid: Mapping[str, tf.Tensor], rate: float, seed: tf.Tensor) -> dict[str, tf.Tensor]:
-    """Per multi-valued feature, its ``dropout_keep`` mask; seeds as ``dropout_features`` draws them."""
+    """Per multi-valued feature (``valid``: name -> its [B, L] valid values), its ``dropout_keep``
+    mask, each from its own seed split off ``seed``: the one dropout of FD and of the SSL views."""
     names = list(valid)
     if rate <= 0.0 or not names:
         return {}
     return {name: dropout_keep(tf.shape(valid[name]), rate, sub_seed)
             for name, sub_seed in zip(names, split_seed(seed, len(names)))}
-
-
-def dropout_features(features: Mapping[str, tf.Tensor], multi_valued: Sequence[str], rate: float,
-                     seed: tf.Tensor) -> dict[str, tf.Tensor]:
-    """``multi_valued_dropout`` on each named multi-valued feature, with independent seeds."""
-    out = dict(features)
-    if rate <= 0.0 or not multi_valued:
-        return out
-    for name, sub_seed in zip(multi_valued, split_seed(seed, len(multi_valued))):
-        out[name] = multi_valued_dropout(features[name], rate, sub_seed)
-    return out

@@ -129,12 +129,15 @@ class TwoTowerModel(tfrs.Model):
     def main_loss(self, pairs: Mapping[str, tf.Tensor], training: bool, seed: tf.Tensor) -> tf.Tensor:
         """Mean in-batch softmax loss of this replica's pairs."""
         query = self.query_tower(pairs)
-        item_features, mask = pairs, None
         if self.config.method_entry.main_feature_dropout and training:
             seed_mask, seed_drop = augment.split_seed(seed, 2)
-            item_features = augment.dropout_features(pairs, self._multi_valued, self.config.fd.dropout_rate, seed_drop)
+            looked_up = self.item_tower.lookup(pairs)
+            keep = augment.dropout_keep_masks({name: looked_up[name][1] for name in self._multi_valued},
+                                              self.config.fd.dropout_rate, seed_drop)
             mask = augment.feature_dropout_masks(tf.shape(query)[0], self._maskable, self.config.fd.mask_rate, seed_mask)
-        candidates = self.item_tower(item_features, feature_mask=mask)
+            candidates = self.item_tower.encode(looked_up, mask, keep)
+        else:
+            candidates = self.item_tower(pairs)
         item_ids = pairs[self.spec.item_key]
         probability = self.item_probability(item_ids) if self._probability_table is not None else None
         ids = _ids_to_int(item_ids) if self.config.main.remove_accidental_hits else None
@@ -160,8 +163,8 @@ class TwoTowerModel(tfrs.Model):
             mask_1, mask_2 = augmentation.mask_function()(self._mask_inputs, seed_mask)
         mask_1, mask_2 = augment.place_ids(mask_1, mask_2, self._id_features, self._maskable, self.config.ssl.id_views)
         rate = self.config.ssl.dropout_rate if augmentation.drops_values else 0.0
-        # One string lookup for both views; each view drops values on the ids (same draws as
-        # augment.dropout_features would make on the strings) and masks its own features.
+        # One string lookup for both views; each view drops values (augment.dropout_keep_masks,
+        # the same dropout as FD's) and masks its own features.
         looked_up = self.item_tower.lookup(items)
         valid = {name: looked_up[name][1] for name in self._multi_valued}
         keep_1 = augment.dropout_keep_masks(valid, rate, seed_1)

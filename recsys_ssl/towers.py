@@ -133,19 +133,33 @@ class Tower(tf.keras.Model):
 
     def encode(self, looked_up: Mapping[str, tuple[tf.Tensor, tf.Tensor | None]], feature_mask: tf.Tensor | None = None,
                keep: Mapping[str, tf.Tensor] | None = None) -> tf.Tensor:
-        """Looked-up ids -> [B, D] L2-normalised; ``keep[name]`` ([B, L] bool) drops multi-valued values."""
-        return tf.math.l2_normalize(self.mlp(self._concat(looked_up, feature_mask, keep)), axis=-1)
+        """Looked-up ids -> [B, D] L2-normalised; ``keep[name]`` ([B, L] bool) drops multi-valued values.
+        One view of :meth:`encode_views`."""
+        return self.encode_views(looked_up, [feature_mask], [keep or {}])[0]
 
     def encode_views(self, looked_up: Mapping[str, tuple[tf.Tensor, tf.Tensor | None]],
                      feature_masks: Sequence[tf.Tensor | None], keeps: Sequence[Mapping[str, tf.Tensor]]) -> list[tf.Tensor]:
         """Several views of ONE batch -> a [B, D] embedding per view (``encode`` of each view).
 
-        The embedding rows are gathered once and shared; each view pools with its own
-        dropout (``keeps[v]``) and applies its own mask; the views go through the MLP as one
-        [V * B] batch. Same result as ``encode`` per view, at a fraction of the cost.
+        The embedding rows are gathered once and shared (:meth:`concat_views`); the views go
+        through the MLP as one [V * B] batch. Same result as ``encode`` per view, at a fraction
+        of the cost.
         """
-        if feature_masks and feature_masks[0] is not None:
-            feature_masks = [tf.convert_to_tensor(m) for m in feature_masks]
+        per_view = self.concat_views(looked_up, feature_masks, keeps)
+        if len(per_view) == 1:  # one view (``encode``, serving): no stacking
+            return [tf.math.l2_normalize(self.mlp(per_view[0]), axis=-1)]
+        stacked = tf.concat(per_view, axis=0)
+        return tf.split(tf.math.l2_normalize(self.mlp(stacked), axis=-1), len(per_view), axis=0)
+
+    def concat_views(self, looked_up: Mapping[str, tuple[tf.Tensor, tf.Tensor | None]],
+                     feature_masks: Sequence[tf.Tensor | None], keeps: Sequence[Mapping[str, tf.Tensor]]) -> list[tf.Tensor]:
+        """The MLP's input per view: [B, sum of feature widths], features in spec order.
+
+        Each view pools with its own dropout (``keeps[v]``: name -> [B, L] kept values) and
+        replaces the features its mask (``feature_masks[v]``: [F] or [B, F] bool) marks by their
+        masked embeddings; the embedding rows are gathered once for all views.
+        """
+        feature_masks = [None if m is None else tf.convert_to_tensor(m) for m in feature_masks]
         per_view: list[list[tf.Tensor]] = [[] for _ in feature_masks]
         for i, (name, layer) in enumerate(zip(self.feature_names, self.embeddings)):
             ids, valid = looked_up[name]
@@ -154,20 +168,7 @@ class Tower(tf.keras.Model):
                 view_valid = tf.logical_and(valid, keep[name]) if name in keep else valid
                 feature_mask = None if mask is None or layer.masked is None else mask[..., i]
                 per_view[v].append(layer.pool_and_mask(gathered, view_valid, feature_mask))
-        stacked = tf.concat([tf.concat(parts, axis=-1) for parts in per_view], axis=0)
-        return tf.split(tf.math.l2_normalize(self.mlp(stacked), axis=-1), len(per_view), axis=0)
-
-    def _concat(self, looked_up, feature_mask=None, keep=None) -> tf.Tensor:
-        if feature_mask is not None:
-            feature_mask = tf.convert_to_tensor(feature_mask)
-        parts = []
-        for i, (name, layer) in enumerate(zip(self.feature_names, self.embeddings)):
-            ids, valid = looked_up[name]
-            if keep is not None and name in keep:
-                valid = tf.logical_and(valid, keep[name])
-            mask = None if feature_mask is None or layer.masked is None else feature_mask[..., i]
-            parts.append(layer.embed(ids, valid, mask))
-        return tf.concat(parts, axis=-1)
+        return [tf.concat(parts, axis=-1) for parts in per_view]
 
 
 def build_towers(spec: fs.FeatureSpec, vocabularies: Mapping[str, Sequence[str]], query_hidden: Sequence[int],

@@ -98,18 +98,17 @@ def test_cfm_masking_a_seed_masks_its_partner_in_the_same_view():
         assert m1[0] == m1[1] and m1[2] == m1[3] and m1[0] != m1[2]
 
 
-def test_multi_valued_dropout_replaces_dropped_values_by_padding():
-    values = tf.constant([["a", "b", "c", ""], ["d", "", "", ""]] * 500)
-    out = augment.multi_valued_dropout(values, 0.3, tf.constant([1, 2], tf.int64)).numpy()
-    original = values.numpy()
-    padding = original == b""
-    assert np.all(out[padding] == b"")  # padding stays padding
-    kept = out[~padding] == original[~padding]
-    assert np.all(out[~padding][~kept] == b"")  # a dropped value becomes padding, never another value
-    assert abs((~kept).mean() - 0.3) < 0.03
-    same = augment.multi_valued_dropout(values, 0.3, tf.constant([1, 2], tf.int64)).numpy()
-    other = augment.multi_valued_dropout(values, 0.3, tf.constant([1, 3], tf.int64)).numpy()
-    assert np.array_equal(out, same) and not np.array_equal(out, other)  # seeded, independent per view
+def test_dropout_keep_rate_and_seeds():
+    valid = tf.constant([[True, True, True, False], [True, False, False, False]] * 500)
+    seed = tf.constant([1, 2], tf.int64)
+    keep = augment.dropout_keep_masks({"tags": valid}, 0.3, seed)["tags"].numpy()
+    assert keep.shape == (1000, 4) and abs(1 - keep.mean() - 0.3) < 0.03
+    same = augment.dropout_keep_masks({"tags": valid}, 0.3, seed)["tags"].numpy()
+    other = augment.dropout_keep_masks({"tags": valid}, 0.3, tf.constant([1, 3], tf.int64))["tags"].numpy()
+    assert np.array_equal(keep, same) and not np.array_equal(keep, other)  # seeded, independent per view
+    two = augment.dropout_keep_masks({"a": valid, "b": valid}, 0.3, seed)
+    assert not np.array_equal(two["a"].numpy(), two["b"].numpy())  # each feature its own draw
+    assert augment.dropout_keep_masks({"tags": valid}, 0.0, seed) == {}
 
 
 def test_feature_dropout_masks_rate_and_maskable():

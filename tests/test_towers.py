@@ -62,9 +62,9 @@ BATCH = {"colour": tf.constant(["red", "green"]), "tags": tf.constant([["x", "",
 
 def test_masked_embedding_replaces_exactly_the_masked_features():
     tower = _tower()
-    plain = tower._concat(tower.lookup(BATCH)).numpy()  # [2, 3 + 3 + 2]
+    plain = tower.concat_views(tower.lookup(BATCH), [None], [{}])[0].numpy()  # [2, 3 + 3 + 2]
     mask = np.array([[True, False, False], [False, True, True]])
-    masked = tower._concat(tower.lookup(BATCH), tf.constant(mask)).numpy()
+    masked = tower.concat_views(tower.lookup(BATCH), [tf.constant(mask)], [{}])[0].numpy()
     slices = {0: slice(0, 3), 1: slice(3, 6), 2: slice(6, 8)}
     for row in range(2):
         for feature, columns in slices.items():
@@ -76,7 +76,7 @@ def test_masked_embedding_replaces_exactly_the_masked_features():
 
 def test_a_batch_wide_mask_and_the_zero_masked_embedding():
     tower = _tower("zeros")
-    masked = tower._concat(tower.lookup(BATCH), tf.constant([False, True, False])).numpy()
+    masked = tower.concat_views(tower.lookup(BATCH), [tf.constant([False, True, False])], [{}])[0].numpy()
     np.testing.assert_allclose(masked[:, 3:6], 0.0)
     assert not tower.embeddings[1].masked.trainable
 
@@ -94,14 +94,14 @@ def test_tower_names_missing_features():
 
 
 def test_dropping_on_ids_equals_dropping_the_strings():
-    """The model drops values after one shared lookup; it must equal dropping the strings."""
+    """The model drops values after one shared lookup; it must equal replacing the strings by padding."""
     from recsys_ssl import augment
 
     tower = _tower()
     seed = tf.constant([4, 2], tf.int64)
     looked_up = tower.lookup(BATCH)
     keep = augment.dropout_keep_masks({"tags": looked_up["tags"][1]}, 0.5, seed)
-    dropped = augment.dropout_features(BATCH, ["tags"], 0.5, seed)
+    dropped = dict(BATCH, tags=tf.where(keep["tags"], BATCH["tags"], ""))  # the dropped strings, as padding
     mask = tf.constant([True, False, False])
     np.testing.assert_allclose(tower.encode(looked_up, mask, keep).numpy(),
                                tower(dropped, feature_mask=mask).numpy(), rtol=1e-6)
