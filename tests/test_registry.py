@@ -79,3 +79,24 @@ def test_every_entry_names_a_shipped_config_of_its_own_and_a_mask_function():
     for name, entry in registry.METHODS.items():
         if entry.config:
             assert cfg.load_config(entry.config).method == name
+
+
+@pytest.mark.timeout(300)
+def test_a_new_dataset_family_is_one_registry_entry_and_one_loader(tmp_path, monkeypatch):
+    """A family registered in the test (a renamed view of synthetic_catalog/tiny) loads through
+    load_dataset, -val included, and unknown names list every family."""
+    import dataclasses as dc
+
+    from recsys_ssl.datasets import inputs
+
+    def load_mirror(name, config, data_dir, raw_data_dir, csv_configs):
+        return dc.replace(inputs.load_dataset(f"synthetic_catalog/{config}", data_dir), name=name)
+
+    families = dict(inputs.DATASET_FAMILIES, mirror=inputs.DatasetFamily("mirror/<size>", load_mirror))
+    monkeypatch.setattr(inputs, "DATASET_FAMILIES", families)
+    dataset = inputs.load_dataset("mirror/tiny", data_dir=str(tmp_path))
+    assert dataset.name == "mirror/tiny" and dataset.num_examples("train") > 0
+    validation = inputs.load_dataset("mirror/tiny-val", data_dir=str(tmp_path))
+    assert validation.num_examples("train") + validation.num_examples("test") == dataset.num_examples("train")
+    with pytest.raises(ValueError, match=r"movielens/.*mirror/<size>"):
+        inputs.parse_name("nothing/here")

@@ -26,7 +26,7 @@ import functools
 import logging
 import os
 import pathlib
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -38,7 +38,6 @@ from recsys_ssl.tf_setup import tf
 
 DEFAULT_DATASET = "synthetic_catalog/10k"
 SPLITS = _common.PAIRS_SPLITS
-BUILDERS = ("synthetic_catalog", "movielens", "interactions_csv")
 DEFAULT_SHUFFLE_BUFFER = 100_000
 VALIDATION_SUFFIX = "-val"
 
@@ -255,10 +254,9 @@ def dataset_arrays(dataset: tf.data.Dataset, spec: features_lib.FeatureSpec | No
 
 def parse_name(name: str) -> tuple[str, str]:
     builder, _, config = name.partition("/")
-    if builder not in BUILDERS or not config:
-        raise ValueError(f"unknown dataset {name!r}: expected one of synthetic_catalog/<size> "
-                         f"({', '.join(synthetic_catalog.SIZES)}), movielens/<100k|1m>-<user-item|item-item>, "
-                         f"interactions_csv/<name>, {', '.join(NAMED_CSV)}; any of them with a "
+    if builder not in DATASET_FAMILIES or not config:
+        patterns = [family.pattern for family in DATASET_FAMILIES.values()] + list(NAMED_CSV)
+        raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(patterns)}; any of them with a "
                          f"{VALIDATION_SUFFIX!r} suffix for its validation carve-out")
     return builder, config
 
@@ -315,29 +313,37 @@ def load_dataset(name: str = DEFAULT_DATASET, data_dir: str | os.PathLike | None
     if name in NAMED_CSV:
         return _load_named_csv(name, data_dir, raw_data_dir)
     builder_name, config = parse_name(name)
-    data_dir = str(data_dir or paths.tfds_dir())
-    if builder_name == "synthetic_catalog":
-        if config not in synthetic_catalog.SIZES:
-            raise ValueError(f"unknown synthetic_catalog config {config!r}; sizes: {list(synthetic_catalog.SIZES)}")
-        pairs = synthetic_catalog.SyntheticCatalog(config=config, data_dir=data_dir)
-        items = synthetic_catalog.SyntheticCatalog(config=_common.items_config_name(config), data_dir=data_dir)
-        _prepare(items)
-        _prepare(pairs)
-        return Dataset(name, synthetic_catalog.spec(), pairs, items)
-    if builder_name == "movielens":
-        names = [c.name for c in movielens.Movielens.BUILDER_CONFIGS if c.task != "items"]
-        if config not in names:
-            raise ValueError(f"unknown movielens config {config!r}; configs: {names}")
-        pairs = movielens.Movielens(config=config, data_dir=data_dir)
-        items = movielens.Movielens(config=movielens.items_config_name(config), data_dir=data_dir)
-        release, task = pairs.builder_config.release, pairs.builder_config.task
-        if not (pairs.is_prepared() and items.is_prepared()):
-            manual_dir = movielens.default_manual_dir(release, str(raw_data_dir) if raw_data_dir else None)
-            _prepare(items, manual_dir)
-            _prepare(pairs, manual_dir)
-        return Dataset(name, movielens.spec_for(task), pairs, items,
-                       validation_of=base_name(name) if pairs.builder_config.validation else None)
-    # interactions_csv: configs are made at build time; a prepared dataset loads from its folder.
+    family = DATASET_FAMILIES[builder_name]
+    return family.load(name, config, str(data_dir or paths.tfds_dir()), raw_data_dir, csv_configs)
+
+
+def _load_synthetic(name: str, config: str, data_dir: str, raw_data_dir, csv_configs) -> Dataset:
+    if config not in synthetic_catalog.SIZES:
+        raise ValueError(f"unknown synthetic_catalog config {config!r}; sizes: {list(synthetic_catalog.SIZES)}")
+    pairs = synthetic_catalog.SyntheticCatalog(config=config, data_dir=data_dir)
+    items = synthetic_catalog.SyntheticCatalog(config=_common.items_config_name(config), data_dir=data_dir)
+    _prepare(items)
+    _prepare(pairs)
+    return Dataset(name, synthetic_catalog.spec(), pairs, items)
+
+
+def _load_movielens(name: str, config: str, data_dir: str, raw_data_dir, csv_configs) -> Dataset:
+    names = [c.name for c in movielens.Movielens.BUILDER_CONFIGS if c.task != "items"]
+    if config not in names:
+        raise ValueError(f"unknown movielens config {config!r}; configs: {names}")
+    pairs = movielens.Movielens(config=config, data_dir=data_dir)
+    items = movielens.Movielens(config=movielens.items_config_name(config), data_dir=data_dir)
+    release, task = pairs.builder_config.release, pairs.builder_config.task
+    if not (pairs.is_prepared() and items.is_prepared()):
+        manual_dir = movielens.default_manual_dir(release, str(raw_data_dir) if raw_data_dir else None)
+        _prepare(items, manual_dir)
+        _prepare(pairs, manual_dir)
+    return Dataset(name, movielens.spec_for(task), pairs, items,
+                   validation_of=base_name(name) if pairs.builder_config.validation else None)
+
+
+def _load_interactions_csv(name: str, config: str, data_dir: str, raw_data_dir, csv_configs) -> Dataset:
+    """Configs are made at build time (``csv_configs``); a prepared dataset loads from its folder."""
     root = pathlib.Path(data_dir) / "interactions_csv"
     dirs = [root / c / str(_common.VERSION) for c in (config, _common.items_config_name(config))]
     if not all((d / "dataset_info.json").exists() for d in dirs):
@@ -357,6 +363,27 @@ def load_dataset(name: str = DEFAULT_DATASET, data_dir: str | os.PathLike | None
                             "(delete that folder to rebuild)", config, root, metadata.get("files"), wanted)
     spec = features_lib.spec_from_dict(metadata["spec"], source=metadata.get("spec_path") or f"interactions_csv/{config}")
     return Dataset(name, spec, pairs, items)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetFamily:
+    """One TFDS builder family: how its names read, and how a name becomes a :class:`Dataset`.
+
+    load(name, config, tfds data_dir, raw data root, csv_configs) -> Dataset.
+    """
+
+    pattern: str  # how its dataset names read, for error messages
+    load: Callable[..., Dataset]
+
+
+# builder -> family: a new dataset family is one entry and one loader (catalogs that are CSV
+# files under the raw data root are one NAMED_CSV entry instead).
+DATASET_FAMILIES: dict[str, DatasetFamily] = {
+    "synthetic_catalog": DatasetFamily(f"synthetic_catalog/<size> ({', '.join(synthetic_catalog.SIZES)})",
+                                       _load_synthetic),
+    "movielens": DatasetFamily("movielens/<100k|1m>-<user-item|item-item>", _load_movielens),
+    "interactions_csv": DatasetFamily("interactions_csv/<name>", _load_interactions_csv),
+}
 
 
 def batch(
