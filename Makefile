@@ -14,7 +14,7 @@ TRIALS ?= 40
 FRACTION ?= full
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo data stats mi tune train evaluate experiment export serve bench peers clean
+.PHONY: venv lint test demo data stats mi tune train evaluate experiment export serve bench peers clean
 
 venv: $(STAMP)
 
@@ -26,7 +26,12 @@ $(STAMP): setup.py
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
-test: $(STAMP)
+# ruff (pyproject.toml): the linter and the formatter's check; `make test` runs it first.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
 
 demo: $(STAMP)

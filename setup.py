@@ -1,4 +1,5 @@
 """recsys_ssl: self-supervised learning for large-scale item retrieval (Yao et al., CIKM 2021)."""
+
 from setuptools import find_packages, setup
 
 # The pinned stack. Change a pin only with a measurement that justifies it (see README).
@@ -31,12 +32,20 @@ setup(
     packages=find_packages(include=["recsys_ssl", "recsys_ssl.*", "pipelines", "pipelines.*"]),
     package_data={"recsys_ssl": ["py.typed"]},
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.2", "hypothesis>=6.100", "requests>=2.31",
-                             "dask[distributed]==2026.8.*"],  # tests/test_dask_runner.py
-                    # --runner DaskRunner (docs/cluster.md): Beam 2.77's runner on Dask distributed
-                    "dask": ["dask[distributed]==2026.8.*"],
-                    # bench/peers.py. rectools-lightfm: a maintained build of LightFM 1.17 (the same
-                    # `lightfm` module) whose sdist builds through pip; lightfm 1.17's does not (lyst/lightfm#687).
-                    "bench": ["implicit==0.7.3", "rectools-lightfm==1.17.3"]},
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-timeout>=2.2",
+            "hypothesis>=6.100",
+            "requests>=2.31",
+            "dask[distributed]==2026.8.*",  # tests/test_dask_runner.py
+            "ruff==0.17.*",  # `make lint` (run by `make test`): linter and formatter, settings in pyproject.toml
+        ],
+        # --runner DaskRunner (docs/cluster.md): Beam 2.77's runner on Dask distributed
+        "dask": ["dask[distributed]==2026.8.*"],
+        # bench/peers.py. rectools-lightfm: a maintained build of LightFM 1.17 (the same
+        # `lightfm` module) whose sdist builds through pip; lightfm 1.17's does not (lyst/lightfm#687).
+        "bench": ["implicit==0.7.3", "rectools-lightfm==1.17.3"],
+    },
     entry_points={"console_scripts": ["recsys-ssl=recsys_ssl.cli:main"]},
 )

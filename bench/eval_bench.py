@@ -5,6 +5,7 @@ excluded and ~21.6 test items per user) with random 64-d embeddings; then a 100k
 Prints seconds and the speed-up ratio (the goal: the whole ML-100K test set in well under a
 second, and >= 5x faster than the per-query loop).
 """
+
 import time
 
 import numpy as np
@@ -56,8 +57,10 @@ def main():
     reference = per_query_loop(queries, items, test_items, exclude, slices, (10, 50, 100))
     loop = time.perf_counter() - start
     assert abs(reference[100] - result["recall@100"]) < 1e-12, (reference, result["recall@100"])
-    print(f"ml100k-shaped (943 x 1682), Recall and MAP at 10/50/100 and {len(slices)} slices: "
-          f"vectorised {vectorised:.3f} s, per-query loop {loop:.3f} s: {loop / vectorised:.1f}x faster")
+    print(
+        f"ml100k-shaped (943 x 1682), Recall and MAP at 10/50/100 and {len(slices)} slices: "
+        f"vectorised {vectorised:.3f} s, per-query loop {loop:.3f} s: {loop / vectorised:.1f}x faster"
+    )
     queries, items, test_items, exclude = case(rng, 2000, 100_000, per_query=5)
     start = time.perf_counter()
     evaluate.retrieval_metrics(queries, items, test_items, exclude, ks=(10, 50, 100))

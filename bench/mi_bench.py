@@ -9,6 +9,7 @@ in its workers in record batches. Prints both wall times, their ratio (Beam / nu
 whether the two MI matrices agree to 1e-9. Goal: ratio <= 3 on 1M items with 2 workers.
 The machine matters: run it on an idle machine and note its cores.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,9 @@ from recsys_ssl import features as features_lib  # noqa: E402
 
 
 # -- input -------------------------------------------------------------------------------------
-def write_catalog(directory: str, num_items: int, num_files: int, seed: int) -> tuple[list[str], features_lib.FeatureSpec]:
+def write_catalog(
+    directory: str, num_items: int, num_files: int, seed: int
+) -> tuple[list[str], features_lib.FeatureSpec]:
     """Generates the synthetic catalog and writes it as ``num_files`` Parquet files."""
     from recsys_ssl.datasets import synthetic_catalog
 
@@ -121,13 +124,18 @@ def numpy_reference(paths: list[str], features: list[str]) -> np.ndarray:
 
 # -- the Beam job -------------------------------------------------------------------------------
 def run_beam(paths: list[str], spec: features_lib.FeatureSpec, out_dir: str, workers: int, batch_size: int) -> float:
-    from pipelines import mutual_info
+    from pipelines import mutual_info, sources
     from pipelines import options as options_lib
-    from pipelines import sources
 
     settings = mutual_info.MISettings(
-        out_dir=out_dir, dataset=None, spec_dict={"name": spec.name}, inputs={"items": paths[0]},
-        features=tuple(spec.mi_features), group_size=None, weighted=False, options={},
+        out_dir=out_dir,
+        dataset=None,
+        spec_dict={"name": spec.name},
+        inputs={"items": paths[0]},
+        features=tuple(spec.mi_features),
+        group_size=None,
+        weighted=False,
+        options={},
     )
     pattern = os.path.join(os.path.dirname(paths[0]), "items-*.parquet")
     options = options_lib.pipeline_options(
@@ -144,9 +152,12 @@ def run_beam(paths: list[str], spec: features_lib.FeatureSpec, out_dir: str, wor
 
 def trivial_beam(workers: int) -> float:
     import apache_beam as beam
+
     from pipelines import options as options_lib
 
-    options = options_lib.pipeline_options([f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"])
+    options = options_lib.pipeline_options(
+        [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
+    )
     pipeline = options_lib.make_pipeline(options)
     _ = pipeline | beam.Create([1, 2, 3]) | beam.Reshuffle() | beam.combiners.Count.Globally()
     start = time.perf_counter()
@@ -165,8 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mi_bench_") as tmp:
         start = time.perf_counter()
         paths, spec = write_catalog(tmp, args.items, args.files, args.seed)
-        print(f"wrote {args.items} items x {len(spec.mi_features)} MI features to {len(paths)} Parquet files "
-              f"in {time.perf_counter() - start:.1f}s (untimed)")
+        print(
+            f"wrote {args.items} items x {len(spec.mi_features)} MI features to {len(paths)} Parquet files "
+            f"in {time.perf_counter() - start:.1f}s (untimed)"
+        )
         trivial = trivial_beam(args.workers)
         start = time.perf_counter()
         reference = numpy_reference(paths, spec.mi_features)

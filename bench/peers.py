@@ -31,6 +31,7 @@ Outputs: ``<out>/<dataset>.md`` (the table, the chosen settings, the validation 
 ``<out>/<dataset>.json`` (every grid point and every seed's metrics); the table also goes to stdout,
 progress (one line per grid point / seed) to stderr.
 """
+
 from __future__ import annotations
 
 import os
@@ -81,7 +82,12 @@ GRIDS: dict[str, dict[str, list]] = {
     "lightfm_features": {"no_components": [32, 64], "learning_rate": [0.02, 0.05], "epochs": [10, 20, 40]},
 }
 # The table's columns: (metric key in the flat metrics, title).
-COLUMNS = (("recall@10", "R@10"), ("recall@50", "R@50"), ("head/recall@50", "head R@50"), ("tail/recall@50", "tail R@50"))
+COLUMNS = (
+    ("recall@10", "R@10"),
+    ("recall@50", "R@50"),
+    ("head/recall@50", "head R@50"),
+    ("tail/recall@50", "tail R@50"),
+)
 
 
 def log(message: str) -> None:
@@ -100,27 +106,46 @@ class Split:
         train = handle.pair_columns("train", [q, i])
         test = handle.pair_columns("test", [q, i])
         self.item_ids = list(items[i])
-        self.prepared = evaluate.prepare_queries((test[q], test[i]), (train[q], train[i]), self.item_ids, evaluate.USER_ITEM)
-        self.slices = evaluate.popularity_slices(self.prepared["train_counts"], self.item_ids,
-                                                 evaluate.PROTOCOL_HEAD_FRACTION, evaluate.NUM_POPULARITY_BUCKETS)
+        self.prepared = evaluate.prepare_queries(
+            (test[q], test[i]), (train[q], train[i]), self.item_ids, evaluate.USER_ITEM
+        )
+        self.slices = evaluate.popularity_slices(
+            self.prepared["train_counts"],
+            self.item_ids,
+            evaluate.PROTOCOL_HEAD_FRACTION,
+            evaluate.NUM_POPULARITY_BUCKETS,
+        )
         item_index = {key: n for n, key in enumerate(self.item_ids)}
         rows = np.array([user_index[k] for k in train[q]], dtype=np.int64)
         cols = np.array([item_index.get(k, -1) for k in train[i]], dtype=np.int64)
         known = cols >= 0
-        matrix = sp.coo_matrix((np.ones(int(known.sum()), np.float32), (rows[known], cols[known])),
-                               shape=(len(user_index), len(self.item_ids))).tocsr()
+        matrix = sp.coo_matrix(
+            (np.ones(int(known.sum()), np.float32), (rows[known], cols[known])),
+            shape=(len(user_index), len(self.item_ids)),
+        ).tocsr()
         matrix.data[:] = 1.0  # binary: repeated pairs count once
         self.interactions = matrix
         self.query_rows = np.array([user_index[k] for k in self.prepared["queries"]], dtype=np.int64)
-        self.counts = {"train_pairs": int(len(train[q])), "train_matrix_nnz": int(matrix.nnz),
-                       "test_pairs": int(len(test[q])), "queries": int(len(self.query_rows)),
-                       "items": len(self.item_ids), "dropped": self.prepared["dropped"]}
+        self.counts = {
+            "train_pairs": int(len(train[q])),
+            "train_matrix_nnz": int(matrix.nnz),
+            "test_pairs": int(len(test[q])),
+            "queries": int(len(self.query_rows)),
+            "items": len(self.item_ids),
+            "dropped": self.prepared["dropped"],
+        }
 
     def score(self, user_vectors: np.ndarray, item_vectors: np.ndarray) -> dict[str, Any]:
         """Flat metrics of dot-product scores: user_vectors [num_users, D], item_vectors [N, D]."""
         metrics = evaluate.retrieval_metrics(
-            user_vectors[self.query_rows], item_vectors, self.prepared["test_items"], self.prepared["exclude"],
-            self.slices, ks=KS, normalize=False)
+            user_vectors[self.query_rows],
+            item_vectors,
+            self.prepared["test_items"],
+            self.prepared["exclude"],
+            self.slices,
+            ks=KS,
+            normalize=False,
+        )
         flat = {k: v for k, v in metrics.items() if k.startswith(("recall@", "map@"))}
         for name in ("head", "tail"):
             for k in KS:
@@ -146,8 +171,9 @@ def item_feature_matrix(items: Mapping[str, np.ndarray], spec) -> tuple[sp.csr_m
                 cols.append(num_items + column)
     rows = np.concatenate([np.arange(num_items), np.asarray(rows, np.int64)])
     cols = np.concatenate([np.arange(num_items), np.asarray(cols, np.int64)])
-    matrix = sp.coo_matrix((np.ones(len(rows), np.float32), (rows, cols)),
-                           shape=(num_items, num_items + len(vocabulary))).tocsr()
+    matrix = sp.coo_matrix(
+        (np.ones(len(rows), np.float32), (rows, cols)), shape=(num_items, num_items + len(vocabulary))
+    ).tocsr()
     matrix.data[:] = 1.0
     matrix = sp.diags(1.0 / np.asarray(matrix.sum(axis=1)).ravel()).astype(np.float32) @ matrix
     return matrix.tocsr().astype(np.float32), len(vocabulary)
@@ -177,9 +203,11 @@ class Data:
             raise ValueError(f"{name}-val has a different item corpus from {name}")
         self.item_features, self.num_feature_values = item_feature_matrix(items, spec)
         self.seconds = time.perf_counter() - started
-        log(f"[{name}] {len(self.user_index)} users, {len(self.test.item_ids)} items, "
+        log(
+            f"[{name}] {len(self.user_index)} users, {len(self.test.item_ids)} items, "
             f"{self.num_feature_values} item feature values; validation {self.validation.counts}; "
-            f"test {self.test.counts} ({self.seconds:.0f}s)")
+            f"test {self.test.counts} ({self.seconds:.0f}s)"
+        )
 
     @staticmethod
     def _load(inputs, name: str, tfds_dir: str, raw_data_dir: str | None):
@@ -205,8 +233,13 @@ def _implicit_vectors(model) -> tuple[np.ndarray, np.ndarray]:
 def fit_als(split: Split, params: Mapping[str, Any], seed: int, threads: int, data: Data):
     from implicit.cpu.als import AlternatingLeastSquares
 
-    model = AlternatingLeastSquares(factors=params["factors"], regularization=params["regularization"],
-                                    iterations=params["iterations"], random_state=seed, num_threads=threads)
+    model = AlternatingLeastSquares(
+        factors=params["factors"],
+        regularization=params["regularization"],
+        iterations=params["iterations"],
+        random_state=seed,
+        num_threads=threads,
+    )
     model.fit(split.interactions, show_progress=False)
     return _implicit_vectors(model)
 
@@ -214,8 +247,13 @@ def fit_als(split: Split, params: Mapping[str, Any], seed: int, threads: int, da
 def fit_bpr(split: Split, params: Mapping[str, Any], seed: int, threads: int, data: Data):
     from implicit.cpu.bpr import BayesianPersonalizedRanking
 
-    model = BayesianPersonalizedRanking(factors=params["factors"], learning_rate=params["learning_rate"],
-                                        iterations=params["iterations"], random_state=seed, num_threads=threads)
+    model = BayesianPersonalizedRanking(
+        factors=params["factors"],
+        learning_rate=params["learning_rate"],
+        iterations=params["iterations"],
+        random_state=seed,
+        num_threads=threads,
+    )
     model.fit(split.interactions, show_progress=False)
     # implicit's BPR keeps the item bias in the last item factor and a constant 1 in the user's.
     return _implicit_vectors(model)
@@ -224,8 +262,9 @@ def fit_bpr(split: Split, params: Mapping[str, Any], seed: int, threads: int, da
 def _lightfm_model(params: Mapping[str, Any], seed: int):
     from lightfm import LightFM
 
-    return LightFM(no_components=params["no_components"], learning_rate=params["learning_rate"], loss="warp",
-                   random_state=seed)
+    return LightFM(
+        no_components=params["no_components"], learning_rate=params["learning_rate"], loss="warp", random_state=seed
+    )
 
 
 def lightfm_vectors(model, item_features: sp.csr_matrix | None, check: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
@@ -241,13 +280,15 @@ def lightfm_vectors(model, item_features: sp.csr_matrix | None, check: sp.csr_ma
     predicted = model.predict(u, i, item_features=item_features, num_threads=1)
     ours = np.einsum("nd,nd->n", users[u], items[i])
     if not np.allclose(predicted, ours, rtol=1e-4, atol=1e-4):
-        raise AssertionError(f"LightFM dot-product vectors disagree with predict(): max |diff| "
-                             f"{np.abs(predicted - ours).max():.3g}")
+        raise AssertionError(
+            f"LightFM dot-product vectors disagree with predict(): max |diff| {np.abs(predicted - ours).max():.3g}"
+        )
     return users, items
 
 
-def lightfm_checkpoints(split: Split, params: Mapping[str, Any], seed: int, threads: int, data: Data,
-                        features: bool, epochs: Sequence[int]):
+def lightfm_checkpoints(
+    split: Split, params: Mapping[str, Any], seed: int, threads: int, data: Data, features: bool, epochs: Sequence[int]
+):
     """Yields (epochs, vectors) at each checkpoint of one fit (fit, then fit_partial)."""
     item_features = data.item_features if features else None
     model = _lightfm_model(params, seed)
@@ -263,7 +304,7 @@ def lightfm_checkpoints(split: Split, params: Mapping[str, Any], seed: int, thre
 
 
 def fit_lightfm(split, params, seed, threads, data, features=False):
-    (_, vectors), = lightfm_checkpoints(split, params, seed, threads, data, features, [params["epochs"]])
+    ((_, vectors),) = lightfm_checkpoints(split, params, seed, threads, data, features, [params["epochs"]])
     return vectors
 
 
@@ -296,14 +337,17 @@ def tune(method: str, data: Data, threads: int, tag: str) -> list[dict[str, Any]
         bases = list(dict.fromkeys(tuple((k, v) for k, v in p.items() if k != "epochs") for p in points))
         for base in bases:
             started = time.perf_counter()
-            for target, vectors in lightfm_checkpoints(data.validation, dict(base), 0, threads, data,
-                                                       method == "lightfm_features", epochs):
+            for target, vectors in lightfm_checkpoints(
+                data.validation, dict(base), 0, threads, data, method == "lightfm_features", epochs
+            ):
                 metrics = data.validation.score(*vectors)
                 params = {**dict(base), "epochs": target}
                 seconds = time.perf_counter() - started
                 results.append({"params": params, "metrics": metrics, "seconds": round(seconds, 2)})
-                log(f"{tag} val {len(results)}/{len(points)} {params}: R@50 {metrics[SELECT_METRIC]:.4f} "
-                    f"R@10 {metrics['recall@10']:.4f} ({seconds:.1f}s cumulative)")
+                log(
+                    f"{tag} val {len(results)}/{len(points)} {params}: R@50 {metrics[SELECT_METRIC]:.4f} "
+                    f"R@10 {metrics['recall@10']:.4f} ({seconds:.1f}s cumulative)"
+                )
         order = {json.dumps(p, sort_keys=True): n for n, p in enumerate(points)}
         results.sort(key=lambda r: order[json.dumps(r["params"], sort_keys=True)])
         return results
@@ -312,8 +356,10 @@ def tune(method: str, data: Data, threads: int, tag: str) -> list[dict[str, Any]
         metrics = data.validation.score(*FITS[method](data.validation, params, 0, threads, data))
         seconds = time.perf_counter() - started
         results.append({"params": params, "metrics": metrics, "seconds": round(seconds, 2)})
-        log(f"{tag} val {n}/{len(points)} {params}: R@50 {metrics[SELECT_METRIC]:.4f} "
-            f"R@10 {metrics['recall@10']:.4f} ({seconds:.1f}s)")
+        log(
+            f"{tag} val {n}/{len(points)} {params}: R@50 {metrics[SELECT_METRIC]:.4f} "
+            f"R@10 {metrics['recall@10']:.4f} ({seconds:.1f}s)"
+        )
     return results
 
 
@@ -329,23 +375,32 @@ def run_method(method: str, data: Data, seeds: Sequence[int], threads: int, tag:
     grid = tune(method, data, threads, tag)
     chosen = choose(grid)
     if grid:
-        log(f"{tag} chosen {chosen} (validation R@50 "
-            f"{max(r['metrics'][SELECT_METRIC] for r in grid):.4f})")
+        log(f"{tag} chosen {chosen} (validation R@50 {max(r['metrics'][SELECT_METRIC] for r in grid):.4f})")
     runs = []
-    for seed in (seeds if method != "popularity" else seeds[:1]):  # popularity is deterministic
+    for seed in seeds if method != "popularity" else seeds[:1]:  # popularity is deterministic
         t0 = time.perf_counter()
         metrics = data.test.score(*FITS[method](data.test, chosen, seed, threads, data))
         runs.append({"seed": seed, "metrics": metrics, "seconds": round(time.perf_counter() - t0, 2)})
-        log(f"{tag} test seed {seed}: R@10 {metrics['recall@10']:.4f} R@50 {metrics['recall@50']:.4f} "
+        log(
+            f"{tag} test seed {seed}: R@10 {metrics['recall@10']:.4f} R@50 {metrics['recall@50']:.4f} "
             f"head {metrics['head/recall@50']:.4f} tail {metrics['tail/recall@50']:.4f} "
-            f"({time.perf_counter() - t0:.1f}s)")
+            f"({time.perf_counter() - t0:.1f}s)"
+        )
     keys = list(runs[0]["metrics"])
     summary = {}
     for key in keys:
         mean, std = mean_std([r["metrics"][key] for r in runs])
         summary[key] = {"mean": mean, "std": std, "n": len(runs)}
-    return {"method": method, "title": TITLES[method], "grid_space": GRIDS[method], "validation": grid,
-            "chosen": chosen, "test": runs, "summary": summary, "seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "method": method,
+        "title": TITLES[method],
+        "grid_space": GRIDS[method],
+        "validation": grid,
+        "chosen": chosen,
+        "test": runs,
+        "summary": summary,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 # -- reporting ------------------------------------------------------------------------------
@@ -373,15 +428,22 @@ def format_params(params: Mapping[str, Any]) -> str:
 
 
 def markdown(dataset: str, results: Sequence[Mapping[str, Any]], data: Data, seeds: Sequence[int]) -> str:
-    lines = [f"## {dataset}", "",
-             f"Test split; head = top {evaluate.PROTOCOL_HEAD_FRACTION:.0%} of {len(data.test.item_ids)} items by "
-             f"train count ({int(data.test.slices['head'].sum())} items); mean ± sample std over seeds "
-             f"{list(seeds)} (popularity: deterministic, one run). Chosen on `{dataset}-val` by Recall@50.", "",
-             "| method | " + " | ".join(title for _, title in COLUMNS) + " | chosen |",
-             "|---|" + "---|" * len(COLUMNS) + "---|"]
+    lines = [
+        f"## {dataset}",
+        "",
+        f"Test split; head = top {evaluate.PROTOCOL_HEAD_FRACTION:.0%} of {len(data.test.item_ids)} items by "
+        f"train count ({int(data.test.slices['head'].sum())} items); mean ± sample std over seeds "
+        f"{list(seeds)} (popularity: deterministic, one run). Chosen on `{dataset}-val` by Recall@50.",
+        "",
+        "| method | " + " | ".join(title for _, title in COLUMNS) + " | chosen |",
+        "|---|" + "---|" * len(COLUMNS) + "---|",
+    ]
     for r in results:
-        lines.append(f"| {r['title']} | " + " | ".join(cell(r["summary"].get(k)) for k, _ in COLUMNS)
-                     + f" | {format_params(r['chosen'])} |")
+        lines.append(
+            f"| {r['title']} | "
+            + " | ".join(cell(r["summary"].get(k)) for k, _ in COLUMNS)
+            + f" | {format_params(r['chosen'])} |"
+        )
     edges = [f"{r['title']}: {note}" for r in results if (note := grid_edges(r["grid_space"], r["chosen"]))]
     if edges:
         lines += ["", "Chosen at the edge of the grid (a wider grid might move it): " + "; ".join(edges) + "."]
@@ -392,9 +454,13 @@ def markdown(dataset: str, results: Sequence[Mapping[str, Any]], data: Data, see
         lines += [f"{r['title']}:", "", "| setting | R@10 | R@50 | head R@50 | tail R@50 |", "|---|---|---|---|---|"]
         for point in r["validation"]:
             mark = " **(chosen)**" if point["params"] == r["chosen"] else ""
-            lines.append(f"| {format_params(point['params'])}{mark} | "
-                         + " | ".join(f"{point['metrics'][k]:.4f}" if point["metrics"][k] is not None else "-"
-                                      for k, _ in COLUMNS) + " |")
+            lines.append(
+                f"| {format_params(point['params'])}{mark} | "
+                + " | ".join(
+                    f"{point['metrics'][k]:.4f}" if point["metrics"][k] is not None else "-" for k, _ in COLUMNS
+                )
+                + " |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -412,17 +478,30 @@ def versions() -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", action="append", required=True,
-                        help="repeatable: frappe, movielens/100k-user-item, ... (its '-val' view must exist)")
-    parser.add_argument("--run-dir", default="runs/peers", help="TFDS data lands in <run-dir>/tfds (default runs/peers)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--dataset",
+        action="append",
+        required=True,
+        help="repeatable: frappe, movielens/100k-user-item, ... (its '-val' view must exist)",
+    )
+    parser.add_argument(
+        "--run-dir", default="runs/peers", help="TFDS data lands in <run-dir>/tfds (default runs/peers)"
+    )
     parser.add_argument("--out", default="bench/results/peers", help="where <dataset>.md / .json go")
-    parser.add_argument("--data-dir", default=None, help="raw data root (default: ../shared/data, see recsys_ssl.paths)")
+    parser.add_argument(
+        "--data-dir", default=None, help="raw data root (default: ../shared/data, see recsys_ssl.paths)"
+    )
     parser.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=list(DEFAULT_METHODS))
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-    parser.add_argument("--threads", type=int, default=1,
-                        help="threads per fit (default 1: LightFM / BPR are then deterministic per seed)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="threads per fit (default 1: LightFM / BPR are then deterministic per seed)",
+    )
     args = parser.parse_args(argv)
 
     out_dir = pathlib.Path(args.out)
@@ -440,12 +519,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         table += f"\nTotal {seconds:.0f}s (data {data.seconds:.0f}s), --threads {args.threads}; {versions()}.\n"
         slug = dataset.replace("/", "_")
         (out_dir / f"{slug}.md").write_text(table)
-        record = {"dataset": dataset, "seeds": list(args.seeds), "threads": args.threads, "ks": list(KS),
-                  "select_metric": SELECT_METRIC, "head_fraction": evaluate.PROTOCOL_HEAD_FRACTION,
-                  "head_items": int(data.test.slices["head"].sum()), "users": len(data.user_index),
-                  "num_item_feature_values": data.num_feature_values,
-                  "counts": {"validation": data.validation.counts, "test": data.test.counts},
-                  "versions": versions(), "seconds": round(seconds, 1), "results": results}
+        record = {
+            "dataset": dataset,
+            "seeds": list(args.seeds),
+            "threads": args.threads,
+            "ks": list(KS),
+            "select_metric": SELECT_METRIC,
+            "head_fraction": evaluate.PROTOCOL_HEAD_FRACTION,
+            "head_items": int(data.test.slices["head"].sum()),
+            "users": len(data.user_index),
+            "num_item_feature_values": data.num_feature_values,
+            "counts": {"validation": data.validation.counts, "test": data.test.counts},
+            "versions": versions(),
+            "seconds": round(seconds, 1),
+            "results": results,
+        }
         (out_dir / f"{slug}.json").write_text(json.dumps(record, indent=1, default=lambda v: v.item()) + "\n")
         log(f"[{dataset}] wrote {out_dir / slug}.md/.json ({seconds:.0f}s)")
         tables.append(table)

@@ -29,6 +29,7 @@ Prints a table and writes JSON (``--output``, default runs/bench/serve_bench.jso
 All timings are in the same process, so the ratios are what to read; absolute numbers
 depend on the machine (and on whatever else it runs).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def clustered_unit_vectors(n: int, dim: int, seed: int, clusters: int = 1000, spread: float = 0.6,
-                           uniform: bool = False) -> np.ndarray:
+def clustered_unit_vectors(
+    n: int, dim: int, seed: int, clusters: int = 1000, spread: float = 0.6, uniform: bool = False
+) -> np.ndarray:
     rng = np.random.default_rng(seed)
     centres = np.random.default_rng(12345).normal(size=(clusters, dim)).astype(np.float32)
     out = np.empty((n, dim), np.float32)
@@ -133,12 +135,12 @@ def bench_search(args) -> tuple[dict, object, np.ndarray, list[str]]:
 
     t0 = time.perf_counter()
     items, ids, tuning, fresh = corpus(args)
-    print(f"(a) {args.num_items} x {args.dim} {args.corpus} unit vectors in {time.perf_counter() - t0:.1f}s",
-          flush=True)
+    print(
+        f"(a) {args.num_items} x {args.dim} {args.corpus} unit vectors in {time.perf_counter() - t0:.1f}s", flush=True
+    )
 
     t0 = time.perf_counter()
-    index, report = index_lib.tune(items, ids, tuning, target_recall=args.target_recall, k=10,
-                                   brute_force_below=0)
+    index, report = index_lib.tune(items, ids, tuning, target_recall=args.target_recall, k=10, brute_force_below=0)
     build_s = time.perf_counter() - t0
 
     # Exact reference for the fresh queries (also the batched brute-force timing).
@@ -160,15 +162,25 @@ def bench_search(args) -> tuple[dict, object, np.ndarray, list[str]]:
     sc_batched = qps(lambda: searcher.search_batched(fresh, 10, pre, cfg.num_leaves_to_search), len(fresh))
     sc_parallel = qps(lambda: searcher.search_batched_parallel(fresh, 10, pre, cfg.num_leaves_to_search), len(fresh))
     result = {
-        "num_items": args.num_items, "dim": args.dim, "data": args.corpus,
-        "index_config": cfg.to_dict(), "build_and_tune_s": round(build_s, 1),
+        "num_items": args.num_items,
+        "dim": args.dim,
+        "data": args.corpus,
+        "index_config": cfg.to_dict(),
+        "build_and_tune_s": round(build_s, 1),
         "tuning_recall_held_out": round(report["recall"], 4),
-        "recall_at_10_fresh_queries": round(recall, 4), "num_fresh_queries": len(fresh),
-        "qps": {"scann_single": round(sc_single), "scann_batched": round(sc_batched),
-                "scann_batched_parallel": round(sc_parallel), "brute_force_single": round(bf_single, 1),
-                "brute_force_batched": round(bf_batched, 1)},
-        "speedup": {"single_query": round(sc_single / bf_single, 1),
-                    "batched": round(max(sc_batched, sc_parallel) / bf_batched, 1)},
+        "recall_at_10_fresh_queries": round(recall, 4),
+        "num_fresh_queries": len(fresh),
+        "qps": {
+            "scann_single": round(sc_single),
+            "scann_batched": round(sc_batched),
+            "scann_batched_parallel": round(sc_parallel),
+            "brute_force_single": round(bf_single, 1),
+            "brute_force_batched": round(bf_batched, 1),
+        },
+        "speedup": {
+            "single_query": round(sc_single / bf_single, 1),
+            "batched": round(max(sc_batched, sc_parallel) / bf_batched, 1),
+        },
     }
     print(json.dumps(result, indent=2), flush=True)
     return result, (index, report), items, ids
@@ -194,10 +206,13 @@ def load_client(url: str, clients: int, duration: float, out_path: str, new_conn
     connection = b"close" if new_connection else b"keep-alive"
     requests_ = []
     for _ in range(1000):
-        body = json.dumps({"instances": [{"query_id": f"q{rng.integers(5000)}", "query_segment": f"s{rng.integers(8)}"}],
-                           "k": 10}).encode()
-        requests_.append(b"POST /v1/models/bench:predict HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                         b"Connection: %s\r\nContent-Length: %d\r\n\r\n%s" % (connection, len(body), body))
+        body = json.dumps(
+            {"instances": [{"query_id": f"q{rng.integers(5000)}", "query_segment": f"s{rng.integers(8)}"}], "k": 10}
+        ).encode()
+        requests_.append(
+            b"POST /v1/models/bench:predict HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            b"Connection: %s\r\nContent-Length: %d\r\n\r\n%s" % (connection, len(body), body)
+        )
     latencies: list[float] = []
     errors: list[str] = []
 
@@ -243,34 +258,61 @@ def load_client(url: str, clients: int, duration: float, out_path: str, new_conn
     except ImportError:
         elapsed = asyncio.run(run())
     all_ms = np.array(latencies) * 1e3
-    pathlib.Path(out_path).write_text(json.dumps({
-        "clients": clients, "connection": "new per request" if new_connection else "keep-alive",
-        "duration_s": round(elapsed, 1), "requests": int(all_ms.size),
-        "errors": len(errors), "error_samples": errors[:5],
-        "qps": round(all_ms.size / elapsed, 1),
-        "latency_ms": {"p50": round(float(np.percentile(all_ms, 50)), 2), "p90": round(float(np.percentile(all_ms, 90)), 2),
-                       "p99": round(float(np.percentile(all_ms, 99)), 2), "max": round(float(all_ms.max()), 2)},
-    }))
+    pathlib.Path(out_path).write_text(
+        json.dumps(
+            {
+                "clients": clients,
+                "connection": "new per request" if new_connection else "keep-alive",
+                "duration_s": round(elapsed, 1),
+                "requests": int(all_ms.size),
+                "errors": len(errors),
+                "error_samples": errors[:5],
+                "qps": round(all_ms.size / elapsed, 1),
+                "latency_ms": {
+                    "p50": round(float(np.percentile(all_ms, 50)), 2),
+                    "p90": round(float(np.percentile(all_ms, 90)), 2),
+                    "p99": round(float(np.percentile(all_ms, 99)), 2),
+                    "max": round(float(all_ms.max()), 2),
+                },
+            }
+        )
+    )
 
 
 def bench_server(args, prebuilt, items, ids) -> dict:
-    from recsys_ssl import export, features as fs, towers
+    from recsys_ssl import export, towers
+    from recsys_ssl import features as fs
     from recsys_ssl.tf_setup import tf
 
-    spec = fs.spec_from_dict({
-        "name": "bench", "query_key": "query_id", "item_key": "item_id",
-        "query_features": [{"name": "query_id", "kind": "categorical", "embedding_dim": 32},
-                           {"name": "query_segment", "kind": "categorical", "embedding_dim": 8}],
-        "item_features": [{"name": "item_id", "kind": "categorical", "vocab": {"source": "hash", "buckets": 1000}}],
-    })
+    spec = fs.spec_from_dict(
+        {
+            "name": "bench",
+            "query_key": "query_id",
+            "item_key": "item_id",
+            "query_features": [
+                {"name": "query_id", "kind": "categorical", "embedding_dim": 32},
+                {"name": "query_segment", "kind": "categorical", "embedding_dim": 8},
+            ],
+            "item_features": [{"name": "item_id", "kind": "categorical", "vocab": {"source": "hash", "buckets": 1000}}],
+        }
+    )
     tf.keras.utils.set_random_seed(0)
     vocab = {"query_id": [f"q{i}" for i in range(5000)], "query_segment": [f"s{i}" for i in range(8)]}
     query_tower, item_tower = towers.build_towers(spec, vocab, query_hidden=[64, args.dim], item_hidden=[args.dim])
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="serve_bench_"))
     try:
         t0 = time.perf_counter()
-        export.export_models(query_tower, item_tower, spec, {"item_id": np.array(ids, dtype=object)}, workdir, "bench",
-                             item_embeddings=items, prebuilt_index=prebuilt, with_retrieval_savedmodels=False)
+        export.export_models(
+            query_tower,
+            item_tower,
+            spec,
+            {"item_id": np.array(ids, dtype=object)},
+            workdir,
+            "bench",
+            item_embeddings=items,
+            prebuilt_index=prebuilt,
+            with_retrieval_savedmodels=False,
+        )
         print(f"(b) exported {len(ids)} items in {time.perf_counter() - t0:.1f}s; starting the server", flush=True)
         result = _serve_and_load(workdir, args.server_flags, args.phases, args)
         result["variants"] = {flags: _serve_and_load(workdir, flags, ["keep-alive"], args) for flags in args.variant}
@@ -283,9 +325,25 @@ def bench_server(args, prebuilt, items, ids) -> dict:
 
 def _serve_and_load(workdir: pathlib.Path, flags: str, phases: list[str], args) -> dict:
     """``recsys-ssl serve`` with ``flags`` on the export in ``workdir``, driven through ``phases``."""
-    server = subprocess.Popen([sys.executable, "-m", "recsys_ssl.cli", "serve", "--export-dir", str(workdir),
-                               "--port", "0", "--poll-seconds", "0", *flags.split()],
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "recsys_ssl.cli",
+            "serve",
+            "--export-dir",
+            str(workdir),
+            "--port",
+            "0",
+            "--poll-seconds",
+            "0",
+            *flags.split(),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = None
     while url is None:
         line = server.stdout.readline()
@@ -309,8 +367,22 @@ def _serve_and_load(workdir: pathlib.Path, flags: str, phases: list[str], args) 
 def _load(url: str, workdir: pathlib.Path, clients: int, duration: float, new_connection: bool = False) -> dict:
     """One load-client run in its own process (its CPU is not the server's); returns its JSON."""
     out = workdir / "load.json"
-    subprocess.run([sys.executable, __file__, "--load-client", url, "--clients", str(clients), "--duration", str(duration),
-                    "--load-output", str(out)] + (["--new-connection"] if new_connection else []), check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--load-client",
+            url,
+            "--clients",
+            str(clients),
+            "--duration",
+            str(duration),
+            "--load-output",
+            str(out),
+        ]
+        + (["--new-connection"] if new_connection else []),
+        check=True,
+    )
     return json.loads(out.read_text())
 
 
@@ -374,31 +446,48 @@ def _phase_idle_connections(url, workdir, args) -> dict:
     return result
 
 
-PHASES = {"keep-alive": _phase_keep_alive, "new-connection": _phase_new_connection,
-          "keep-alive-32": _phase_keep_alive_32, "idle-connections": _phase_idle_connections}
+PHASES = {
+    "keep-alive": _phase_keep_alive,
+    "new-connection": _phase_new_connection,
+    "keep-alive-32": _phase_keep_alive_32,
+    "idle-connections": _phase_idle_connections,
+}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--num-items", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--corpus", choices=("synthetic_catalog", "clustered", "uniform"), default="synthetic_catalog",
-                        help="item vectors: the synthetic catalog's feature latents (default), a Gaussian "
-                             "mixture, or uniform on the sphere (module docstring)")
-    parser.add_argument("--uniform", dest="corpus", action="store_const", const="uniform",
-                        help="alias of --corpus uniform")
+    parser.add_argument(
+        "--corpus",
+        choices=("synthetic_catalog", "clustered", "uniform"),
+        default="synthetic_catalog",
+        help="item vectors: the synthetic catalog's feature latents (default), a Gaussian "
+        "mixture, or uniform on the sphere (module docstring)",
+    )
+    parser.add_argument(
+        "--uniform", dest="corpus", action="store_const", const="uniform", help="alias of --corpus uniform"
+    )
     parser.add_argument("--target-recall", type=float, default=0.95)
     parser.add_argument("--num-queries", type=int, default=2000, help="fresh queries for recall and QPS")
     parser.add_argument("--single-queries", type=int, default=100, help="single-query brute-force timing sample")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--skip-server", action="store_true", help="part (a) only")
-    parser.add_argument("--phases", type=lambda text: text.split(","), default=list(PHASES),
-                        help=f"server load phases, comma-separated (default all: {','.join(PHASES)})")
+    parser.add_argument(
+        "--phases",
+        type=lambda text: text.split(","),
+        default=list(PHASES),
+        help=f"server load phases, comma-separated (default all: {','.join(PHASES)})",
+    )
     parser.add_argument("--server-flags", default="", help="extra `recsys-ssl serve` flags, e.g. '--access-log'")
-    parser.add_argument("--variant", action="append", default=[], metavar="FLAGS",
-                        help="also measure the keep-alive phase with these server flags (repeatable), "
-                             "e.g. --variant='--workers 2'")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="FLAGS",
+        help="also measure the keep-alive phase with these server flags (repeatable), e.g. --variant='--workers 2'",
+    )
     parser.add_argument("--output", default=str(ROOT / "runs" / "bench" / "serve_bench.json"))
     parser.add_argument("--load-client", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--load-output", default=None, help=argparse.SUPPRESS)
@@ -419,16 +508,23 @@ def main() -> int:
     s = search
     print(f"\nScaNN vs numpy brute force, {s['num_items']} x {s['dim']} ({s['data']}):")
     print(f"  Recall@10 (fresh queries)   {s['recall_at_10_fresh_queries']:.4f}   config {s['index_config']}")
-    print(f"  single-query QPS            ScaNN {s['qps']['scann_single']:>8}   brute force {s['qps']['brute_force_single']:>8}"
-          f"   speed-up {s['speedup']['single_query']}x")
-    print(f"  batched QPS                 ScaNN {max(s['qps']['scann_batched'], s['qps']['scann_batched_parallel']):>8}"
-          f"   brute force {s['qps']['brute_force_batched']:>8}   speed-up {s['speedup']['batched']}x")
+    print(
+        f"  single-query QPS            ScaNN {s['qps']['scann_single']:>8}"
+        f"   brute force {s['qps']['brute_force_single']:>8}"
+        f"   speed-up {s['speedup']['single_query']}x"
+    )
+    print(
+        f"  batched QPS                 ScaNN {max(s['qps']['scann_batched'], s['qps']['scann_batched_parallel']):>8}"
+        f"   brute force {s['qps']['brute_force_batched']:>8}   speed-up {s['speedup']['batched']}x"
+    )
     if "server" in results:
         r = results["server"]
         single = s["qps"]["scann_single"]
         print(f"server, {r['num_items']} items (in-process single-query ScaNN: {single} QPS)")
-        print(f"  {'phase':<30} {'clients':>7} {'connection':<16} {'QPS':>7} {'/ScaNN':>7} {'p50 ms':>7} {'p99 ms':>7} "
-              f"{'errors':>14}  notes")
+        print(
+            f"  {'phase':<30} {'clients':>7} {'connection':<16} {'QPS':>7} {'/ScaNN':>7} {'p50 ms':>7} {'p99 ms':>7} "
+            f"{'errors':>14}  notes"
+        )
         rows = [(name, p) for name, p in r["phases"].items()]
         rows += [(f"keep-alive {flags}", v["phases"]["keep-alive"]) for flags, v in r["variants"].items()]
         for name, p in rows:
@@ -437,10 +533,15 @@ def main() -> int:
             if "listen_overflows" in p:
                 notes.append(f"listen overflows {p['listen_overflows']}")
             if "idle_closed" in p:
-                notes.append(f"{p['idle_closed']}/{p['idle_connections']} idle closed within {p['idle_closed_within_s']} s")
-            print(f"  {name:<30} {p['clients']:>7} {p['connection']:<16} {p['qps']:>7.0f} {p['qps_over_scann_single']:>7.1%} "
-                  f"{p['latency_ms']['p50']:>7} {p['latency_ms']['p99']:>7} {p['errors']:>6} / {p['requests']:<7} "
-                  f"{'; '.join(notes)}")
+                notes.append(
+                    f"{p['idle_closed']}/{p['idle_connections']} idle closed within {p['idle_closed_within_s']} s"
+                )
+            print(
+                f"  {name:<30} {p['clients']:>7} {p['connection']:<16} {p['qps']:>7.0f} "
+                f"{p['qps_over_scann_single']:>7.1%} "
+                f"{p['latency_ms']['p50']:>7} {p['latency_ms']['p99']:>7} {p['errors']:>6} / {p['requests']:<7} "
+                f"{'; '.join(notes)}"
+            )
         output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"load average (1, 5, 15 min) at the end: {results['load_average_after']} on {os.cpu_count()} CPUs")
     print(f"wrote {output}")

@@ -10,6 +10,7 @@ in-process. Each measurement is a separate ``fit`` of ``--steps`` steps after a 
 (tracing); the methods alternate, and the medians over ``--repeats`` are reported (the ratio:
 the median of each repeat's ssl/baseline ratio).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,9 +25,11 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from recsys_ssl import artifacts  # noqa: E402
+from recsys_ssl import (
+    artifacts,  # noqa: E402
+    train,  # noqa: E402
+)
 from recsys_ssl import config as cfg  # noqa: E402
-from recsys_ssl import train  # noqa: E402
 from recsys_ssl.datasets import item_sampler, synthetic_catalog  # noqa: E402
 from recsys_ssl.paths import CONFIGS_DIR  # noqa: E402
 from recsys_ssl.tf_setup import tf  # noqa: E402
@@ -56,12 +59,23 @@ def synthetic_training_data(num_items: int, num_pairs: int, seed: int = 0) -> tr
     tensors = {name: tf.constant(column.tolist(), tf.string) for name, column in pairs.items()}
 
     def batch_pairs(batch_size: int, batch_seed: int) -> tf.data.Dataset:
-        return (tf.data.Dataset.from_tensor_slices(tensors).shuffle(num_pairs, seed=batch_seed)
-                .batch(batch_size, drop_remainder=True).repeat())
+        return (
+            tf.data.Dataset.from_tensor_slices(tensors)
+            .shuffle(num_pairs, seed=batch_seed)
+            .batch(batch_size, drop_remainder=True)
+            .repeat()
+        )
 
-    return train.TrainingData(spec=spec, batch_pairs=batch_pairs, num_pairs=num_pairs, item_arrays=items,
-                              vocabularies=vocabularies, item_frequencies=frequencies,
-                              cfm_groups=artifacts.cfm_groups(names, mi), sources={"dataset": "synthetic (bench)"})
+    return train.TrainingData(
+        spec=spec,
+        batch_pairs=batch_pairs,
+        num_pairs=num_pairs,
+        item_arrays=items,
+        vocabularies=vocabularies,
+        item_frequencies=frequencies,
+        cfm_groups=artifacts.cfm_groups(names, mi),
+        sources={"dataset": "synthetic (bench)"},
+    )
 
 
 def measure(model, dataset, steps: int) -> tuple[float, float]:
@@ -83,9 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--input", choices=("pipeline", "cached"), default="pipeline",
-                        help="pipeline: batches made by tf.data each step, as in training; cached: "
-                             "10 pre-made batches repeated (measures the model step alone)")
+    parser.add_argument(
+        "--input",
+        choices=("pipeline", "cached"),
+        default="pipeline",
+        help="pipeline: batches made by tf.data each step, as in training; cached: "
+        "10 pre-made batches repeated (measures the model step alone)",
+    )
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
 
@@ -112,19 +130,38 @@ def main(argv: list[str] | None = None) -> int:
         # Adjacent measurements share the machine's load at that moment: the median of each
         # repeat's ratio is steadier than the ratio of medians on a shared machine.
         ratios = [s / b for b, s in zip(rates["baseline"], rates["ssl_cfm"])]
-        return statistics.median(rates["baseline"]), statistics.median(rates["ssl_cfm"]), statistics.median(ratios), ratios
+        return (
+            statistics.median(rates["baseline"]),
+            statistics.median(rates["ssl_cfm"]),
+            statistics.median(ratios),
+            ratios,
+        )
 
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
-    result = {"device": device, "input": args.input, "batch_size": args.batch_size, "items": args.items,
-              "steps": args.steps, "repeats": args.repeats}
-    print(f"train throughput on {device} ({args.input} input), batch {args.batch_size}, {args.items} items, "
-          f"median of {args.repeats} x {args.steps} steps:")
+    result = {
+        "device": device,
+        "input": args.input,
+        "batch_size": args.batch_size,
+        "items": args.items,
+        "steps": args.steps,
+        "repeats": args.repeats,
+    }
+    print(
+        f"train throughput on {device} ({args.input} input), batch {args.batch_size}, {args.items} items, "
+        f"median of {args.repeats} x {args.steps} steps:"
+    )
     for clock, rates in (("wall-clock", wall), ("cpu-time", cpu)):
         baseline, ssl, ratio, ratios = summary(rates)
-        result[clock] = {"baseline_examples_per_s": baseline, "ssl_cfm_examples_per_s": ssl, "ratio": ratio,
-                         "ratios": ratios}
-        print(f"  {clock:10s}  baseline {baseline:9.0f} ex/s   ssl_cfm {ssl:9.0f} ex/s   "
-              f"ratio ssl_cfm/baseline {ratio:.3f}  (per repeat: {', '.join(f'{r:.2f}' for r in ratios)})")
+        result[clock] = {
+            "baseline_examples_per_s": baseline,
+            "ssl_cfm_examples_per_s": ssl,
+            "ratio": ratio,
+            "ratios": ratios,
+        }
+        print(
+            f"  {clock:10s}  baseline {baseline:9.0f} ex/s   ssl_cfm {ssl:9.0f} ex/s   "
+            f"ratio ssl_cfm/baseline {ratio:.3f}  (per repeat: {', '.join(f'{r:.2f}' for r in ratios)})"
+        )
     print("  goal: ratio >= 0.6")
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(result, indent=1) + "\n")

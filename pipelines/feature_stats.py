@@ -17,6 +17,7 @@ Graph::
     ReadPairs ─ batches ─ CountPairValues ─┼─ WriteStats (vocabularies, frequencies, manifest)
               └ dead_letter ─ WritePairsDeadLetter / CountBadPairs ─┘
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,7 +70,8 @@ class ValueCountsFn(beam.CombineFn):
 
     def create_accumulator(self) -> ValueCounts:
         return ValueCounts(
-            parts={f.name: [] for f in self._features}, numbers={f.name: dict.fromkeys(_NUMBERS, 0) for f in self._features}
+            parts={f.name: [] for f in self._features},
+            numbers={f.name: dict.fromkeys(_NUMBERS, 0) for f in self._features},
         )
 
     def add_input(self, acc: ValueCounts, batch: pa.Table) -> ValueCounts:
@@ -151,9 +153,13 @@ def write_stats(
 ) -> dict:
     """Writes vocabularies, item frequencies and the manifest; returns the manifest."""
     out = settings.out_dir
-    sides = [(f, item_counts, "items") for f in spec.item_features] + [(f, pair_counts, "train_pairs") for f in spec.query_features]
-    per_feature = {feature.name: _write_vocabulary(settings, feature, counts, counted_over)
-                   for feature, counts, counted_over in sides}
+    sides = [(f, item_counts, "items") for f in spec.item_features] + [
+        (f, pair_counts, "train_pairs") for f in spec.query_features
+    ]
+    per_feature = {
+        feature.name: _write_vocabulary(settings, feature, counts, counted_over)
+        for feature, counts, counted_over in sides
+    }
     vocab_sizes = {name: entry["vocab_size"] for name, entry in per_feature.items()}
     counts = {
         "items": item_counts.rows,
@@ -165,15 +171,21 @@ def write_stats(
         "features": per_feature,
     }
     manifest = artifacts.make_manifest(
-        JOB, dataset=settings.dataset, spec=settings.spec_dict, inputs=settings.inputs, counts=counts, options=settings.options
+        JOB,
+        dataset=settings.dataset,
+        spec=settings.spec_dict,
+        inputs=settings.inputs,
+        counts=counts,
+        options=settings.options,
     )
     artifacts.write_text(artifacts.join(out, artifacts.MANIFEST), artifacts.dumps_json(manifest))
     Metrics.counter(sources.METRICS_NAMESPACE, "stats_vocab_files_written").inc(len(vocab_sizes))
     return manifest
 
 
-def _write_vocabulary(settings: StatsSettings, feature: features_lib.Feature, counts: ValueCounts,
-                      counted_over: str) -> dict:
+def _write_vocabulary(
+    settings: StatsSettings, feature: features_lib.Feature, counts: ValueCounts, counted_over: str
+) -> dict:
     """Writes one feature's vocabulary file; returns its manifest entry."""
     table = counts.parts[feature.name][0]
     min_count = settings.min_count if settings.min_count is not None else feature.vocab.min_count
@@ -184,8 +196,9 @@ def _write_vocabulary(settings: StatsSettings, feature: features_lib.Feature, co
     unwritable = len(kept) - pc.sum(one_line).as_py() if len(kept) else 0
     kept = kept.filter(one_line) if unwritable else kept
     values = kept.column("value").to_pylist()
-    artifacts.write_text(artifacts.join(settings.out_dir, artifacts.VOCAB_DIR, f"{feature.name}.txt"),
-                         artifacts.vocab_text(values))
+    artifacts.write_text(
+        artifacts.join(settings.out_dir, artifacts.VOCAB_DIR, f"{feature.name}.txt"), artifacts.vocab_text(values)
+    )
     total = int(pc.sum(table.column("count")).as_py() or 0)
     in_vocab = int(pc.sum(kept.column("count")).as_py() or 0) if len(kept) else 0
     return {
@@ -202,8 +215,9 @@ def _write_vocabulary(settings: StatsSettings, feature: features_lib.Feature, co
     }
 
 
-def _write_item_frequencies(out: str, spec: features_lib.FeatureSpec, item_counts: ValueCounts,
-                            pair_counts: ValueCounts) -> dict:
+def _write_item_frequencies(
+    out: str, spec: features_lib.FeatureSpec, item_counts: ValueCounts, pair_counts: ValueCounts
+) -> dict:
     """Writes the item frequencies over TRAIN pairs, for every corpus item (0 when unseen);
     returns the manifest's counts of duplicate, unknown and unseen items."""
     corpus = item_counts.parts[spec.item_key][0]
@@ -214,7 +228,9 @@ def _write_item_frequencies(out: str, spec: features_lib.FeatureSpec, item_count
     frequencies = sort_counts(pa.table({"value": ids, "count": frequency.cast(pa.int64())}))
     artifacts.write_text(
         artifacts.join(out, artifacts.ITEM_FREQUENCIES),
-        artifacts.item_frequencies_text(zip(frequencies.column("value").to_pylist(), frequencies.column("count").to_pylist())),
+        artifacts.item_frequencies_text(
+            zip(frequencies.column("value").to_pylist(), frequencies.column("count").to_pylist())
+        ),
     )
     unknown = pc.invert(pc.is_in(in_pairs.column("value"), value_set=ids))
     unknown_table = in_pairs.filter(unknown)
@@ -233,14 +249,25 @@ class FeatureStatistics(beam.PTransform):
 
     def __init__(self, spec, items: sources.Source, pairs: sources.Source, settings: StatsSettings, batch_size: int):
         super().__init__()
-        self._spec, self._items, self._pairs, self._settings, self._batch_size = spec, items, pairs, settings, batch_size
+        self._spec, self._items, self._pairs, self._settings, self._batch_size = (
+            spec,
+            items,
+            pairs,
+            settings,
+            batch_size,
+        )
 
     def expand(self, pbegin):
         spec = self._spec
         item_features = list(spec.item_features)
         pair_features = list(spec.query_features) + [spec.feature(spec.item_key)]
         items = pbegin | "ReadItems" >> sources.ReadBatches(
-            self._items, spec, [f.name for f in item_features], required=[spec.item_key], batch_size=self._batch_size, label="items"
+            self._items,
+            spec,
+            [f.name for f in item_features],
+            required=[spec.item_key],
+            batch_size=self._batch_size,
+            label="items",
         )
         pairs = pbegin | "ReadPairs" >> sources.ReadBatches(
             self._pairs,
@@ -295,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
         options={"beam_args": beam_args, "batch_size": args.batch_size},
     )
     pipeline = options_lib.make_pipeline(options_lib.pipeline_options(beam_args))
-    _ = pipeline | "FeatureStatistics" >> FeatureStatistics(inputs.spec, inputs.items, inputs.pairs, settings, args.batch_size)
+    _ = pipeline | "FeatureStatistics" >> FeatureStatistics(
+        inputs.spec, inputs.items, inputs.pairs, settings, args.batch_size
+    )
     options_lib.run_and_report(pipeline, JOB)
     if "://" not in out_dir:
         manifest = artifacts.read_manifest(out_dir)

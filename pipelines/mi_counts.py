@@ -14,6 +14,7 @@ per feature and per pair of features, to ``CellMasses(cells, masses)``; batches 
 concatenating these arrays and summing equal cells with ``np.bincount`` (or one sort when
 ``n_i * n_j`` is too large for a dense array). No Python loop runs per value or per pair.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -206,7 +207,9 @@ def entropy(total: float, sum_m_log_m: float) -> float:
     return float(np.log(total) - sum_m_log_m / total) if total > 0 else 0.0
 
 
-def mi_matrices(num_features: int, terms: dict[tuple[int, int], tuple[float, float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def mi_matrices(
+    num_features: int, terms: dict[tuple[int, int], tuple[float, float]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(MI [k, k], normalised MI [k, k], entropies [k]) from every key's (W, S).
 
     MI(i, j) = H(i) + H(j) - H(i, j), clipped at 0 (it is >= 0 up to rounding); the diagonal
@@ -243,8 +246,7 @@ def log_factorial(x: np.ndarray) -> np.ndarray:
     small = x < _SMALL
     out[small] = _SMALL_LOG_FACTORIALS[x[small].astype(np.int64)]
     y = x[~small]
-    out[~small] = (y * np.log(y) - y + 0.5 * np.log(2 * np.pi * y)
-                   + 1 / (12 * y) - 1 / (360 * y**3) + 1 / (1260 * y**5))
+    out[~small] = y * np.log(y) - y + 0.5 * np.log(2 * np.pi * y) + 1 / (12 * y) - 1 / (360 * y**3) + 1 / (1260 * y**5)
     return out
 
 
@@ -289,15 +291,24 @@ def expected_mutual_information(a: np.ndarray, b: np.ndarray, width: float = 8.0
     cell = np.repeat(np.arange(len(lengths)), lengths)
     k = low[cell] + (np.arange(len(cell)) - np.repeat(np.cumsum(lengths) - lengths, lengths))
     ca, cb = big_a[cell], big_b[cell]
-    log_p = (log_factorial(ca) + log_factorial(cb) + log_factorial(n - ca) + log_factorial(n - cb)
-             - log_factorial(np.full_like(k, n)) - log_factorial(k) - log_factorial(ca - k)
-             - log_factorial(cb - k) - log_factorial(n - ca - cb + k))
+    log_p = (
+        log_factorial(ca)
+        + log_factorial(cb)
+        + log_factorial(n - ca)
+        + log_factorial(n - cb)
+        - log_factorial(np.full_like(k, n))
+        - log_factorial(k)
+        - log_factorial(ca - k)
+        - log_factorial(cb - k)
+        - log_factorial(n - ca - cb + k)
+    )
     terms = np.exp(log_p) * (k / n) * np.log(n * k / (ca * cb))
     return float(np.dot(multiplicity[cell], terms))
 
 
-def adjusted_mi_matrices(mi: np.ndarray, entropies: np.ndarray, marginals: Sequence[np.ndarray]
-                         ) -> tuple[np.ndarray, np.ndarray]:
+def adjusted_mi_matrices(
+    mi: np.ndarray, entropies: np.ndarray, marginals: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     """(E[MI] [k, k], adjusted MI [k, k]) from the plug-in MI, the entropies and each feature's
     value masses. AMI = (MI - E[MI]) / (mean(H_i, H_j) - E[MI]): ~0 for independent features,
     1 for a feature and a function of it of equal entropy, negative when below chance;

@@ -23,6 +23,7 @@ Graph (two passes over the items; each reads its shards in parallel in the worke
           merged in parallel per key; the marginals keep their value masses for E[MI])
         ─ Gather ─ WriteMI (matrices, adjusted MI, groups, manifest)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,10 +37,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
-from pipelines import feature_stats
-from pipelines import mi_counts
+from pipelines import feature_stats, mi_counts, sources
 from pipelines import options as options_lib
-from pipelines import sources
 from recsys_ssl import artifacts
 from recsys_ssl import features as features_lib
 
@@ -91,7 +90,11 @@ class CellMassesFn(beam.DoFn):
         weights = None
         if frequencies is not None:
             index = pc.index_in(batch.column(self._item_key), value_set=frequencies.column("value"))
-            weights = pc.fill_null(pc.take(frequencies.column("count"), index), 0).to_numpy(zero_copy_only=False).astype(np.float64)
+            weights = (
+                pc.fill_null(pc.take(frequencies.column("count"), index), 0)
+                .to_numpy(zero_copy_only=False)
+                .astype(np.float64)
+            )
             self._zero_weight.inc(int((weights == 0).sum()))
         self._items.inc(batch.num_rows)
         yield from mi_counts.batch_cell_masses(batch, self._features, vocabularies, weights)
@@ -153,8 +156,9 @@ def write_mi(terms: dict, settings: MISettings, items: int, bad_items: int) -> d
         )
     mi, nmi, entropy = mi_counts.mi_matrices(len(features), terms)
     emi, ami = mi_counts.adjusted_mi_matrices(mi, entropy, [terms[(i, i)][2] for i in range(len(features))])
-    artifacts.write_files(settings.out_dir, artifacts.mi_files(features, mi, nmi, entropy, settings.group_size,
-                                                               emi=emi, ami=ami))
+    artifacts.write_files(
+        settings.out_dir, artifacts.mi_files(features, mi, nmi, entropy, settings.group_size, emi=emi, ami=ami)
+    )
     counts = {
         "items": items,
         "malformed_items": bad_items,
@@ -186,7 +190,13 @@ class MutualInformation(beam.PTransform):
         pairs: sources.Source | None = None,
     ):
         super().__init__()
-        self._spec, self._items, self._settings, self._batch_size, self._pairs = spec, items, settings, batch_size, pairs
+        self._spec, self._items, self._settings, self._batch_size, self._pairs = (
+            spec,
+            items,
+            settings,
+            batch_size,
+            pairs,
+        )
 
     def expand(self, pbegin):
         spec, features = self._spec, list(self._settings.features)
@@ -203,13 +213,12 @@ class MutualInformation(beam.PTransform):
         second = pbegin | "ReadItemsAgain" >> sources.ReadBatches(self._items, label="items_second_pass", **read)
         written = [
             first.dead_letter
-            | "WriteDeadLetter" >> sources.WriteDeadLetter(artifacts.join(self._settings.out_dir, artifacts.DEAD_LETTER_DIR), "items")
+            | "WriteDeadLetter"
+            >> sources.WriteDeadLetter(artifacts.join(self._settings.out_dir, artifacts.DEAD_LETTER_DIR), "items")
         ]
         bad_items = first.dead_letter | "CountBadItems" >> beam.combiners.Count.Globally()
         items = (
-            first.batches
-            | "RowsPerBatch" >> beam.Map(lambda b: b.num_rows)
-            | "CountItems" >> beam.CombineGlobally(sum)
+            first.batches | "RowsPerBatch" >> beam.Map(lambda b: b.num_rows) | "CountItems" >> beam.CombineGlobally(sum)
         )
         vocabularies = first.batches | "Vocabularies" >> beam.CombineGlobally(DistinctValuesFn(features))
         side = {}
@@ -220,7 +229,8 @@ class MutualInformation(beam.PTransform):
             )
             written.append(
                 pairs.dead_letter
-                | "WritePairsDeadLetter" >> sources.WriteDeadLetter(artifacts.join(self._settings.out_dir, artifacts.DEAD_LETTER_DIR), "pairs")
+                | "WritePairsDeadLetter"
+                >> sources.WriteDeadLetter(artifacts.join(self._settings.out_dir, artifacts.DEAD_LETTER_DIR), "pairs")
             )
             frequencies = (
                 pairs.batches
@@ -242,14 +252,19 @@ class MutualInformation(beam.PTransform):
             | "SumCells" >> beam.CombinePerKey(SumCellsFn())
         )
         terms = (marginals, joints) | "AllTerms" >> beam.Flatten() | "Gather" >> beam.combiners.ToDict()
-        return terms | "AfterDeadLetters" >> sources.WaitFor(*written) | "WriteMI" >> beam.Map(
-            write_mi, self._settings, beam.pvalue.AsSingleton(items), beam.pvalue.AsSingleton(bad_items)
+        return (
+            terms
+            | "AfterDeadLetters" >> sources.WaitFor(*written)
+            | "WriteMI"
+            >> beam.Map(write_mi, self._settings, beam.pvalue.AsSingleton(items), beam.pvalue.AsSingleton(bad_items))
         )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = options_lib.job_parser("recsys-ssl mi", __doc__.split("\n\n")[0], "FlinkRunner")
-    parser.add_argument("--group-size", type=int, default=None, help="|F_m|, the CFM masking group size (default round(k/2))")
+    parser.add_argument(
+        "--group-size", type=int, default=None, help="|F_m|, the CFM masking group size (default round(k/2))"
+    )
     parser.add_argument(
         "--weight-by-frequency", action="store_true", help="weight each item by its number of TRAIN pairs (needs pairs)"
     )
@@ -271,14 +286,19 @@ def main(argv: list[str] | None = None) -> int:
         out_dir=out_dir,
         dataset=inputs.dataset,
         spec_dict={"name": inputs.spec.name, "source": inputs.spec.source},
-        inputs={"items": inputs.items.describe(), **({"train_pairs": inputs.pairs.describe()} if args.weight_by_frequency else {})},
+        inputs={
+            "items": inputs.items.describe(),
+            **({"train_pairs": inputs.pairs.describe()} if args.weight_by_frequency else {}),
+        },
         features=tuple(features),
         group_size=args.group_size,
         weighted=args.weight_by_frequency,
         options={"beam_args": beam_args, "batch_size": args.batch_size},
     )
     pipeline = options_lib.make_pipeline(options_lib.pipeline_options(beam_args))
-    _ = pipeline | "MutualInformation" >> MutualInformation(inputs.spec, inputs.items, settings, args.batch_size, inputs.pairs)
+    _ = pipeline | "MutualInformation" >> MutualInformation(
+        inputs.spec, inputs.items, settings, args.batch_size, inputs.pairs
+    )
     options_lib.run_and_report(pipeline, JOB)
     if "://" not in out_dir:
         groups = artifacts.read_cfm_groups(out_dir)

@@ -2,11 +2,13 @@
 
 Standard Beam options pass through unchanged (``--runner``, ``--temp_location``,
 ``--project``, ``--direct_num_workers``, ``--flink_master``, ``--dask_client_address``, ...;
-``--runner=DaskRunner`` is short for Beam's ``apache_beam.runners.dask.dask_runner.DaskRunner``). Without ``--runner`` (or with
-``--runner=DirectRunner``) the job runs locally on Beam's FnApiRunner in **multi-process** mode
-with 2 workers: hermetic, nothing downloaded. (Beam 2.77's DirectRunner would first try the
-Prism runner, which downloads a binary; we call the FnApiRunner directly instead.)
+``--runner=DaskRunner`` is short for Beam's ``apache_beam.runners.dask.dask_runner.DaskRunner``).
+Without ``--runner`` (or with ``--runner=DirectRunner``) the job runs locally on Beam's
+FnApiRunner in **multi-process** mode with 2 workers: hermetic, nothing downloaded. (Beam
+2.77's DirectRunner would first try the Prism runner, which downloads a binary; we call the
+FnApiRunner directly instead.)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,19 +48,41 @@ def job_parser(prog: str, description: str, runner_example: str) -> argparse.Arg
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("inputs (a project dataset, or your own files)")
-    group.add_argument("--dataset", default=None, help="a project dataset, e.g. synthetic_catalog/10k (the default when no --items-file)")
-    group.add_argument("--tfds-dir", default=None, help="TFDS data_dir (default $RECSYS_SSL_TFDS_DIR, else <run-dir>/tfds)")
+    group.add_argument(
+        "--dataset",
+        default=None,
+        help="a project dataset, e.g. synthetic_catalog/10k (the default when no --items-file)",
+    )
+    group.add_argument(
+        "--tfds-dir", default=None, help="TFDS data_dir (default $RECSYS_SSL_TFDS_DIR, else <run-dir>/tfds)"
+    )
     group.add_argument("--data-dir", default=None, help="raw data root for datasets built from raw files (MovieLens)")
-    group.add_argument("--items-file", default=None, help="glob of item files (each item once): Parquet, CSV or TFRecord")
+    group.add_argument(
+        "--items-file", default=None, help="glob of item files (each item once): Parquet, CSV or TFRecord"
+    )
     group.add_argument("--pairs-file", default=None, help="glob of TRAIN pair files (query and item features)")
-    group.add_argument("--spec", default=None, help="feature spec YAML for --items-file/--pairs-file (path or name in data/specs)")
-    group.add_argument("--format", choices=sources.FORMATS, default=None, help="file format (default: from the extension)")
-    group.add_argument("--split", choices=TRAIN_SPLITS, default="train",
-                       help="the training pairs of a project dataset: train (full data) or train_10pct (the 10%%-data "
-                            "regime, whose item frequencies must not see the withheld 90%%); output <run-dir>/<job>_10pct")
-    parser.add_argument("--run-dir", default=paths.DEFAULT_RUN_DIR, help="artifacts go to <run-dir>/<job> (default %(default)s)")
-    parser.add_argument("--output-dir", default=None, help="write the artifacts here instead of <run-dir>/<job> (any Beam filesystem)")
-    parser.add_argument("--batch-size", type=int, default=sources.DEFAULT_BATCH_SIZE, help="items per batch (default %(default)s)")
+    group.add_argument(
+        "--spec", default=None, help="feature spec YAML for --items-file/--pairs-file (path or name in data/specs)"
+    )
+    group.add_argument(
+        "--format", choices=sources.FORMATS, default=None, help="file format (default: from the extension)"
+    )
+    group.add_argument(
+        "--split",
+        choices=TRAIN_SPLITS,
+        default="train",
+        help="the training pairs of a project dataset: train (full data) or train_10pct (the 10%%-data "
+        "regime, whose item frequencies must not see the withheld 90%%); output <run-dir>/<job>_10pct",
+    )
+    parser.add_argument(
+        "--run-dir", default=paths.DEFAULT_RUN_DIR, help="artifacts go to <run-dir>/<job> (default %(default)s)"
+    )
+    parser.add_argument(
+        "--output-dir", default=None, help="write the artifacts here instead of <run-dir>/<job> (any Beam filesystem)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=sources.DEFAULT_BATCH_SIZE, help="items per batch (default %(default)s)"
+    )
 
 
 @dataclasses.dataclass
@@ -76,9 +100,13 @@ def _format_of(pattern: str, flag: str | None) -> str:
     if flag:
         return flag
     suffix = pathlib.PurePath(pattern.replace("*", "x")).suffix.lower().lstrip(".")
-    guess = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "tfrecord": "tfrecord", "tfrecords": "tfrecord"}.get(suffix)
+    guess = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "tfrecord": "tfrecord", "tfrecords": "tfrecord"}.get(
+        suffix
+    )
     if guess is None:
-        raise SystemExit(f"cannot tell the format of {pattern!r} from its extension: pass --format {{{','.join(sources.FORMATS)}}}")
+        raise SystemExit(
+            f"cannot tell the format of {pattern!r} from its extension: pass --format {{{','.join(sources.FORMATS)}}}"
+        )
     return guess
 
 
@@ -86,7 +114,9 @@ def resolve_inputs(args: argparse.Namespace, need_pairs: bool) -> Inputs:
     """--items-file/--pairs-file/--spec, else the TFDS dataset (prepared here if missing)."""
     if args.items_file:
         if getattr(args, "split", "train") != "train":
-            raise SystemExit("--split chooses a project dataset's pairs; with --pairs-file, pass the regime's own pairs")
+            raise SystemExit(
+                "--split chooses a project dataset's pairs; with --pairs-file, pass the regime's own pairs"
+            )
         if not args.spec:
             raise SystemExit("--items-file needs --spec (the feature spec that describes its columns)")
         spec = features_lib.load_spec(args.spec)

@@ -16,6 +16,7 @@ with several values, an empty key feature) go to the ``dead_letter`` output as J
 dicts ``{"source", "row", "reason", "text"}`` (``row``: 0-based data row; CSV parse errors
 give ``"line"``, the 1-based line of the file, instead) and to the ``<label>_malformed_rows`` counter.
 """
+
 from __future__ import annotations
 
 import csv
@@ -178,7 +179,12 @@ def normalize(
         record = {k: v for k, v in batch.slice(int(row), 1).to_pylist()[0].items()}
         empty = [name for name in required if record[name] == ""]
         dead.append(
-            {"source": source, "row": first_row + int(row), "reason": f"empty key feature {empty}", "text": json.dumps(record)}
+            {
+                "source": source,
+                "row": first_row + int(row),
+                "reason": f"empty key feature {empty}",
+                "text": json.dumps(record),
+            }
         )
     return batch.filter(pa.array(~bad)), dead
 
@@ -193,14 +199,17 @@ def _read_parquet(
         parquet = pq.ParquetFile(handle, read_dictionary=list(dictionary) or None)
         missing = [n for n in names if n not in parquet.schema_arrow.names]
         if missing:
-            raise features_lib.SpecError(f"{shard.path}: columns {missing} are missing; the file has {parquet.schema_arrow.names}")
+            raise features_lib.SpecError(
+                f"{shard.path}: columns {missing} are missing; the file has {parquet.schema_arrow.names}"
+            )
         groups = list(shard.part) or None
         for record_batch in parquet.iter_batches(batch_size=batch_size, row_groups=groups, columns=names):
             yield pa.Table.from_batches([record_batch]), []
 
 
-def check_csv_headers(shards: Sequence[Shard], spec: features_lib.FeatureSpec,
-                      feature_list: Sequence[features_lib.Feature]) -> None:
+def check_csv_headers(
+    shards: Sequence[Shard], spec: features_lib.FeatureSpec, feature_list: Sequence[features_lib.Feature]
+) -> None:
     """In the driver, before the job runs: every CSV file has a UTF-8 header naming the spec's
     columns, and some file has a data row. A bad file fails here with one message naming it
     (a worker would log its traceback); bad rows are still the workers' (dead letter)."""
@@ -259,7 +268,9 @@ def _read_csv(
         )
         for record_batch in reader:
             table = pa.Table.from_batches([record_batch])
-            table = pa.Table.from_arrays([table.column(f.csv_column) for f in feature_list], names=[f.name for f in feature_list])
+            table = pa.Table.from_arrays(
+                [table.column(f.csv_column) for f in feature_list], names=[f.name for f in feature_list]
+            )
             for start in range(0, max(table.num_rows, 1), batch_size):
                 # Lines rejected while parsing this block travel with its first slice.
                 yield table.slice(start, batch_size), list(bad_lines)
@@ -304,8 +315,10 @@ def _read_tfrecord(
                     detail = error.message.split("{{")[0].strip()[:300]
                     reason = f"not a tf.train.Example of string features {[f.name for f in feature_list]}: {detail}"
                     dead.append({"source": shard.path, "row": first + i, "reason": reason, "text": one.hex()[:2000]})
-            table = pa.concat_tables(tables) if tables else pa.table(
-                {f.name: pa.array([], pa.list_(pa.string())) for f in feature_list}
+            table = (
+                pa.concat_tables(tables)
+                if tables
+                else pa.table({f.name: pa.array([], pa.list_(pa.string())) for f in feature_list})
             )
             rows_in_file = np.asarray(parsed_rows, dtype=np.int64)
         # A single-valued feature must have at most one value (none = missing).
@@ -317,7 +330,12 @@ def _read_tfrecord(
             record = table.slice(int(row), 1).to_pylist()[0]
             several = [f.name for f in feature_list if not f.multi_valued and len(record[f.name]) > 1]
             dead.append(
-                {"source": shard.path, "row": int(rows_in_file[row]), "reason": f"several values for single-valued {several}", "text": json.dumps(record)}
+                {
+                    "source": shard.path,
+                    "row": int(rows_in_file[row]),
+                    "reason": f"several values for single-valued {several}",
+                    "text": json.dumps(record),
+                }
             )
         if bad.any():
             table = table.filter(pa.array(~bad))
@@ -454,7 +472,9 @@ class ReadBatches(beam.PTransform):
             | "DecodeBatches"
             >> beam.ParDo(
                 _OutputsAsPairs(
-                    ReadShardFn(self._spec, self._names, self._required, self._batch_size, self._label, self._dictionary)
+                    ReadShardFn(
+                        self._spec, self._names, self._required, self._batch_size, self._label, self._dictionary
+                    )
                 )
             )
         )

@@ -5,6 +5,7 @@ Importing the package sets ``TF_USE_LEGACY_KERAS=1`` so that ``tf.keras`` is Ker
 the modules that need it, through :func:`recsys_ssl.tf_setup.tensorflow`; Beam workers and
 the CLI's argument parsing stay light.
 """
+
 import glob as _glob
 import os
 

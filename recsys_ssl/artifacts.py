@@ -16,6 +16,7 @@ Layout (see docs/batch-jobs.md)::
     <run_dir>/mi/cfm_groups.json               {"features", "group_size", "ranked_partners", "groups",
                                                 "by_grouping": {"plugin" | "adjusted" | "normalized": {...}}}
 """
+
 from __future__ import annotations
 
 import csv
@@ -161,7 +162,9 @@ def read_item_frequencies(stats_dir: str | os.PathLike) -> dict[str, int]:
             continue
         item, sep, count = line.rpartition("\t")
         if not sep:
-            raise ValueError(f"{join(stats_dir, ITEM_FREQUENCIES)}:{line_number}: expected item<TAB>count, got {line!r}")
+            raise ValueError(
+                f"{join(stats_dir, ITEM_FREQUENCIES)}:{line_number}: expected item<TAB>count, got {line!r}"
+            )
         out[item] = int(count)
     return out
 
@@ -185,8 +188,12 @@ def rank_partners(features: Sequence[str], mi: np.ndarray) -> dict[str, list[str
 GROUPINGS = ("plugin", "adjusted", "normalized")  # the dependence measure CFM groups rank by
 
 
-def cfm_groups(features: Sequence[str], mi: np.ndarray, group_size: int | None = None,
-               by_grouping: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+def cfm_groups(
+    features: Sequence[str],
+    mi: np.ndarray,
+    group_size: int | None = None,
+    by_grouping: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
     """The CFM masking groups: for each seed, the seed and its ``group_size - 1`` top partners.
 
     The top level ranks by ``mi``; ``by_grouping`` ({measure: matrix}) adds the same ranked by
@@ -214,8 +221,9 @@ def cfm_ranked_partners(groups: Mapping[str, Any], grouping: str = "plugin") -> 
     if grouping == "plugin":
         return groups["ranked_partners"]
     if grouping not in groups.get("by_grouping", {}):
-        raise ValueError(f"cfm_groups.json has no {grouping!r} grouping (written by an older `recsys-ssl mi`); "
-                         "run the MI job again")
+        raise ValueError(
+            f"cfm_groups.json has no {grouping!r} grouping (written by an older `recsys-ssl mi`); run the MI job again"
+        )
     return groups["by_grouping"][grouping]["ranked_partners"]
 
 
@@ -229,8 +237,13 @@ def _matrix_csv(features: Sequence[str], matrix: np.ndarray) -> str:
 
 
 def mi_files(
-    features: Sequence[str], mi: np.ndarray, nmi: np.ndarray, entropy: np.ndarray, group_size: int | None = None,
-    emi: np.ndarray | None = None, ami: np.ndarray | None = None,
+    features: Sequence[str],
+    mi: np.ndarray,
+    nmi: np.ndarray,
+    entropy: np.ndarray,
+    group_size: int | None = None,
+    emi: np.ndarray | None = None,
+    ami: np.ndarray | None = None,
 ) -> dict[str, str]:
     """relative path -> text of the MI artifacts (the manifest is written separately).
 
@@ -251,8 +264,10 @@ def mi_files(
     if ami is not None:
         matrix["emi"] = np.asarray(emi, dtype=float).tolist()
         matrix["ami"] = np.asarray(ami, dtype=float).tolist()
-        matrix["adjustment"] = ("emi: E[MI] of independent features with the same value counts (permutation model); "
-                                "ami = (mi - emi) / ((H_i + H_j) / 2 - emi) (Vinh et al. 2010)")
+        matrix["adjustment"] = (
+            "emi: E[MI] of independent features with the same value counts (permutation model); "
+            "ami = (mi - emi) / ((H_i + H_j) / 2 - emi) (Vinh et al. 2010)"
+        )
         files[AMI_CSV] = _matrix_csv(features, ami)
         by_grouping = {"plugin": mi, "adjusted": ami, "normalized": nmi}
     files[MI_JSON] = json.dumps(matrix, indent=1) + "\n"

@@ -9,13 +9,13 @@ the whole batch (the paper draws one split per batch); [B, F] masks are per exam
 The two stages (PAPER.md section 3): 1. feature masking, complementary between the views;
 2. dropout of the values of multi-valued features, independently per view.
 """
+
 from __future__ import annotations
 
 from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from recsys_ssl.features import PADDING
 from recsys_ssl.tf_setup import tf
 
 
@@ -119,8 +119,13 @@ def cfm_masks(
 ID_VIEWS = ("split", "both", "none")
 
 
-def place_ids(mask_1: tf.Tensor | None, mask_2: tf.Tensor | None, id_features: Sequence[bool] | tf.Tensor,
-              maskable: Sequence[bool] | tf.Tensor, id_views: str) -> tuple[tf.Tensor | None, tf.Tensor | None]:
+def place_ids(
+    mask_1: tf.Tensor | None,
+    mask_2: tf.Tensor | None,
+    id_features: Sequence[bool] | tf.Tensor,
+    maskable: Sequence[bool] | tf.Tensor,
+    id_views: str,
+) -> tuple[tf.Tensor | None, tf.Tensor | None]:
     """Where the item-id features go in the two views (``ssl.id_views``), after the augmentation drew its masks.
 
     ``split``: as drawn (RFM and CFM put each id in exactly one view, the paper's setting);
@@ -163,8 +168,9 @@ def cfm_view_masks(features: MaskInputs, seed: tf.Tensor) -> tuple[tf.Tensor, tf
     return cfm_masks(features.cfm_groups, features.id_features, features.maskable, seed)
 
 
-def feature_dropout_masks(batch_size: tf.Tensor | int, maskable: Sequence[bool] | tf.Tensor, rate: float,
-                          seed: tf.Tensor) -> tf.Tensor:
+def feature_dropout_masks(
+    batch_size: tf.Tensor | int, maskable: Sequence[bool] | tf.Tensor, rate: float, seed: tf.Tensor
+) -> tf.Tensor:
     """FD baseline: [B, F] bool, each maskable feature of each example masked with probability ``rate``."""
     maskable = tf.convert_to_tensor(maskable, tf.bool)
     draws = tf.random.stateless_uniform(tf.stack([batch_size, tf.size(maskable)]), seed=seed)
@@ -184,5 +190,7 @@ def dropout_keep_masks(valid: Mapping[str, tf.Tensor], rate: float, seed: tf.Ten
     names = list(valid)
     if rate <= 0.0 or not names:
         return {}
-    return {name: dropout_keep(tf.shape(valid[name]), rate, sub_seed)
-            for name, sub_seed in zip(names, split_seed(seed, len(names)))}
+    return {
+        name: dropout_keep(tf.shape(valid[name]), rate, sub_seed)
+        for name, sub_seed in zip(names, split_seed(seed, len(names)))
+    }

@@ -9,6 +9,7 @@ training ends. ``history`` holds (epoch, recall) pairs; ``report`` (e.g. an Optu
 report-and-prune) is called with (epoch, recall) after each evaluation and may raise to stop
 the run.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,8 +44,9 @@ class ValidationSet:
         from recsys_ssl.datasets import inputs
 
         spec = dataset.spec
-        corpus = inputs.collect_columns(inputs.batch(dataset.items(), spec, 4096, features=spec.item_feature_names),
-                                        spec.item_feature_names)
+        corpus = inputs.collect_columns(
+            inputs.batch(dataset.items(), spec, 4096, features=spec.item_feature_names), spec.item_feature_names
+        )
         train = dataset.pair_columns("train", [spec.query_key, spec.item_key])
         pairs = dataset.pair_columns("test", list(dict.fromkeys(spec.query_feature_names + [spec.item_key])))
         return cls(spec, corpus, (train[spec.query_key], train[spec.item_key]), pairs)
@@ -53,8 +55,14 @@ class ValidationSet:
 class ValidationRecall(tf.keras.callbacks.Callback):
     """Early stopping on validation Recall@k (module docstring); restores the best epoch's weights."""
 
-    def __init__(self, validation: ValidationSet, k: int = 50, patience: int = 3,
-                 report: Callable[[int, float], None] | None = None, head_fraction: float = 0.2):
+    def __init__(
+        self,
+        validation: ValidationSet,
+        k: int = 50,
+        patience: int = 3,
+        report: Callable[[int, float], None] | None = None,
+        head_fraction: float = 0.2,
+    ):
         super().__init__()
         self.validation, self.k, self.patience, self.report = validation, int(k), int(patience), report
         self.head_fraction = head_fraction
@@ -70,8 +78,16 @@ class ValidationRecall(tf.keras.callbacks.Callback):
 
         v = self.validation
         trained = types.SimpleNamespace(model=self.model)
-        return evaluate.evaluate_arrays(trained, v.spec, v.corpus, v.train_pairs, v.pairs, ks=(self.k,),
-                                        head_fraction=self.head_fraction, quiet=True)
+        return evaluate.evaluate_arrays(
+            trained,
+            v.spec,
+            v.corpus,
+            v.train_pairs,
+            v.pairs,
+            ks=(self.k,),
+            head_fraction=self.head_fraction,
+            quiet=True,
+        )
 
     def on_epoch_end(self, epoch, logs=None):
         metrics = self.evaluate()
@@ -86,8 +102,14 @@ class ValidationRecall(tf.keras.callbacks.Callback):
             self._best_weights = self.model.get_weights()
         else:
             self._waited += 1
-        log.info("epoch %d: validation recall@%d %.4f (best %.4f at epoch %d)", epoch_number, self.k, value,
-                 self.best_value, self.best_epoch)
+        log.info(
+            "epoch %d: validation recall@%d %.4f (best %.4f at epoch %d)",
+            epoch_number,
+            self.k,
+            value,
+            self.best_value,
+            self.best_epoch,
+        )
         if self.report is not None:
             self.report(epoch_number, value)
         if self._waited >= self.patience:
@@ -101,7 +123,11 @@ class ValidationRecall(tf.keras.callbacks.Callback):
     def summary(self) -> dict[str, Any]:
         """For the training manifest."""
         slices = (self.best_metrics or {}).get("slices", {})
-        return {"k": self.k, "patience": self.patience, "best_epoch": self.best_epoch,
-                "best_recall": None if self.best_epoch is None else self.best_value,
-                "best_tail_recall": slices.get("tail", {}).get(f"recall@{self.k}"),
-                "curve": [[e, v] for e, v in self.history]}
+        return {
+            "k": self.k,
+            "patience": self.patience,
+            "best_epoch": self.best_epoch,
+            "best_recall": None if self.best_epoch is None else self.best_value,
+            "best_tail_recall": slices.get("tail", {}).get(f"recall@{self.k}"),
+            "curve": [[e, v] for e, v in self.history],
+        }

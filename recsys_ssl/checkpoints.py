@@ -4,6 +4,7 @@ Lives next to the model (not in ``train``), so that evaluation and export load c
 without importing the training code. ``WEIGHTS`` is where ``train`` saves the final weights;
 ``build_towers_now`` creates a model's tower variables before weights are restored into them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,8 +49,10 @@ def load_trained(run_dir: str | os.PathLike, name: str) -> Trained:
     directory = RunLayout(run_dir).train(name)
     manifest_path = directory / artifacts.MANIFEST
     if not manifest_path.exists():
-        raise FileNotFoundError(f"{manifest_path} does not exist: train {name!r} first "
-                                f"(`recsys-ssl train --run-dir {run_dir} --name {name} ...`)")
+        raise FileNotFoundError(
+            f"{manifest_path} does not exist: train {name!r} first "
+            f"(`recsys-ssl train --run-dir {run_dir} --name {name} ...`)"
+        )
     manifest = json.loads(manifest_path.read_text())
     config = cfg.config_from_dict(manifest["config"], source=str(manifest_path))
     spec = fs.spec_from_dict(json.loads((directory / "spec.json").read_text()), source=manifest.get("spec_path", ""))

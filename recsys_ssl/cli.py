@@ -4,6 +4,7 @@ Each stage owns its own argument parser in its own module (``main(argv) -> int``
 module only routes, and imports a stage's module only when that stage runs, so that
 ``recsys-ssl --help`` and the Beam jobs start without loading TensorFlow.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -12,13 +13,22 @@ import sys
 
 # stage -> (module with main(argv), one-line help). Order = the pipeline's order.
 STAGES: dict[str, tuple[str, str]] = {
-    "data": ("recsys_ssl.datasets.build", "build a TFDS dataset (synthetic catalog, MovieLens, your CSVs) and print its summary"),
+    "data": (
+        "recsys_ssl.datasets.build",
+        "build a TFDS dataset (synthetic catalog, MovieLens, your CSVs) and print its summary",
+    ),
     "stats": ("pipelines.feature_stats", "Beam job: vocabularies, item frequencies, missing/malformed counts"),
     "mi": ("pipelines.mutual_info", "Beam job: pairwise mutual information of item features and CFM masking groups"),
     "train": ("recsys_ssl.train", "train a two-tower model (baseline, FD, SO or SSL) from a YAML config"),
-    "tune": ("recsys_ssl.tune", "resumable hyper-parameter search (Optuna) on the validation carve-out -> a tuned config"),
+    "tune": (
+        "recsys_ssl.tune",
+        "resumable hyper-parameter search (Optuna) on the validation carve-out -> a tuned config",
+    ),
     "evaluate": ("recsys_ssl.evaluate", "exact full-corpus Recall@K / MAP@K with head and tail slices"),
-    "diagnose": ("recsys_ssl.diagnostics", "why a method moves the tail: alignment, uniformity, tail->head cosine, recall by decile"),
+    "diagnose": (
+        "recsys_ssl.diagnostics",
+        "why a method moves the tail: alignment, uniformity, tail->head cosine, recall by decile",
+    ),
     "experiment": ("recsys_ssl.experiment", "methods x seeds x data regimes, resumable, with tables and plots"),
     "export": ("recsys_ssl.export", "SavedModels (query, item, ScaNN retrieval) and a tuned ScaNN index"),
     "index": ("recsys_ssl.index_cli", "manage the ScaNN index (e.g. `index add` new items)"),

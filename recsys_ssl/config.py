@@ -10,6 +10,7 @@ manifest records.
 Unknown or ill-typed fields fail with the file and the field, e.g.
 ``data/configs/x.yaml: ssl.alpha: must be a number, got 'high'``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,7 +51,8 @@ class ModelConfig:
 class MainTaskConfig:
     """The supervised retrieval task (in-batch softmax)."""
 
-    temperature: float = 0.1  # tuned on ML-100K's validation carve-out; robust on Frappe (docs/training.md, "Defaults that adapt to the catalog")
+    # Tuned on ML-100K's validation carve-out; robust on Frappe (docs/training.md, "Defaults that adapt ...").
+    temperature: float = 0.1
     logq_correction: bool = True
     # logits - logq_weight * log p_j. 1: Yi et al.'s full correction (the in-batch softmax then
     # estimates the full softmax, popularity included); 0: none (in-batch negatives are drawn by
@@ -158,7 +160,8 @@ class ExperimentConfig:
         """Whether the item tower needs masked embeddings (FD's main task, or SSL views that mask)."""
         augmentation = self.augmentation_entry
         return self.method_entry.main_feature_dropout or (
-            augmentation is not None and (augmentation.masks_features or self.ssl.id_views == "none"))
+            augmentation is not None and (augmentation.masks_features or self.ssl.id_views == "none")
+        )
 
     @property
     def ssl_drops_values(self) -> bool:
@@ -252,11 +255,15 @@ def config_from_dict(raw: Any, source: str = "<memory>") -> ExperimentConfig:
     augmentation = raw.get("augmentation")
     augmented = tuple(m for m, entry in registry.METHODS.items() if entry.augmented)
     if method in augmented and augmentation not in registry.AUGMENTATIONS:
-        raise _fail(source, "augmentation",
-                    f"method {method} needs one of {tuple(registry.AUGMENTATIONS)}, got {augmentation!r}")
+        raise _fail(
+            source,
+            "augmentation",
+            f"method {method} needs one of {tuple(registry.AUGMENTATIONS)}, got {augmentation!r}",
+        )
     if method not in augmented and augmentation is not None:
-        raise _fail(source, "augmentation", f"only method {' or '.join(augmented)} takes an augmentation "
-                    f"(method is {method!r})")
+        raise _fail(
+            source, "augmentation", f"only method {' or '.join(augmented)} takes an augmentation (method is {method!r})"
+        )
     config = ExperimentConfig(
         name=name,
         method=method,
@@ -276,28 +283,43 @@ def validate(config: ExperimentConfig) -> None:
     if config.model.masked_embedding not in MASKED_EMBEDDINGS:
         raise _fail(s, "model.masked_embedding", f"{config.model.masked_embedding!r} is not one of {MASKED_EMBEDDINGS}")
     if config.model.query_hidden[-1] != config.model.item_hidden[-1]:
-        raise _fail(s, "model.item_hidden", "the last width of both towers (the embedding size) must match: "
-                    f"{config.model.query_hidden[-1]} != {config.model.item_hidden[-1]}")
-    for field, value in (("main.temperature", config.main.temperature), ("ssl.temperature", config.ssl.temperature),
-                         ("model.embedding_scale", config.model.embedding_scale),
-                         ("train.learning_rate", config.train.learning_rate)):
+        raise _fail(
+            s,
+            "model.item_hidden",
+            "the last width of both towers (the embedding size) must match: "
+            f"{config.model.query_hidden[-1]} != {config.model.item_hidden[-1]}",
+        )
+    for field, value in (
+        ("main.temperature", config.main.temperature),
+        ("ssl.temperature", config.ssl.temperature),
+        ("model.embedding_scale", config.model.embedding_scale),
+        ("train.learning_rate", config.train.learning_rate),
+    ):
         if value <= 0:
             raise _fail(s, field, f"must be positive, got {value}")
-    for field, value in (("ssl.dropout_rate", config.ssl.dropout_rate), ("fd.mask_rate", config.fd.mask_rate),
-                         ("fd.dropout_rate", config.fd.dropout_rate)):
+    for field, value in (
+        ("ssl.dropout_rate", config.ssl.dropout_rate),
+        ("fd.mask_rate", config.fd.mask_rate),
+        ("fd.dropout_rate", config.fd.dropout_rate),
+    ):
         if not 0.0 <= value < 1.0:
             raise _fail(s, field, f"must be in [0, 1), got {value}")
     if config.ssl.alpha < 0:
         raise _fail(s, "ssl.alpha", f"must be non-negative, got {config.ssl.alpha}")
     if config.main.logq_weight < 0:
         raise _fail(s, "main.logq_weight", f"must be non-negative, got {config.main.logq_weight}")
-    for field, value in (("train.batch_size", config.train.batch_size), ("train.epochs", config.train.epochs),
-                         ("train.min_steps", config.train.min_steps),
-                         ("train.early_stopping_patience", config.train.early_stopping_patience),
-                         ("train.early_stopping_k", config.train.early_stopping_k),
-                         ("train.backup_every_steps", config.train.backup_every_steps),
-                         ("train.steps", config.train.steps), ("train.steps_per_epoch", config.train.steps_per_epoch),
-                         ("ssl.batch_size", config.ssl.batch_size), ("ssl.cfm_group_size", config.ssl.cfm_group_size)):
+    for field, value in (
+        ("train.batch_size", config.train.batch_size),
+        ("train.epochs", config.train.epochs),
+        ("train.min_steps", config.train.min_steps),
+        ("train.early_stopping_patience", config.train.early_stopping_patience),
+        ("train.early_stopping_k", config.train.early_stopping_k),
+        ("train.backup_every_steps", config.train.backup_every_steps),
+        ("train.steps", config.train.steps),
+        ("train.steps_per_epoch", config.train.steps_per_epoch),
+        ("ssl.batch_size", config.ssl.batch_size),
+        ("ssl.cfm_group_size", config.ssl.cfm_group_size),
+    ):
         if value is not None and value < 1:
             raise _fail(s, field, f"must be a positive integer, got {value}")
     if config.ssl.id_views not in ID_VIEWS:
@@ -344,16 +366,19 @@ def parse_override(text: str, scopes: tuple[str, ...] = (), scope_name: str = "S
     scope, colon, bare = field.partition(":")
     if not sep or not field or (colon and (scope not in scopes or not bare)):
         example = " or 10pct:train.epochs=40" if scopes else ""
-        raise ValueError(f"{text!r}: expected {f'[{scope_name}:]' if scopes else ''}FIELD=VALUE, e.g. train.steps=200"
-                         f"{example}" + (f" ({scope_name.lower()}s {scopes})" if scopes else ""))
+        raise ValueError(
+            f"{text!r}: expected {f'[{scope_name}:]' if scopes else ''}FIELD=VALUE, e.g. train.steps=200"
+            f"{example}" + (f" ({scope_name.lower()}s {scopes})" if scopes else "")
+        )
     try:
         return field, yaml.safe_load(value)
     except yaml.YAMLError as error:
         raise ValueError(f"{text!r}: the value is not valid YAML: {error}") from None
 
 
-def with_overrides(config: ExperimentConfig, overrides: Mapping[str, Any] | Iterable[tuple[str, Any]],
-                   source: str = "--set") -> ExperimentConfig:
+def with_overrides(
+    config: ExperimentConfig, overrides: Mapping[str, Any] | Iterable[tuple[str, Any]], source: str = "--set"
+) -> ExperimentConfig:
     """``config`` with ``{"train.steps": 100, "seed": 1, ...}`` applied, type-checked as a file is.
 
     An unknown knob fails naming it (``--set: train.stpes: unknown field; known: [...]``).
@@ -404,13 +429,18 @@ def resolve_auto(config: ExperimentConfig, num_pairs: int, num_items: int) -> tu
         low, high = AUTO_BATCH_RANGE
         batch = min(high, max(low, _power_of_two_at_most(AUTO_BATCH_SHARE * num_pairs)))
         train["batch_size"] = batch
-        derived.append(f"train.batch_size={batch} (~{AUTO_BATCH_SHARE:.0%} of {num_pairs} pairs, power of two in {list(AUTO_BATCH_RANGE)})")
+        derived.append(
+            f"train.batch_size={batch} (~{AUTO_BATCH_SHARE:.0%} of {num_pairs} pairs, "
+            f"power of two in {list(AUTO_BATCH_RANGE)})"
+        )
     if config.train.epochs is None and not config.train.steps:  # train.steps fixes the length itself
         steps_per_epoch = config.train.steps_per_epoch or max(1, num_pairs // batch)
         epochs = max(AUTO_MIN_EPOCHS, math.ceil(config.train.min_steps / steps_per_epoch))
         train["epochs"] = epochs
-        derived.append(f"train.epochs={epochs} ({steps_per_epoch} steps per epoch, at least {AUTO_MIN_EPOCHS} epochs "
-                       f"and {config.train.min_steps} steps)")
+        derived.append(
+            f"train.epochs={epochs} ({steps_per_epoch} steps per epoch, at least {AUTO_MIN_EPOCHS} epochs "
+            f"and {config.train.min_steps} steps)"
+        )
     ssl = {}
     if config.uses_ssl_batch and config.ssl.batch_size is None:
         ssl_batch = min(batch, _power_of_two_at_most(num_items / 2))

@@ -8,6 +8,7 @@ Each stage runs as its own ``recsys-ssl <stage>`` process, exactly as a user wou
 (the commands are printed), so its progress bars show and its state cannot leak into the next
 stage. The timings of every stage go to ``<run_dir>/demo_summary.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,9 @@ def _stage(name: str, argv: list[str], timings: dict[str, float]) -> None:
     result = subprocess.run(command)
     timings[name] = time.perf_counter() - started
     if result.returncode != 0:
-        raise SystemExit(f"demo: stage {name!r} failed with exit code {result.returncode}: recsys-ssl {shlex.join(argv)}")
+        raise SystemExit(
+            f"demo: stage {name!r} failed with exit code {result.returncode}: recsys-ssl {shlex.join(argv)}"
+        )
     print(f"-- {name}: {timings[name]:.1f} s", flush=True)
 
 
@@ -47,14 +50,28 @@ def _metrics_table(run_dir: pathlib.Path, methods: tuple[str, ...]) -> str:
     """Overall / head / tail Recall@K and overall MAP@K of each method, from eval/<name>/metrics.json."""
     from recsys_ssl.evaluate import format_table
 
-    return format_table(by_method={
-        method: json.loads((run_dir / "eval" / method / "metrics.json").read_text()) for method in methods})
+    return format_table(
+        by_method={method: json.loads((run_dir / "eval" / method / "metrics.json").read_text()) for method in methods}
+    )
 
 
 def _start_server(run_dir: pathlib.Path, model_name: str) -> tuple[subprocess.Popen, int]:
     """Starts ``recsys-ssl serve --port 0`` and returns (process, port) once it listens."""
-    command = [sys.executable, "-u", "-m", "recsys_ssl.cli", "serve", "--run-dir", str(run_dir),
-               "--model-name", model_name, "--port", "0", "--poll-seconds", "0"]
+    command = [
+        sys.executable,
+        "-u",
+        "-m",
+        "recsys_ssl.cli",
+        "serve",
+        "--run-dir",
+        str(run_dir),
+        "--model-name",
+        model_name,
+        "--port",
+        "0",
+        "--poll-seconds",
+        "0",
+    ]
     print(f"$ recsys-ssl {shlex.join(command[4:])}", flush=True)
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 180
@@ -96,7 +113,11 @@ def _query_examples(run_dir: pathlib.Path, dataset: str, count: int) -> list[dic
         row = {}
         for name in names:
             value = example[name]
-            row[name] = [v.decode() for v in value] if hasattr(value, "__len__") and not isinstance(value, bytes) else value.decode()
+            row[name] = (
+                [v.decode() for v in value]
+                if hasattr(value, "__len__") and not isinstance(value, bytes)
+                else value.decode()
+            )
         rows.append(row)
         if len(rows) == count:
             break
@@ -118,9 +139,18 @@ def _retrieve(run_dir: pathlib.Path, dataset: str, model_name: str, num_queries:
             items = ", ".join(f"{i} ({s:.3f})" for i, s in zip(prediction["item_ids"], prediction["scores"]))
             print(f"  query [{query}]\n    -> {items}")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
-            shown = [line for line in response.read().decode().splitlines()
-                     if line.startswith(("recsys_ssl_requests_total", "recsys_ssl_batch_queries_count",
-                                         "recsys_ssl_served_version", "recsys_ssl_reloads_total"))]
+            shown = [
+                line
+                for line in response.read().decode().splitlines()
+                if line.startswith(
+                    (
+                        "recsys_ssl_requests_total",
+                        "recsys_ssl_batch_queries_count",
+                        "recsys_ssl_served_version",
+                        "recsys_ssl_reloads_total",
+                    )
+                )
+            ]
         print(f"GET http://127.0.0.1:{port}/metrics (Prometheus; some of it):\n  " + "\n  ".join(shown))
         return answer["predictions"]
     finally:
@@ -152,7 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     _stage("stats", ["stats", "--dataset", args.dataset, *common], timings)
     _stage("mi", ["mi", "--dataset", args.dataset, *common], timings)
     for method in METHODS:
-        _stage(f"train {method}", ["train", "--config", method, "--dataset", args.dataset, "--steps", str(args.steps), "--quiet", *common], timings)
+        _stage(
+            f"train {method}",
+            ["train", "--config", method, "--dataset", args.dataset, "--steps", str(args.steps), "--quiet", *common],
+            timings,
+        )
     for method in METHODS:
         _stage(f"evaluate {method}", ["evaluate", "--name", method, *common], timings)
     _stage("export", ["export", "--name", "ssl_cfm", "--model-name", "retrieval", *common], timings)
@@ -170,8 +204,14 @@ def main(argv: list[str] | None = None) -> int:
     _banner(f"demo finished in {total:.1f} s; artifacts under {run_dir}")
     for name, seconds in timings.items():
         print(f"  {name:<20} {seconds:>7.1f} s  {100 * seconds / total:5.1f}%")
-    summary = {"dataset": args.dataset, "run_dir": str(run_dir), "total_seconds": total, "stage_seconds": timings,
-               "evaluation_table": table, "predictions": predictions}
+    summary = {
+        "dataset": args.dataset,
+        "run_dir": str(run_dir),
+        "total_seconds": total,
+        "stage_seconds": timings,
+        "evaluation_table": table,
+        "predictions": predictions,
+    }
     (run_dir / "demo_summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
     print(f"summary: {run_dir / 'demo_summary.json'}")
     return 0

@@ -19,7 +19,8 @@ normalise; the evaluator scores cosine). Definitions (Wang & Isola 2020 for the 
   SO's views are identical, so 0; ``null`` for baseline and FD).
 * **uniformity** of item embeddings z_1..z_N: ``log mean_{i<j} exp(-t ||z_i - z_j||^2)``,
   t = 2 (lower = more spread over the sphere; 0 = all items on one point), over all
-  distinct pairs, or over ``max_pairs`` pairs drawn with a fixed seed when there are more. Reported within the head items, within the tail items, and over all.
+  distinct pairs, or over ``max_pairs`` pairs drawn with a fixed seed when there are more.
+  Reported within the head items, within the tail items, and over all.
 * **nearest-head cosine**: for each tail item, the largest cosine to any head item; mean,
   quartiles and a histogram. High = tail items sit on top of head items (they borrow the
   head's neighbourhood); low = the tail occupies its own region.
@@ -28,6 +29,7 @@ normalise; the evaluator scores cosine). Definitions (Wang & Isola 2020 for the 
   ``eval/<name>/metrics.json`` when it was computed for the same model, split and slices,
   otherwise computed here by ``evaluate.retrieval_metrics`` on the same embeddings.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -132,15 +134,21 @@ def nearest_head_cosine(item_embeddings: np.ndarray, head_mask: np.ndarray, chun
         return {"cosines": np.zeros(0), "mean": None, "q25": None, "median": None, "q75": None}
     cosines = np.concatenate([(tail[s : s + chunk] @ head.T).max(axis=1) for s in range(0, len(tail), chunk)])
     q25, median, q75 = np.quantile(cosines, [0.25, 0.5, 0.75])
-    return {"cosines": cosines, "mean": float(np.mean(cosines)), "q25": float(q25), "median": float(median),
-            "q75": float(q75)}
+    return {
+        "cosines": cosines,
+        "mean": float(np.mean(cosines)),
+        "q25": float(q25),
+        "median": float(median),
+        "q75": float(q75),
+    }
 
 
 # -- per slice -------------------------------------------------------------------------------
 
 
-def sliced_alignment(z1: np.ndarray, z2: np.ndarray, pair_items: np.ndarray, slices: Mapping[str, np.ndarray],
-                     alpha: float = 2.0) -> dict[str, Any]:
+def sliced_alignment(
+    z1: np.ndarray, z2: np.ndarray, pair_items: np.ndarray, slices: Mapping[str, np.ndarray], alpha: float = 2.0
+) -> dict[str, Any]:
     """Alignment over all pairs and over the pairs whose item (``pair_items`` [P] corpus
     indices) is in each slice (name -> [N] bool); "pairs": how many pairs each used."""
     out: dict[str, Any] = {"all": alignment(z1, z2, alpha), "pairs": {"all": int(len(z1))}}
@@ -151,8 +159,9 @@ def sliced_alignment(z1: np.ndarray, z2: np.ndarray, pair_items: np.ndarray, sli
     return out
 
 
-def sliced_uniformity(z: np.ndarray, slices: Mapping[str, np.ndarray], t: float = 2.0,
-                      max_pairs: int = DEFAULT_MAX_PAIRS, seed: int = 0) -> dict[str, Any]:
+def sliced_uniformity(
+    z: np.ndarray, slices: Mapping[str, np.ndarray], t: float = 2.0, max_pairs: int = DEFAULT_MAX_PAIRS, seed: int = 0
+) -> dict[str, Any]:
     """Uniformity of all items and of the items within each slice (name -> [N] bool)."""
     out: dict[str, Any] = {"all": uniformity(z, t, max_pairs, seed), "items": {"all": int(len(z))}}
     for name, mask in slices.items():
@@ -161,7 +170,9 @@ def sliced_uniformity(z: np.ndarray, slices: Mapping[str, np.ndarray], t: float 
     return out
 
 
-def nearest_head_summary(item_embeddings: np.ndarray, head_mask: np.ndarray, bins: int = HISTOGRAM_BINS) -> dict[str, Any]:
+def nearest_head_summary(
+    item_embeddings: np.ndarray, head_mask: np.ndarray, bins: int = HISTOGRAM_BINS
+) -> dict[str, Any]:
     """:func:`nearest_head_cosine` without the per-item array, plus a histogram over [-1, 1]."""
     result = nearest_head_cosine(item_embeddings, head_mask)
     cosines = result.pop("cosines")
@@ -176,8 +187,9 @@ def decile_recall(metrics: Mapping[str, Any], num_buckets: int = evaluate.NUM_PO
     slices = metrics["slices"]
     return {
         "ks": ks,
-        "deciles": {f"recall@{k}": [slices[f"popularity_{b:02d}"][f"recall@{k}"] for b in range(num_buckets)]
-                    for k in ks},
+        "deciles": {
+            f"recall@{k}": [slices[f"popularity_{b:02d}"][f"recall@{k}"] for b in range(num_buckets)] for k in ks
+        },
         "head": {f"recall@{k}": slices["head"][f"recall@{k}"] for k in ks},
         "tail": {f"recall@{k}": slices["tail"][f"recall@{k}"] for k in ks},
         "overall": {f"recall@{k}": metrics[f"recall@{k}"] for k in ks},
@@ -194,15 +206,24 @@ def read_arrays(dataset, split: str, batch_size: int) -> tuple[dict, tuple, dict
     from recsys_ssl.datasets import inputs
 
     spec = dataset.spec
-    corpus = inputs.collect_columns(inputs.batch(dataset.items(), spec, batch_size, features=spec.item_feature_names),
-                                    spec.item_feature_names)
+    corpus = inputs.collect_columns(
+        inputs.batch(dataset.items(), spec, batch_size, features=spec.item_feature_names), spec.item_feature_names
+    )
     train = dataset.pair_columns("train", [spec.query_key, spec.item_key])
     test = dataset.pair_columns(split, list(dict.fromkeys(spec.query_feature_names + [spec.item_key])))
     return corpus, (train[spec.query_key], train[spec.item_key]), test
 
 
-def embed(trained, spec, arrays: tuple[dict, tuple, dict], *, head_fraction: float, mode: str = "auto",
-          per_pair: bool | None = None, batch_size: int = 1024) -> dict[str, Any]:
+def embed(
+    trained,
+    spec,
+    arrays: tuple[dict, tuple, dict],
+    *,
+    head_fraction: float,
+    mode: str = "auto",
+    per_pair: bool | None = None,
+    batch_size: int = 1024,
+) -> dict[str, Any]:
     """Item and query embeddings (rows normalised, float64) with the evaluator's queries and slices.
 
     Returns {"items": [N, D], "queries": [Q, D], "prepared": ``evaluate.prepare_queries``'
@@ -213,18 +234,31 @@ def embed(trained, spec, arrays: tuple[dict, tuple, dict], *, head_fraction: flo
     per_pair = mode == evaluate.ITEM_ITEM if per_pair is None else per_pair
     item_ids = list(corpus[spec.item_key])
     item_features = {f: np.asarray(corpus[f]) for f in spec.item_feature_names}
-    items = evaluate._embed(trained.model.item_tower, item_features, np.arange(len(item_ids)), batch_size, "embed items")
-    prepared = evaluate.prepare_queries((test[spec.query_key], test[spec.item_key]), train_pairs, item_ids, mode, per_pair)
+    items = evaluate._embed(
+        trained.model.item_tower, item_features, np.arange(len(item_ids)), batch_size, "embed items"
+    )
+    prepared = evaluate.prepare_queries(
+        (test[spec.query_key], test[spec.item_key]), train_pairs, item_ids, mode, per_pair
+    )
     query_features = {f: np.asarray(test[f]) for f in spec.query_feature_names}
-    queries = evaluate._embed(trained.model.query_tower, query_features, prepared["first_pair"], batch_size,
-                              "embed queries")
+    queries = evaluate._embed(
+        trained.model.query_tower, query_features, prepared["first_pair"], batch_size, "embed queries"
+    )
     slices = evaluate.popularity_slices(prepared["train_counts"], item_ids, head_fraction)
-    return {"items": normalize_rows(items), "queries": normalize_rows(queries), "prepared": prepared,
-            "slices": slices, "mode": mode, "per_pair": per_pair, "item_features": item_features}
+    return {
+        "items": normalize_rows(items),
+        "queries": normalize_rows(queries),
+        "prepared": prepared,
+        "slices": slices,
+        "mode": mode,
+        "per_pair": per_pair,
+        "item_features": item_features,
+    }
 
 
-def ssl_view_embeddings(trained, item_features: Mapping[str, np.ndarray], run_dir: str | pathlib.Path,
-                        batch_size: int = 1024, seed: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
+def ssl_view_embeddings(
+    trained, item_features: Mapping[str, np.ndarray], run_dir: str | pathlib.Path, batch_size: int = 1024, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Both SSL views [N, D] of every corpus item through ``model.ssl_views`` (batch b draws
     with the seed (seed, b)); None for a method without an SSL task (baseline, FD)."""
     from recsys_ssl import artifacts, augment
@@ -236,12 +270,17 @@ def ssl_view_embeddings(trained, item_features: Mapping[str, np.ndarray], run_di
     if config.needs_cfm_groups:  # an inference model has no CFM groups: the MI job's, as training read them
         mi_dir = RunLayout(run_dir).mi
         if not artifacts.exists(artifacts.join(mi_dir, artifacts.CFM_GROUPS)):
-            raise FileNotFoundError(f"{mi_dir}/{artifacts.CFM_GROUPS} does not exist: the SSL views of "
-                                    f"{config.name!r} (CFM) need the MI job's groups")
+            raise FileNotFoundError(
+                f"{mi_dir}/{artifacts.CFM_GROUPS} does not exist: the SSL views of "
+                f"{config.name!r} (CFM) need the MI job's groups"
+            )
         groups = artifacts.read_cfm_groups(mi_dir)
         matrix = augment.cfm_group_matrix(
-            [f.name for f in model.spec.item_features], artifacts.cfm_ranked_partners(groups, config.ssl.cfm_grouping),
-            config.ssl.cfm_group_size or int(groups["group_size"]), model._mask_inputs.maskable)
+            [f.name for f in model.spec.item_features],
+            artifacts.cfm_ranked_partners(groups, config.ssl.cfm_grouping),
+            config.ssl.cfm_group_size or int(groups["group_size"]),
+            model._mask_inputs.maskable,
+        )
         model._mask_inputs = model._mask_inputs._replace(cfm_groups=matrix)
     call = tf.function(lambda batch, step_seed: model.ssl_views(batch, step_seed), reduce_retracing=True)
     num_items = len(next(iter(item_features.values())))
@@ -254,8 +293,15 @@ def ssl_view_embeddings(trained, item_features: Mapping[str, np.ndarray], run_di
     return normalize_rows(np.concatenate(views[0])), normalize_rows(np.concatenate(views[1]))
 
 
-def popularity_recall(run_dir: str | pathlib.Path, name: str, trained, embedded: Mapping[str, Any], split: str,
-                      head_fraction: float, ks: Sequence[int]) -> dict[str, Any]:
+def popularity_recall(
+    run_dir: str | pathlib.Path,
+    name: str,
+    trained,
+    embedded: Mapping[str, Any],
+    split: str,
+    head_fraction: float,
+    ks: Sequence[int],
+) -> dict[str, Any]:
     """Recall by decile from the evaluator: its ``metrics.json`` when it scored this very model
     (same config, split, mode, head fraction, test interactions, cut-offs), else
     ``evaluate.retrieval_metrics`` on ``embedded``."""
@@ -264,28 +310,45 @@ def popularity_recall(run_dir: str | pathlib.Path, name: str, trained, embedded:
     interactions = int(sum(len(np.unique(t)) for t in prepared["test_items"]))
     if path.exists():
         metrics = json.loads(path.read_text())
-        same = (metrics.get("config") == trained.config.to_dict() and metrics.get("split") == split
-                and metrics.get("mode") == embedded["mode"] and metrics.get("per_pair") == embedded["per_pair"]
-                and metrics.get("head_fraction") == head_fraction
-                and metrics.get("counts", {}).get("test_interactions") == interactions
-                and set(ks) <= set(metrics.get("definition", {}).get("ks", []))
-                and "popularity_00" in metrics.get("slices", {}))
+        same = (
+            metrics.get("config") == trained.config.to_dict()
+            and metrics.get("split") == split
+            and metrics.get("mode") == embedded["mode"]
+            and metrics.get("per_pair") == embedded["per_pair"]
+            and metrics.get("head_fraction") == head_fraction
+            and metrics.get("counts", {}).get("test_interactions") == interactions
+            and set(ks) <= set(metrics.get("definition", {}).get("ks", []))
+            and "popularity_00" in metrics.get("slices", {})
+        )
         if same:
             return {"source": str(path), **decile_recall(metrics)}
-    metrics = evaluate.retrieval_metrics(embedded["queries"], embedded["items"], prepared["test_items"],
-                                         prepared["exclude"], embedded["slices"], ks=ks)
+    metrics = evaluate.retrieval_metrics(
+        embedded["queries"], embedded["items"], prepared["test_items"], prepared["exclude"], embedded["slices"], ks=ks
+    )
     return {"source": "computed (evaluate.retrieval_metrics)", **decile_recall(metrics)}
 
 
-def diagnose(trained, arrays: tuple[dict, tuple, dict], run_dir: str | pathlib.Path, name: str, *, split: str = "test",
-             head_fraction: float = evaluate.PROTOCOL_HEAD_FRACTION, mode: str = "auto", per_pair: bool | None = None,
-             ks: Sequence[int] = evaluate.DEFAULT_KS, batch_size: int = 1024, seed: int = 0,
-             max_pairs: int = DEFAULT_MAX_PAIRS) -> dict[str, Any]:
+def diagnose(
+    trained,
+    arrays: tuple[dict, tuple, dict],
+    run_dir: str | pathlib.Path,
+    name: str,
+    *,
+    split: str = "test",
+    head_fraction: float = evaluate.PROTOCOL_HEAD_FRACTION,
+    mode: str = "auto",
+    per_pair: bool | None = None,
+    ks: Sequence[int] = evaluate.DEFAULT_KS,
+    batch_size: int = 1024,
+    seed: int = 0,
+    max_pairs: int = DEFAULT_MAX_PAIRS,
+) -> dict[str, Any]:
     """Every diagnostic of one trained model (the ``diagnostics.json`` layout; module docstring)."""
     started = time.perf_counter()
     spec = trained.spec
-    embedded = embed(trained, spec, arrays, head_fraction=head_fraction, mode=mode, per_pair=per_pair,
-                     batch_size=batch_size)
+    embedded = embed(
+        trained, spec, arrays, head_fraction=head_fraction, mode=mode, per_pair=per_pair, batch_size=batch_size
+    )
     slices = {k: embedded["slices"][k] for k in ("head", "tail")}
     prepared = embedded["prepared"]
     rows = np.repeat(np.arange(len(prepared["test_items"])), [len(np.unique(t)) for t in prepared["test_items"]])
@@ -301,15 +364,24 @@ def diagnose(trained, arrays: tuple[dict, tuple, dict], run_dir: str | pathlib.P
         "mode": embedded["mode"],
         "per_pair": embedded["per_pair"],
         "head_fraction": head_fraction,
-        "counts": {"items": len(items), "head_items": int(slices["head"].sum()), "tail_items": int(slices["tail"].sum()),
-                   "queries": len(embedded["queries"]), "test_interactions": int(len(rows))},
+        "counts": {
+            "items": len(items),
+            "head_items": int(slices["head"].sum()),
+            "tail_items": int(slices["tail"].sum()),
+            "queries": len(embedded["queries"]),
+            "test_interactions": int(len(rows)),
+        },
         "alignment": {
             "alpha": 2,
             "query_item": sliced_alignment(embedded["queries"][rows], items[pair_items], pair_items, slices),
             "ssl_views": None if views is None else sliced_alignment(*views, np.arange(len(items)), slices),
         },
-        "uniformity": {"t": 2, "max_pairs": max_pairs, "seed": seed, **sliced_uniformity(items, slices, 2.0, max_pairs,
-                                                                                         seed)},
+        "uniformity": {
+            "t": 2,
+            "max_pairs": max_pairs,
+            "seed": seed,
+            **sliced_uniformity(items, slices, 2.0, max_pairs, seed),
+        },
         "nearest_head_cosine": nearest_head_summary(items, slices["head"]),
         "recall_by_popularity": popularity_recall(run_dir, name, trained, embedded, split, head_fraction, ks),
         "definitions": DEFINITIONS,
@@ -329,8 +401,7 @@ def table_rows(by_name: Mapping[str, Mapping[str, Any]], k: int = 50) -> list[tu
         rows.append((f"recall@{k} {slice_}", [d["recall_by_popularity"][slice_].get(f"recall@{k}") for d in values]))
     for kind in ("query_item", "ssl_views"):
         for slice_ in ("head", "tail"):
-            rows.append((f"align {kind} {slice_}",
-                         [(d["alignment"][kind] or {}).get(slice_) for d in values]))
+            rows.append((f"align {kind} {slice_}", [(d["alignment"][kind] or {}).get(slice_) for d in values]))
     for slice_ in ("head", "tail", "all"):
         rows.append((f"uniformity {slice_}", [d["uniformity"][slice_] for d in values]))
     for stat in ("mean", "q25", "median", "q75"):
@@ -344,8 +415,9 @@ def format_table(by_name: Mapping[str, Mapping[str, Any]], k: int = 50) -> str:
     width = max(len(label) for label, _ in rows)
     columns = [max(10, len(name)) for name in by_name]
     lines = [f"{'':<{width}} " + " ".join(f"{name:>{w}}" for name, w in zip(by_name, columns))]
-    lines += [f"{label:<{width}} " + " ".join(f"{_cell(v):>{w}}" for v, w in zip(cells, columns))
-              for label, cells in rows]
+    lines += [
+        f"{label:<{width}} " + " ".join(f"{_cell(v):>{w}}" for v, w in zip(cells, columns)) for label, cells in rows
+    ]
     return "\n".join(lines)
 
 
@@ -364,23 +436,36 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="recsys-ssl diagnose",
         description="Mechanism diagnostics of trained models: alignment and uniformity of item embeddings "
         "(head / tail), tail items' cosine to their nearest head item, recall by popularity decile; writes "
-        "<run-dir>/eval/<name>/diagnostics.json and diagnostics.png (docs/evaluation.md).")
+        "<run-dir>/eval/<name>/diagnostics.json and diagnostics.png (docs/evaluation.md).",
+    )
     parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help="the pipeline run's folder (default: %(default)s)")
-    parser.add_argument("--config", action="append", default=[],
-                        help="an experiment config (its name is the trained model's); repeat to compare")
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        help="an experiment config (its name is the trained model's); repeat to compare",
+    )
     parser.add_argument("--name", action="append", default=[], help="a trained model's name (<run-dir>/train/<name>)")
     parser.add_argument("--split", default="test", help="the split whose queries pair with items (default: test)")
     parser.add_argument("--k", type=int, default=50, help="the cut-off shown in the table and plot (default: 50)")
-    parser.add_argument("--head-fraction", type=float, default=evaluate.PROTOCOL_HEAD_FRACTION,
-                        help="head = this fraction of the most frequent training items (as `evaluate`)")
+    parser.add_argument(
+        "--head-fraction",
+        type=float,
+        default=evaluate.PROTOCOL_HEAD_FRACTION,
+        help="head = this fraction of the most frequent training items (as `evaluate`)",
+    )
     parser.add_argument("--mode", choices=evaluate.MODES, default="auto", help="as `evaluate --mode`")
     parser.add_argument("--per-pair", action=argparse.BooleanOptionalAction, default=None, help="as `evaluate`")
     parser.add_argument("--dataset", help="diagnose on this dataset instead of the one the model was trained on")
     parser.add_argument("--data-dir", help="raw data root (for MovieLens / CSV datasets not yet prepared)")
     parser.add_argument("--batch-size", type=int, default=1024, help="embedding batch size")
     parser.add_argument("--seed", type=int, default=0, help="seed of the SSL views and of sampled uniformity pairs")
-    parser.add_argument("--max-pairs", type=int, default=DEFAULT_MAX_PAIRS,
-                        help="uniformity: all pairs up to this many, else this many seeded samples")
+    parser.add_argument(
+        "--max-pairs",
+        type=int,
+        default=DEFAULT_MAX_PAIRS,
+        help="uniformity: all pairs up to this many, else this many seeded samples",
+    )
     args = parser.parse_args(argv)
     if not args.config and not args.name:
         parser.error("pass --config or --name (repeat either to compare models)")
@@ -396,8 +481,10 @@ def model_names(args: argparse.Namespace) -> list[str]:
     for name in names:
         manifest = RunLayout(args.run_dir).train(name) / artifacts.MANIFEST
         if not manifest.exists():
-            raise FileNotFoundError(f"{manifest} does not exist: no trained model {name!r} in {args.run_dir} "
-                                    f"(`recsys-ssl train --run-dir {args.run_dir} --config ...` first)")
+            raise FileNotFoundError(
+                f"{manifest} does not exist: no trained model {name!r} in {args.run_dir} "
+                f"(`recsys-ssl train --run-dir {args.run_dir} --config ...` first)"
+            )
     return names
 
 
@@ -415,11 +502,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         trained = load_trained(args.run_dir, name)
         dataset_name = args.dataset or trained.config.dataset
         if dataset_name not in datasets:
-            dataset = inputs.load_dataset(dataset_name, data_dir=str(tfds_dir(args.run_dir)), raw_data_dir=args.data_dir)
+            dataset = inputs.load_dataset(
+                dataset_name, data_dir=str(tfds_dir(args.run_dir)), raw_data_dir=args.data_dir
+            )
             datasets[dataset_name] = read_arrays(dataset, args.split, args.batch_size)
-        results[name] = diagnose(trained, datasets[dataset_name], args.run_dir, name, split=args.split,
-                                 head_fraction=args.head_fraction, mode=args.mode, per_pair=args.per_pair, ks=ks,
-                                 batch_size=args.batch_size, seed=args.seed, max_pairs=args.max_pairs)
+        results[name] = diagnose(
+            trained,
+            datasets[dataset_name],
+            args.run_dir,
+            name,
+            split=args.split,
+            head_fraction=args.head_fraction,
+            mode=args.mode,
+            per_pair=args.per_pair,
+            ks=ks,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            max_pairs=args.max_pairs,
+        )
         print(f"wrote {write(args.run_dir, name, results[name], args.k)}/diagnostics.json and diagnostics.png")
     table = format_table(results, args.k)
     if len(results) > 1:

@@ -17,6 +17,7 @@ trains and evaluates every cell of the grid, then aggregates:
 Aggregation: mean over seeds, sample standard deviation (ddof=1; ``None`` for one seed),
 relative change = mean / baseline mean - 1 in the same regime (and sweep value: none).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -143,7 +144,9 @@ def train_and_evaluate(cell: Cell, run_dir: str | pathlib.Path, options: Mapping
         data = train.load_training_data(config, run_dir, raw_data_dir=options.get("raw_data_dir"))
         train.run(config, run_dir, data, name=cell.name, verbose=options.get("verbose", "auto"))
     return evaluate.run(
-        run_dir, cell.name, ks=options.get("ks", evaluate.DEFAULT_KS),
+        run_dir,
+        cell.name,
+        ks=options.get("ks", evaluate.DEFAULT_KS),
         head_fraction=options.get("head_fraction", evaluate.PROTOCOL_HEAD_FRACTION),
         raw_data_dir=options.get("raw_data_dir"),
     )
@@ -176,13 +179,22 @@ def run_grid(
                 from recsys_ssl import evaluate
 
                 evaluate.write_metrics(run_dir, cell.name, metrics)
-            print(f"[{number}/{len(cells)}] {cell.name}: recall@50 {metrics.get('recall@50')} "
-                  f"in {time.perf_counter() - started:.1f} s")
-        records.append({
-            "cell": cell.name, "group": cell.group, "config": pathlib.Path(cell.config_name).stem,
-            "regime": cell.regime, "seed": cell.seed, "sweep": dict(cell.sweep),
-            "metrics": flatten_metrics(metrics), "resumed": resumed,
-        })
+            print(
+                f"[{number}/{len(cells)}] {cell.name}: recall@50 {metrics.get('recall@50')} "
+                f"in {time.perf_counter() - started:.1f} s"
+            )
+        records.append(
+            {
+                "cell": cell.name,
+                "group": cell.group,
+                "config": pathlib.Path(cell.config_name).stem,
+                "regime": cell.regime,
+                "seed": cell.seed,
+                "sweep": dict(cell.sweep),
+                "metrics": flatten_metrics(metrics),
+                "resumed": resumed,
+            }
+        )
     return records
 
 
@@ -196,7 +208,9 @@ def _flat_dict(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_resumed_config(cell: Cell, metrics: Mapping[str, Any], options: Mapping[str, Any], path: pathlib.Path) -> None:
+def check_resumed_config(
+    cell: Cell, metrics: Mapping[str, Any], options: Mapping[str, Any], path: pathlib.Path
+) -> None:
     """A finished cell is reused only if it ran with the config this grid asks for.
 
     Cell names carry config, regime and seed, not ``--set`` overrides (steps, dataset ...);
@@ -227,9 +241,11 @@ def check_resumed_config(cell: Cell, metrics: Mapping[str, Any], options: Mappin
     unread = tuple(f"{section}." for section in asked.unread_sections)
     # A knob asked as None (derived from the catalog: cfg.AUTO_FIELDS) matches what the cell derived.
     derived = {k for k in cfg.AUTO_FIELDS if expected.get(k, 0) is None}
-    differences = [f"{k}: {stored.get(k, defaults.get(k))!r} (stored) != {v!r} (asked)"
-                   for k, v in expected.items()
-                   if stored.get(k, defaults.get(k)) != v and not k.startswith(unread) and k not in derived]
+    differences = [
+        f"{k}: {stored.get(k, defaults.get(k))!r} (stored) != {v!r} (asked)"
+        for k, v in expected.items()
+        if stored.get(k, defaults.get(k)) != v and not k.startswith(unread) and k not in derived
+    ]
     if differences:
         raise ValueError(
             f"{path}: cell {cell.name} finished with a different config ({'; '.join(differences)}); "
@@ -273,11 +289,19 @@ def aggregate(records: Sequence[Mapping[str, Any]], baseline: str | None = "base
         metrics = list(dict.fromkeys(key for m in members for key in m["metrics"]))
         for metric in metrics:
             mean, std = mean_std([m["metrics"].get(metric) for m in members])
-            rows.append({
-                "group": group, "config": members[0]["config"], "regime": regime, "sweep": members[0]["sweep"],
-                "metric": metric, "mean": mean, "std": std,
-                "n": sum(m["metrics"].get(metric) is not None for m in members), "relative": None,
-            })
+            rows.append(
+                {
+                    "group": group,
+                    "config": members[0]["config"],
+                    "regime": regime,
+                    "sweep": members[0]["sweep"],
+                    "metric": metric,
+                    "mean": mean,
+                    "std": std,
+                    "n": sum(m["metrics"].get(metric) is not None for m in members),
+                    "relative": None,
+                }
+            )
     base = {(r["regime"], r["metric"]): r["mean"] for r in rows if r["group"] == baseline}
     for row in rows:
         reference = base.get((row["regime"], row["metric"]))
@@ -312,8 +336,12 @@ def _ordered(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def markdown_tables(rows: Sequence[Mapping[str, Any]], groups: Sequence[str] | None = None,
-                    ablation: Sequence[str] | None = None, baseline: str = "baseline") -> str:
+def markdown_tables(
+    rows: Sequence[Mapping[str, Any]],
+    groups: Sequence[str] | None = None,
+    ablation: Sequence[str] | None = None,
+    baseline: str = "baseline",
+) -> str:
     """The paper's three tables from :func:`aggregate` rows.
 
     Overall: one row per group, per regime the columns Recall@10, Recall@50, MAP@10, MAP@50.
@@ -327,19 +355,26 @@ def markdown_tables(rows: Sequence[Mapping[str, Any]], groups: Sequence[str] | N
     if ablation is None:
         ablation = [g for g in groups if g == baseline or g.startswith("ssl")]
     parts = ["## Overall", ""]
-    header = ["method"] + [f"{m.replace('recall', 'Recall').replace('map', 'MAP')} ({REGIME_TITLES[r]})"
-                           for r in regimes for m in OVERALL_METRICS]
+    header = ["method"] + [
+        f"{m.replace('recall', 'Recall').replace('map', 'MAP')} ({REGIME_TITLES[r]})"
+        for r in regimes
+        for m in OVERALL_METRICS
+    ]
     body = [[g] + [format_cell(table.get((g, r, m))) for r in regimes for m in OVERALL_METRICS] for g in groups]
     parts += [_markdown_table(header, body), "", "## Head / tail", ""]
-    header = ["method"] + [f"{m.split('/')[0]} Recall@{m.split('@')[1]} ({REGIME_TITLES[r]})"
-                           for r in regimes for m in SLICE_METRICS]
+    header = ["method"] + [
+        f"{m.split('/')[0]} Recall@{m.split('@')[1]} ({REGIME_TITLES[r]})" for r in regimes for m in SLICE_METRICS
+    ]
     body = [[g] + [format_cell(table.get((g, r, m))) for r in regimes for m in SLICE_METRICS] for g in groups]
     parts += [_markdown_table(header, body), "", "## Ablation (Recall@50)", ""]
     header = ["variant"] + [f"Recall@50 ({REGIME_TITLES[r]})" for r in regimes]
     body = [[g] + [format_cell(table.get((g, r, ABLATION_METRIC))) for r in regimes] for g in ablation]
     parts += [_markdown_table(header, body), ""]
-    parts += ["Cells: mean ± sample std over seeds (relative change vs the baseline, same regime). "
-              "Head = the most frequent training items (see each run's metrics.json for the fraction).", ""]
+    parts += [
+        "Cells: mean ± sample std over seeds (relative change vs the baseline, same regime). "
+        "Head = the most frequent training items (see each run's metrics.json for the fraction).",
+        "",
+    ]
     return "\n".join(parts)
 
 
@@ -349,14 +384,28 @@ def results_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     writer.writerow(["group", "config", "regime", "sweep", "metric", "mean", "std", "n", "relative_vs_baseline"])
     for r in rows:
         sweep = ";".join(f"{k}={v}" for k, v in r["sweep"].items())
-        writer.writerow([r["group"], r["config"], r["regime"], sweep, r["metric"],
-                         *("" if r[k] is None else repr(float(r[k])) for k in ("mean", "std")), r["n"],
-                         "" if r["relative"] is None else repr(float(r["relative"]))])
+        writer.writerow(
+            [
+                r["group"],
+                r["config"],
+                r["regime"],
+                sweep,
+                r["metric"],
+                *("" if r[k] is None else repr(float(r[k])) for k in ("mean", "std")),
+                r["n"],
+                "" if r["relative"] is None else repr(float(r["relative"])),
+            ]
+        )
     return out.getvalue()
 
 
-def write_results(out_dir: str | pathlib.Path, records: Sequence[Mapping[str, Any]], grid: Mapping[str, Any],
-                  baseline: str = "baseline", plots: bool = True) -> dict[str, pathlib.Path]:
+def write_results(
+    out_dir: str | pathlib.Path,
+    records: Sequence[Mapping[str, Any]],
+    grid: Mapping[str, Any],
+    baseline: str = "baseline",
+    plots: bool = True,
+) -> dict[str, pathlib.Path]:
     """results.json, results.csv, results.md (+ PNG plots) under ``out_dir``."""
     from recsys_ssl import artifacts
 
@@ -364,12 +413,16 @@ def write_results(out_dir: str | pathlib.Path, records: Sequence[Mapping[str, An
     rows = aggregate(records, baseline)
     groups = _ordered(r["group"] for r in records)
     paths = {"json": out_dir / "results.json", "csv": out_dir / "results.csv", "md": out_dir / "results.md"}
-    artifacts.write_text(paths["json"], json.dumps({"grid": dict(grid), "runs": list(records), "summary": rows}, indent=1) + "\n")
+    artifacts.write_text(
+        paths["json"], json.dumps({"grid": dict(grid), "runs": list(records), "summary": rows}, indent=1) + "\n"
+    )
     artifacts.write_text(paths["csv"], results_csv(rows))
     title = f"# Experiment {grid.get('name', '')}\n\n"
     if grid.get("head_fraction") is not None:
-        title += (f"Head = the top {grid['head_fraction']:.0%} most frequent training items; seeds "
-                  f"{grid.get('seeds')}; configs {grid.get('configs')}.\n\n")
+        title += (
+            f"Head = the top {grid['head_fraction']:.0%} most frequent training items; seeds "
+            f"{grid.get('seeds')}; configs {grid.get('configs')}.\n\n"
+        )
     artifacts.write_text(paths["md"], title + markdown_tables(rows, groups, baseline=baseline))
     if plots:
         from recsys_ssl import plots as plotting
@@ -402,16 +455,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help="the run folder (default: %(default)s)")
     parser.add_argument("--name", default="main", help="the experiment's name (its output folder)")
-    parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS),
-                        help="config names or files, one per method (default: the paper's main + ablation set)")
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=list(DEFAULT_CONFIGS),
+        help="config names or files, one per method (default: the paper's main + ablation set)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=REGIMES)
-    parser.add_argument("--sweep", help="one field swept over values, e.g. ssl.alpha=0.1,0.3,1,3 or "
-                        "ssl.dropout_rate=0,0.1,0.3,0.5 (every config but the baseline)")
-    parser.add_argument("--set", dest="overrides", action="append", type=parse_override, default=[],
-                        help="config override for every cell, e.g. --set train.steps=200 --set dataset=movielens/100k-user-item; "
-                        "the value is YAML (--set model.item_hidden=[512,128]); a REGIME: prefix scopes it to one "
-                        "data regime (--set 10pct:train.epochs=40)")
+    parser.add_argument(
+        "--sweep",
+        help="one field swept over values, e.g. ssl.alpha=0.1,0.3,1,3 or "
+        "ssl.dropout_rate=0,0.1,0.3,0.5 (every config but the baseline)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        type=parse_override,
+        default=[],
+        help="config override for every cell, e.g. --set train.steps=200 --set dataset=movielens/100k-user-item; "
+        "the value is YAML (--set model.item_hidden=[512,128]); a REGIME: prefix scopes it to one "
+        "data regime (--set 10pct:train.epochs=40)",
+    )
     parser.add_argument("--baseline", default="baseline", help="the group relative changes are computed against")
     parser.add_argument("--ks", type=int, nargs="+", default=list(evaluate.DEFAULT_KS))
     parser.add_argument("--head-fraction", type=float, default=evaluate.PROTOCOL_HEAD_FRACTION)
@@ -422,14 +488,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     sweep = parse_sweep(args.sweep) if args.sweep else None
     cells = build_grid(args.configs, args.seeds, args.regimes, sweep, unswept=[args.baseline])
-    options = {"overrides": dict(args.overrides), "ks": args.ks, "head_fraction": args.head_fraction,
-               "raw_data_dir": args.data_dir, "verbose": 2 if args.quiet else "auto"}
-    print(f"experiment {args.name}: {len(cells)} cells ({len(args.configs)} configs x "
-          f"{len(sweep[1]) if sweep else 1} sweep values x {len(args.regimes)} regimes x {len(args.seeds)} seeds)")
+    options = {
+        "overrides": dict(args.overrides),
+        "ks": args.ks,
+        "head_fraction": args.head_fraction,
+        "raw_data_dir": args.data_dir,
+        "verbose": 2 if args.quiet else "auto",
+    }
+    print(
+        f"experiment {args.name}: {len(cells)} cells ({len(args.configs)} configs x "
+        f"{len(sweep[1]) if sweep else 1} sweep values x {len(args.regimes)} regimes x {len(args.seeds)} seeds)"
+    )
     records = run_grid(cells, args.run_dir, options=options)
-    grid = {"name": args.name, "configs": args.configs, "seeds": args.seeds, "regimes": args.regimes,
-            "sweep": list(sweep) if sweep else None, "overrides": dict(args.overrides), "baseline": args.baseline,
-            "ks": args.ks, "head_fraction": args.head_fraction}
+    grid = {
+        "name": args.name,
+        "configs": args.configs,
+        "seeds": args.seeds,
+        "regimes": args.regimes,
+        "sweep": list(sweep) if sweep else None,
+        "overrides": dict(args.overrides),
+        "baseline": args.baseline,
+        "ks": args.ks,
+        "head_fraction": args.head_fraction,
+    }
     out_dir = pathlib.Path(args.run_dir) / "experiments" / args.name
     paths = write_results(out_dir, records, grid, baseline=args.baseline, plots=not args.no_plots)
     print((out_dir / "results.md").read_text())

@@ -25,6 +25,7 @@ tf.string; multi-valued ones [B, L] tf.string, padded with "" and cut to the fea
 The export is written to a hidden staging folder and renamed into place, so a reader never
 sees a half-written version. Nothing here imports the training code except ``main``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,13 +38,12 @@ import time
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import tensorflow_recommenders as tfrs  # noqa: E402  (after tf_setup: TFRS needs Keras 2)
 
 from recsys_ssl import features as fs
 from recsys_ssl import index as index_lib
 from recsys_ssl.paths import DEFAULT_RUN_DIR
 from recsys_ssl.tf_setup import tf
-
-import tensorflow_recommenders as tfrs  # noqa: E402  (after tf_setup: TFRS needs Keras 2)
 
 
 def feature_signature(features: Sequence[fs.Feature]) -> list[dict]:
@@ -53,8 +53,7 @@ def feature_signature(features: Sequence[fs.Feature]) -> list[dict]:
 
 def input_specs(features: Sequence[fs.Feature]) -> dict[str, tf.TensorSpec]:
     """Named TensorSpecs: [None] tf.string (single-valued), [None, None] (multi-valued)."""
-    return {f.name: tf.TensorSpec([None, None] if f.multi_valued else [None], tf.string, name=f.name)
-            for f in features}
+    return {f.name: tf.TensorSpec([None, None] if f.multi_valued else [None], tf.string, name=f.name) for f in features}
 
 
 def _fit_lengths(inputs: Mapping[str, tf.Tensor], features: Sequence[fs.Feature]) -> dict[str, tf.Tensor]:
@@ -130,12 +129,19 @@ def _scann_layer_config(index_report: dict, n: int) -> dict:
     searched completely with exact reordering of enough candidates to be (near) exact."""
     config = index_report["config"]
     if config["algorithm"] == "tree_ah":
-        return {"num_leaves": config["num_leaves"], "num_leaves_to_search": config["num_leaves_to_search"],
-                "num_reordering_candidates": max(config["reorder_num_neighbors"], config["k"]),
-                "dimensions_per_block": config["dimensions_per_block"]}
+        return {
+            "num_leaves": config["num_leaves"],
+            "num_leaves_to_search": config["num_leaves_to_search"],
+            "num_reordering_candidates": max(config["reorder_num_neighbors"], config["k"]),
+            "dimensions_per_block": config["dimensions_per_block"],
+        }
     leaves = max(1, min(100, n // 10))
-    return {"num_leaves": leaves, "num_leaves_to_search": leaves,
-            "num_reordering_candidates": min(n, 1000), "dimensions_per_block": 2}
+    return {
+        "num_leaves": leaves,
+        "num_leaves_to_search": leaves,
+        "num_reordering_candidates": min(n, 1000),
+        "dimensions_per_block": 2,
+    }
 
 
 @dataclasses.dataclass
@@ -154,13 +160,25 @@ class BenchOptions:
 
 
 def export_models(
-    query_tower: tf.keras.Model, item_tower: tf.keras.Model, spec: fs.FeatureSpec,
-    item_features: Mapping[str, np.ndarray], export_dir: str | os.PathLike, model_name: str,
-    version: int | None = None, *,
-    k: int = 10, target_recall: float = 0.95, brute_force_below: int = index_lib.BRUTE_FORCE_BELOW,
-    tuning_queries: Mapping[str, np.ndarray] | None = None, num_tuning_queries: int = 1000,
-    source: dict | None = None, batch_size: int = 4096, seed: int = 0, log=print,
-    bench: BenchOptions | None = None, **bench_options,
+    query_tower: tf.keras.Model,
+    item_tower: tf.keras.Model,
+    spec: fs.FeatureSpec,
+    item_features: Mapping[str, np.ndarray],
+    export_dir: str | os.PathLike,
+    model_name: str,
+    version: int | None = None,
+    *,
+    k: int = 10,
+    target_recall: float = 0.95,
+    brute_force_below: int = index_lib.BRUTE_FORCE_BELOW,
+    tuning_queries: Mapping[str, np.ndarray] | None = None,
+    num_tuning_queries: int = 1000,
+    source: dict | None = None,
+    batch_size: int = 4096,
+    seed: int = 0,
+    log=print,
+    bench: BenchOptions | None = None,
+    **bench_options,
 ) -> pathlib.Path:
     """Writes one export version and returns its folder.
 
@@ -183,36 +201,71 @@ def export_models(
     item_embeddings = np.ascontiguousarray(item_embeddings, dtype=np.float32)
     log(f"export: {item_embeddings.shape[0]} items, {item_embeddings.shape[1]}-d embeddings")
     queries, query_source = _tuning_queries(
-        embed_query, spec, item_embeddings, None if bench.prebuilt_index else tuning_queries, num_tuning_queries,
-        batch_size, seed)
-    index, report = bench.prebuilt_index or _tune_index(item_embeddings, item_ids, queries, query_source, k=k,
-                                                        target_recall=target_recall, brute_force_below=brute_force_below,
-                                                        log=log)
+        embed_query,
+        spec,
+        item_embeddings,
+        None if bench.prebuilt_index else tuning_queries,
+        num_tuning_queries,
+        batch_size,
+        seed,
+    )
+    index, report = bench.prebuilt_index or _tune_index(
+        item_embeddings,
+        item_ids,
+        queries,
+        query_source,
+        k=k,
+        target_recall=target_recall,
+        brute_force_below=brute_force_below,
+        log=log,
+    )
     if index.size != len(item_ids) or index.item_ids != item_ids:
         raise ValueError("prebuilt_index does not hold the corpus's items in corpus order")
     staging = index_lib.staging_dir(model_dir, version)
     try:
         index.save(staging / index_lib.INDEX_DIR)
         corpus = (tf.constant(item_ids, tf.string), tf.constant(item_embeddings))
-        manifest_models = _save_towers(staging, query_tower, item_tower, spec, embed_query, embed_item, k,
-                                       corpus if bench.with_retrieval_savedmodels else None)
+        manifest_models = _save_towers(
+            staging,
+            query_tower,
+            item_tower,
+            spec,
+            embed_query,
+            embed_item,
+            k,
+            corpus if bench.with_retrieval_savedmodels else None,
+        )
         scann_report = None
         if bench.with_retrieval_savedmodels:
             scann_report, manifest_models["retrieval_scann"] = _save_retrieval_scann(
-                staging, query_tower, spec, corpus, queries, report, k, log)
-        manifest = _manifest(model_name, version, k, spec, item_embeddings, report, scann_report, manifest_models,
-                             source, bench.with_retrieval_savedmodels)
+                staging, query_tower, spec, corpus, queries, report, k, log
+            )
+        manifest = _manifest(
+            model_name,
+            version,
+            k,
+            spec,
+            item_embeddings,
+            report,
+            scann_report,
+            manifest_models,
+            source,
+            bench.with_retrieval_savedmodels,
+        )
         final = index_lib.publish(staging, model_dir, version, manifest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    log(f"export: wrote {final} in {time.perf_counter() - start:.1f}s "
-        f"(index: {report['config']['algorithm']}, Recall@{k} {report['recall']:.4f})")
+    log(
+        f"export: wrote {final} in {time.perf_counter() - start:.1f}s "
+        f"(index: {report['config']['algorithm']}, Recall@{k} {report['recall']:.4f})"
+    )
     return final
 
 
-def _tune_index(item_embeddings: np.ndarray, item_ids: list[str], queries: np.ndarray, query_source: str,
-                **tune_options) -> tuple[index_lib.ItemIndex, dict]:
+def _tune_index(
+    item_embeddings: np.ndarray, item_ids: list[str], queries: np.ndarray, query_source: str, **tune_options
+) -> tuple[index_lib.ItemIndex, dict]:
     """``index_lib.tune``'s (index, report), the report saying where the tuning queries came from."""
     index, report = index_lib.tune(item_embeddings, item_ids, queries, **tune_options)
     return index, report | {"query_source": query_source}
@@ -227,15 +280,25 @@ def _new_version(model_dir: pathlib.Path, version: int | None) -> tuple[pathlib.
     return model_dir, version
 
 
-def _tuning_queries(embed_query, spec: fs.FeatureSpec, item_embeddings: np.ndarray,
-                    tuning_queries: Mapping[str, np.ndarray] | None, num_tuning_queries: int, batch_size: int,
-                    seed: int) -> tuple[np.ndarray, str]:
+def _tuning_queries(
+    embed_query,
+    spec: fs.FeatureSpec,
+    item_embeddings: np.ndarray,
+    tuning_queries: Mapping[str, np.ndarray] | None,
+    num_tuning_queries: int,
+    batch_size: int,
+    seed: int,
+) -> tuple[np.ndarray, str]:
     """(held-out query embeddings for tuning, where they come from): real query features if
     given, else a sample of item embeddings."""
     if tuning_queries is not None:
         q_batches = corpus_batches(tuning_queries, spec.query_features, batch_size)
-        queries = np.concatenate([embed_query({k_: tf.constant(v, tf.string) for k_, v in b.items()})["embedding"].numpy()
-                                  for b in q_batches])[:num_tuning_queries]
+        queries = np.concatenate(
+            [
+                embed_query({k_: tf.constant(v, tf.string) for k_, v in b.items()})["embedding"].numpy()
+                for b in q_batches
+            ]
+        )[:num_tuning_queries]
         return queries, "held-out queries"
     n = len(item_embeddings)
     rng = np.random.default_rng(seed)
@@ -243,8 +306,16 @@ def _tuning_queries(embed_query, spec: fs.FeatureSpec, item_embeddings: np.ndarr
     return queries, "sampled item embeddings (no held-out queries given)"
 
 
-def _save_towers(staging: pathlib.Path, query_tower, item_tower, spec: fs.FeatureSpec, embed_query, embed_item,
-                 k: int, corpus: tuple[tf.Tensor, tf.Tensor] | None) -> dict[str, Any]:
+def _save_towers(
+    staging: pathlib.Path,
+    query_tower,
+    item_tower,
+    spec: fs.FeatureSpec,
+    embed_query,
+    embed_item,
+    k: int,
+    corpus: tuple[tf.Tensor, tf.Tensor] | None,
+) -> dict[str, Any]:
     """Writes ``query_model`` (with ``top_k`` over ``corpus`` = (ids, embeddings) unless None)
     and ``item_model``; returns their manifest entries."""
     query_module = tf.Module()
@@ -263,18 +334,29 @@ def _save_towers(staging: pathlib.Path, query_tower, item_tower, spec: fs.Featur
     item_module = tf.Module()
     item_module.tower = item_tower
     item_module.embed = embed_item
-    tf.saved_model.save(item_module, str(staging / "item_model"),
-                        signatures={"serving_default": embed_item.get_concrete_function()})
+    tf.saved_model.save(
+        item_module, str(staging / "item_model"), signatures={"serving_default": embed_item.get_concrete_function()}
+    )
     return {
-        "query_model": {"signatures": {"serving_default": ["embedding"]} | (
-            {"top_k": ["item_ids", "scores"]} if corpus is not None else {}), "needs_scann_ops": False},
+        "query_model": {
+            "signatures": {"serving_default": ["embedding"]}
+            | ({"top_k": ["item_ids", "scores"]} if corpus is not None else {}),
+            "needs_scann_ops": False,
+        },
         "item_model": {"signatures": {"serving_default": ["embedding"]}, "needs_scann_ops": False},
     }
 
 
-def _save_retrieval_scann(staging: pathlib.Path, query_tower, spec: fs.FeatureSpec,
-                          corpus: tuple[tf.Tensor, tf.Tensor], queries: np.ndarray, index_report: dict, k: int,
-                          log) -> tuple[dict, dict]:
+def _save_retrieval_scann(
+    staging: pathlib.Path,
+    query_tower,
+    spec: fs.FeatureSpec,
+    corpus: tuple[tf.Tensor, tf.Tensor],
+    queries: np.ndarray,
+    index_report: dict,
+    k: int,
+    log,
+) -> tuple[dict, dict]:
     """Writes ``retrieval_scann`` (TFRS's ScaNN layer over ``corpus``); returns (its config and
     the recall of its own searcher against exact search on the tuning queries, its manifest entry)."""
     ids_tensor, candidates = corpus
@@ -285,23 +367,38 @@ def _save_retrieval_scann(staging: pathlib.Path, query_tower, spec: fs.FeatureSp
     _, got = scann_layer(tf.constant(queries), k=k)
     exact_rows, _ = index_lib.exact_top_k(queries, item_embeddings, k)
     id_array = np.asarray([i.decode() for i in ids_tensor.numpy()], dtype=object)
-    scann_recall = index_lib.recall_at_k([[b.decode() for b in row] for row in got.numpy()],
-                                         [list(id_array[r]) for r in exact_rows])
+    scann_recall = index_lib.recall_at_k(
+        [[b.decode() for b in row] for row in got.numpy()], [list(id_array[r]) for r in exact_rows]
+    )
     log(f"export: retrieval_scann Recall@{k} = {scann_recall:.4f} ({layer_config})")
     scann_module = tf.Module()
     scann_module.tower = query_tower
     scann_module.scann = scann_layer
     scann_module.retrieve = retrieval_function(query_tower, spec.query_features, scann_layer, k)
-    tf.saved_model.save(scann_module, str(staging / "retrieval_scann"),
-                        signatures={"serving_default": scann_module.retrieve.get_concrete_function()},
-                        options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]))
-    return layer_config | {"recall": scann_recall, "k": k}, {"signatures": {"serving_default": ["item_ids", "scores"]},
-                                                              "needs_scann_ops": True}
+    tf.saved_model.save(
+        scann_module,
+        str(staging / "retrieval_scann"),
+        signatures={"serving_default": scann_module.retrieve.get_concrete_function()},
+        options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]),
+    )
+    return layer_config | {"recall": scann_recall, "k": k}, {
+        "signatures": {"serving_default": ["item_ids", "scores"]},
+        "needs_scann_ops": True,
+    }
 
 
-def _manifest(model_name: str, version: int, k: int, spec: fs.FeatureSpec, item_embeddings: np.ndarray,
-              index_report: dict, scann_report: dict | None, manifest_models: dict, source: dict | None,
-              has_top_k: bool) -> dict[str, Any]:
+def _manifest(
+    model_name: str,
+    version: int,
+    k: int,
+    spec: fs.FeatureSpec,
+    item_embeddings: np.ndarray,
+    index_report: dict,
+    scann_report: dict | None,
+    manifest_models: dict,
+    source: dict | None,
+    has_top_k: bool,
+) -> dict[str, Any]:
     """The export's ``manifest.json``."""
     import scann  # noqa: F401  (for its version)
 
@@ -315,8 +412,10 @@ def _manifest(model_name: str, version: int, k: int, spec: fs.FeatureSpec, item_
         "query_key": spec.query_key,
         "item_key": spec.item_key,
         "spec": spec.to_dict(),
-        "signatures": {"query_features": feature_signature(spec.query_features),
-                       "item_features": feature_signature(spec.item_features)},
+        "signatures": {
+            "query_features": feature_signature(spec.query_features),
+            "item_features": feature_signature(spec.item_features),
+        },
         "corpus_size": n,
         "savedmodel_corpus_size": n if has_top_k else 0,
         "embedding_dim": dim,
@@ -326,8 +425,11 @@ def _manifest(model_name: str, version: int, k: int, spec: fs.FeatureSpec, item_
         "has_top_k": has_top_k,
         "savedmodels": manifest_models,
         "source": source or {},
-        "versions": {"tensorflow": tf.__version__, "tensorflow_recommenders": tfrs.__version__,
-                     "scann": getattr(scann, "__version__", "unknown")},
+        "versions": {
+            "tensorflow": tf.__version__,
+            "tensorflow_recommenders": tfrs.__version__,
+            "scann": getattr(scann, "__version__", "unknown"),
+        },
     }
 
 
@@ -337,8 +439,12 @@ def _manifest(model_name: str, version: int, k: int, spec: fs.FeatureSpec, item_
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys-ssl export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help="pipeline run folder (default: %(default)s)")
-    parser.add_argument("--name", default=None, help="the trained experiment under <run-dir>/train/ (default: the config's name)")
-    parser.add_argument("--config", default=None, help="experiment config; its name names the experiment (as in `recsys-ssl train`)")
+    parser.add_argument(
+        "--name", default=None, help="the trained experiment under <run-dir>/train/ (default: the config's name)"
+    )
+    parser.add_argument(
+        "--config", default=None, help="experiment config; its name names the experiment (as in `recsys-ssl train`)"
+    )
     parser.add_argument("--model-name", default=None, help="served model name (default: --name)")
     parser.add_argument("--export-dir", default=None, help="export root (default <run-dir>/export)")
     parser.add_argument("--version", type=int, default=None, help="version number (default: latest + 1)")
@@ -380,11 +486,22 @@ def main(argv: list[str]) -> int:
             queries[f.name].append(list(value) if f.multi_valued else value)
     tuning = {k: np.array(v, dtype=object) for k, v in queries.items()} if queries[spec.query_key] else None
     export_models(
-        trained.model.query_tower, trained.model.item_tower, spec, items,
-        args.export_dir or layout.export, args.model_name or name, args.version,
-        k=args.k, target_recall=args.target_recall, tuning_queries=tuning,
+        trained.model.query_tower,
+        trained.model.item_tower,
+        spec,
+        items,
+        args.export_dir or layout.export,
+        args.model_name or name,
+        args.version,
+        k=args.k,
+        target_recall=args.target_recall,
+        tuning_queries=tuning,
         num_tuning_queries=args.num_tuning_queries,
-        source={"run_dir": str(args.run_dir), "experiment": name, "dataset": dataset_name,
-                "train_dir": str(layout.train(name))},
+        source={
+            "run_dir": str(args.run_dir),
+            "experiment": name,
+            "dataset": dataset_name,
+            "train_dir": str(layout.train(name)),
+        },
     )
     return 0

@@ -17,6 +17,7 @@ padded with ``""`` to ``max_len`` once batched (``""`` is padding, never a value
 
 This module imports nothing heavy: Beam jobs, TFDS builders and the model all read it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -155,9 +156,13 @@ class FeatureSpec:
             return self
 
         def scale(features: tuple[Feature, ...]) -> tuple[Feature, ...]:
-            return tuple(dataclasses.replace(f, embedding_dim=max(1, round(f.embedding_dim * factor))) for f in features)
+            return tuple(
+                dataclasses.replace(f, embedding_dim=max(1, round(f.embedding_dim * factor))) for f in features
+            )
 
-        return dataclasses.replace(self, query_features=scale(self.query_features), item_features=scale(self.item_features))
+        return dataclasses.replace(
+            self, query_features=scale(self.query_features), item_features=scale(self.item_features)
+        )
 
 
 # -- loading and validation ---------------------------------------------------------------
@@ -217,7 +222,9 @@ def _parse_feature(raw: Any, source: str, field: str) -> Feature:
         raise _fail(source, field, f"must be a mapping with at least name and kind, got {raw!r}")
     unknown = set(raw) - _FEATURE_FIELDS
     if unknown:
-        raise _fail(source, f"{field}.{sorted(unknown)[0]}", f"unknown field; known: {sorted(_FEATURE_FIELDS - {'is_id'})}")
+        raise _fail(
+            source, f"{field}.{sorted(unknown)[0]}", f"unknown field; known: {sorted(_FEATURE_FIELDS - {'is_id'})}"
+        )
     name = raw.get("name")
     if not isinstance(name, str) or not name.isidentifier():
         raise _fail(source, f"{field}.name", f"must be an identifier-like string, got {name!r}")
@@ -283,9 +290,14 @@ def spec_from_dict(raw: Any, source: str = "<memory>") -> FeatureSpec:
     for side, features in (("query_features", query_features), ("item_features", item_features)):
         for feature in features:
             if feature.name in seen:
-                raise _fail(source, f"{side}({feature.name}).name", f"duplicate feature name (also in {seen[feature.name]})")
+                raise _fail(
+                    source, f"{side}({feature.name}).name", f"duplicate feature name (also in {seen[feature.name]})"
+                )
             seen[feature.name] = side
-    for key_field, side, features in (("query_key", "query_features", query_features), ("item_key", "item_features", item_features)):
+    for key_field, side, features in (
+        ("query_key", "query_features", query_features),
+        ("item_key", "item_features", item_features),
+    ):
         key = raw.get(key_field)
         names = [f.name for f in features]
         if key not in names:
@@ -310,12 +322,17 @@ def spec_from_dict(raw: Any, source: str = "<memory>") -> FeatureSpec:
     )
 
 
-def _check_shared_embeddings(query_features: tuple[Feature, ...], item_features: tuple[Feature, ...], source: str) -> None:
+def _check_shared_embeddings(
+    query_features: tuple[Feature, ...], item_features: tuple[Feature, ...], source: str
+) -> None:
     items = {f.name: f for f in item_features}
     for feature in item_features:
         if feature.shares_embedding:
-            raise _fail(source, f"item_features({feature.name}).shares_embedding",
-                        "only query features can share an item feature's embedding table")
+            raise _fail(
+                source,
+                f"item_features({feature.name}).shares_embedding",
+                "only query features can share an item feature's embedding table",
+            )
     for feature in query_features:
         if not feature.shares_embedding:
             continue
@@ -324,15 +341,17 @@ def _check_shared_embeddings(query_features: tuple[Feature, ...], item_features:
         if target is None:
             raise _fail(source, field, f"{feature.shares_embedding!r} is not one of the item_features: {sorted(items)}")
         if target.embedding_dim != feature.embedding_dim:
-            raise _fail(source, field, f"embedding_dim {feature.embedding_dim} differs from {target.name}'s "
-                                       f"{target.embedding_dim}; a shared table has one width")
+            raise _fail(
+                source,
+                field,
+                f"embedding_dim {feature.embedding_dim} differs from {target.name}'s "
+                f"{target.embedding_dim}; a shared table has one width",
+            )
 
 
 def _mark_key_as_id(features: tuple[Feature, ...], key: str, raw_features: list[dict]) -> tuple[Feature, ...]:
     explicit = {f["name"] for f in raw_features if "id" in f or "is_id" in f}
-    return tuple(
-        dataclasses.replace(f, is_id=True) if f.name == key and key not in explicit else f for f in features
-    )
+    return tuple(dataclasses.replace(f, is_id=True) if f.name == key and key not in explicit else f for f in features)
 
 
 def load_spec(path: str | pathlib.Path) -> FeatureSpec:

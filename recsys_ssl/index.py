@@ -22,6 +22,7 @@ the tree); a running server picks the new version up at its next poll.
 
 A library: imports numpy and scann only; never TensorFlow, its CLI or the training code.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,7 +54,9 @@ def _scann():
 # -- exact search and recall -------------------------------------------------------------------
 
 
-def exact_top_k(queries: np.ndarray, embeddings: np.ndarray, k: int, chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def exact_top_k(
+    queries: np.ndarray, embeddings: np.ndarray, k: int, chunk: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact maximum-inner-product top-k in numpy.
 
     queries: [B, D]; embeddings: [N, D]. Returns (rows [B, k'] int64, scores [B, k'] float32),
@@ -194,7 +197,9 @@ class ItemIndex:
         pre = max(reorder, fetch) if self.config.algorithm == "tree_ah" else None
         if self.config.algorithm != "tree_ah":
             leaves = None
-        search = self.searcher.search_batched_parallel if parallel and len(queries) > 1 else self.searcher.search_batched
+        search = (
+            self.searcher.search_batched_parallel if parallel and len(queries) > 1 else self.searcher.search_batched
+        )
         ids, scores = search(queries, final_num_neighbors=fetch, pre_reorder_num_neighbors=pre, leaves_to_search=leaves)
         out_ids, out_scores = [], []
         for i, (row_ids, row_scores) in enumerate(zip(ids, scores)):
@@ -322,8 +327,14 @@ def tune(
     choose_exact, check_exact = exact_ids[:half], exact_ids[half:]
 
     def report(index: ItemIndex, recall: float, candidates: list[dict]) -> dict:
-        return {"config": index.config.to_dict(), "recall": recall, "target_recall": target_recall,
-                "k": k, "num_queries": len(check_q), "candidates": candidates}
+        return {
+            "config": index.config.to_dict(),
+            "recall": recall,
+            "target_recall": target_recall,
+            "k": k,
+            "num_queries": len(check_q),
+            "candidates": candidates,
+        }
 
     if n < brute_force_below:
         index = ItemIndex.build(embeddings, item_ids, IndexConfig("brute_force", k=k))
@@ -332,8 +343,13 @@ def tune(
         return index, report(index, recall, [])
 
     num_leaves = num_leaves or default_num_leaves(n)
-    config = IndexConfig("tree_ah", k=k, num_leaves=num_leaves, num_leaves_to_search=max(1, num_leaves // 50),
-                         reorder_num_neighbors=max(reorder_grid))
+    config = IndexConfig(
+        "tree_ah",
+        k=k,
+        num_leaves=num_leaves,
+        num_leaves_to_search=max(1, num_leaves // 50),
+        reorder_num_neighbors=max(reorder_grid),
+    )
     start = time.perf_counter()
     index = ItemIndex.build(embeddings, item_ids, config)
     log(f"index: trained a {num_leaves}-leaf tree with AH over {n} items in {time.perf_counter() - start:.1f}s")
@@ -353,29 +369,56 @@ def _recall(index: ItemIndex, queries: np.ndarray, exact: list[list[str]], k: in
     return recall_at_k(got, exact)
 
 
-def _candidates(index: ItemIndex, queries: np.ndarray, exact: list[list[str]], k: int, num_leaves: int,
-                reorder_grid: Sequence[int], target_recall: float, log) -> list[dict]:
+def _candidates(
+    index: ItemIndex,
+    queries: np.ndarray,
+    exact: list[list[str]],
+    k: int,
+    num_leaves: int,
+    reorder_grid: Sequence[int],
+    target_recall: float,
+    log,
+) -> list[dict]:
     """Per reordering depth, the fewest leaves that meet the target on ``queries``, and their search time."""
-    leaf_grid = sorted({max(1, int(round(num_leaves * f))) for f in
-                        (0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)})
+    leaf_grid = sorted(
+        {
+            max(1, int(round(num_leaves * f)))
+            for f in (0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
+        }
+    )
     candidates = []
     for reorder in reorder_grid:
         reorder = max(reorder, k)
-        found = _fewest_leaves(lambda leaves: _recall(index, queries, exact, k, leaves, reorder), leaf_grid, target_recall)
+        found = _fewest_leaves(
+            lambda leaves, reorder=reorder: _recall(index, queries, exact, k, leaves, reorder), leaf_grid, target_recall
+        )
         if found is None:
             continue
         leaves, r = found
         seconds = _time_search(index, queries, k, leaves, reorder)
-        candidates.append({"num_leaves_to_search": leaves, "reorder_num_neighbors": reorder,
-                           "recall": r, "ms_per_query": seconds * 1e3})
+        candidates.append(
+            {
+                "num_leaves_to_search": leaves,
+                "reorder_num_neighbors": reorder,
+                "recall": r,
+                "ms_per_query": seconds * 1e3,
+            }
+        )
         log(f"index: reorder {reorder:4d}, leaves {leaves:5d}: Recall@{k} {r:.4f}, {seconds * 1e3:.3f} ms/query")
     if not candidates:
         raise RuntimeError(f"no ScaNN config reached Recall@{k} >= {target_recall}; lower the target")
     return candidates
 
 
-def _confirm(index: ItemIndex, queries: np.ndarray, exact: list[list[str]], k: int, candidates: list[dict],
-             num_leaves: int, target_recall: float) -> tuple[int, int, float]:
+def _confirm(
+    index: ItemIndex,
+    queries: np.ndarray,
+    exact: list[list[str]],
+    k: int,
+    candidates: list[dict],
+    num_leaves: int,
+    target_recall: float,
+) -> tuple[int, int, float]:
     """(leaves, reorder, held-out recall): the fastest candidate that the held-out half confirms;
     where it falls short, its leaves are stepped up (10% steps: the choice was fine-grained)."""
     for best in sorted(candidates, key=lambda c: c["ms_per_query"]):
@@ -389,8 +432,9 @@ def _confirm(index: ItemIndex, queries: np.ndarray, exact: list[list[str]], k: i
     return leaves, reorder, recall
 
 
-def _fewest_leaves(recall_of: Callable[[int], float], leaf_grid: Sequence[int],
-                   target_recall: float) -> tuple[int, float] | None:
+def _fewest_leaves(
+    recall_of: Callable[[int], float], leaf_grid: Sequence[int], target_recall: float
+) -> tuple[int, float] | None:
     """(the fewest leaves to search that meet ``target_recall``, their recall); None if no grid point does.
 
     Walks the grid up to its first point that meets the target, then bisects down from it: the
@@ -480,6 +524,5 @@ def resolve_model_dir(export_dir: str | os.PathLike, model_name: str | None) -> 
         return export_dir / model_name
     names = sorted(p.name for p in export_dir.iterdir() if p.is_dir() and versions(p)) if export_dir.is_dir() else []
     if len(names) != 1:
-        raise FileNotFoundError(
-            f"{export_dir}: pass --model-name; exported models here: {names or 'none'}")
+        raise FileNotFoundError(f"{export_dir}: pass --model-name; exported models here: {names or 'none'}")
     return export_dir / names[0]

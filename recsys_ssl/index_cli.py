@@ -4,6 +4,7 @@ The CLI of :mod:`recsys_ssl.index`, kept apart so that the index library imports
 command nor the SavedModel signature helpers it needs (:mod:`recsys_ssl.retrieve`), and the
 two stay free of an import cycle.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,9 +17,19 @@ import time
 
 import numpy as np
 
-from recsys_ssl.index import (INDEX_DIR, ItemIndex, embedding_checksum, next_version, publish, read_manifest,
-                              resolve_model_dir, staging_dir, version_dir)
+from recsys_ssl.index import (
+    INDEX_DIR,
+    ItemIndex,
+    embedding_checksum,
+    next_version,
+    publish,
+    read_manifest,
+    resolve_model_dir,
+    staging_dir,
+    version_dir,
+)
 from recsys_ssl.paths import DEFAULT_RUN_DIR
+
 
 def add_items(version_path: pathlib.Path, items_file: str, *, batch_size: int = 1024, log=print) -> pathlib.Path:
     """Embeds the items in ``items_file`` (JSON lines of item features) with the version's
@@ -30,7 +41,7 @@ def add_items(version_path: pathlib.Path, items_file: str, *, batch_size: int = 
     item_key = manifest["item_key"]
     rows = retrieve.read_jsonl(items_file)
     instances = [row for _, row in rows]
-    for (line, row) in rows:
+    for line, row in rows:
         retrieve.validate_instance(row, item_sig, where=f"{items_file}:{line}", extra_ok=())
     embed = retrieve.load_signature(version_path / "item_model", "serving_default")
     embeddings = []
@@ -76,8 +87,10 @@ def _link_or_copy(src, dst):
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys-ssl index", description="Manage the exported ScaNN index.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_ in (("add", "embed new items with item_model and add them to the index (new version)"),
-                        ("info", "print the manifest of an export version")):
+    for name, help_ in (
+        ("add", "embed new items with item_model and add them to the index (new version)"),
+        ("info", "print the manifest of an export version"),
+    ):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help="pipeline run folder (export under <run-dir>/export)")
         p.add_argument("--export-dir", default=None, help="export root (default <run-dir>/export)")

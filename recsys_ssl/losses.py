@@ -4,6 +4,7 @@
 ``gather_across_replicas`` lets either task use the negatives of every replica (the global
 batch) instead of only the local one.
 """
+
 from __future__ import annotations
 
 from recsys_ssl.tf_setup import tf
@@ -32,8 +33,9 @@ def gather_across_replicas(values: tf.Tensor) -> tf.Tensor:
     return tf.roll(gathered, shift=-replica * local, axis=0)
 
 
-def contrastive_loss(z: tf.Tensor, z_prime: tf.Tensor, temperature: float,
-                     cross_replica: bool = False) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+def contrastive_loss(
+    z: tf.Tensor, z_prime: tf.Tensor, temperature: float, cross_replica: bool = False
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """In-batch softmax between two views of the same items.
 
     ``L = -1/N sum_i log( exp(<z_i, z'_i>/tau) / sum_j exp(<z_i, z'_j>/tau) )`` with the

@@ -18,19 +18,19 @@ Both losses are tracked as the metrics ``main_loss`` and ``ssl_loss`` (Keras bar
 plus ``candidates``: how many candidates each query's softmax saw (the global batch when
 negatives are gathered across replicas).
 """
+
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
 import numpy as np
+import tensorflow_recommenders as tfrs  # noqa: E402  (after tf_setup: Keras 2)
 
 from recsys_ssl import artifacts, augment, losses
 from recsys_ssl import config as cfg
 from recsys_ssl import features as fs
 from recsys_ssl.tf_setup import tf
 from recsys_ssl.towers import build_towers
-
-import tensorflow_recommenders as tfrs  # noqa: E402  (after tf_setup: Keras 2)
 
 
 def _ids_to_int(ids: tf.Tensor) -> tf.Tensor:
@@ -52,17 +52,27 @@ def item_probabilities(item_frequencies: Mapping[str, int]) -> dict[str, float]:
 class TwoTowerModel(tfrs.Model):
     """``query_tower`` and ``item_tower`` (each dict of raw strings -> [B, D] L2-normalised)."""
 
-    def __init__(self, spec: fs.FeatureSpec, config: cfg.ExperimentConfig, vocabularies: Mapping[str, Sequence[str]],
-                 item_frequencies: Mapping[str, int] | None = None, cfm_groups: Mapping | None = None,
-                 for_inference: bool = False):
+    def __init__(
+        self,
+        spec: fs.FeatureSpec,
+        config: cfg.ExperimentConfig,
+        vocabularies: Mapping[str, Sequence[str]],
+        item_frequencies: Mapping[str, int] | None = None,
+        cfm_groups: Mapping | None = None,
+        for_inference: bool = False,
+    ):
         """``for_inference``: only the towers are used (no item frequencies / CFM groups needed)."""
         super().__init__()
         spec = spec.scaled_embeddings(config.model.embedding_scale)
         self.spec = spec
         self.config = config
         self.query_tower, self.item_tower = build_towers(
-            spec, vocabularies, config.model.query_hidden, config.model.item_hidden,
-            config.model.masked_embedding if config.masks_item_features else None)
+            spec,
+            vocabularies,
+            config.model.query_hidden,
+            config.model.item_hidden,
+            config.model.masked_embedding if config.masks_item_features else None,
+        )
         self.retrieval_task = tfrs.tasks.Retrieval(
             # Per-example losses: the model averages them (PAPER.md's 1/N) and scales for replicas.
             loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True, reduction=tf.keras.losses.Reduction.NONE),
@@ -84,16 +94,20 @@ class TwoTowerModel(tfrs.Model):
         self._probability_table = None
         if config.main.logq_correction and not for_inference:
             if not item_frequencies:
-                raise ValueError("main.logq_correction needs item frequencies (the statistics job's "
-                                 "item_frequencies.tsv); set main.logq_correction: false to train without")
+                raise ValueError(
+                    "main.logq_correction needs item frequencies (the statistics job's "
+                    "item_frequencies.tsv); set main.logq_correction: false to train without"
+                )
             # p_j ** w: TFRS subtracts log of what it is given, so this subtracts w * log p_j.
             weight = config.main.logq_weight
-            probabilities = {item: p ** weight for item, p in item_probabilities(item_frequencies).items()}
+            probabilities = {item: p**weight for item, p in item_probabilities(item_frequencies).items()}
             self._min_probability = min(probabilities.values())
             self._probability_table = tf.lookup.StaticHashTable(
                 tf.lookup.KeyValueTensorInitializer(
-                    tf.constant(list(probabilities), tf.string), tf.constant(list(probabilities.values()), tf.float32)),
-                default_value=self._min_probability)
+                    tf.constant(list(probabilities), tf.string), tf.constant(list(probabilities.values()), tf.float32)
+                ),
+                default_value=self._min_probability,
+            )
 
         group_matrix = None
         if config.needs_cfm_groups and not for_inference:
@@ -101,8 +115,11 @@ class TwoTowerModel(tfrs.Model):
                 raise ValueError("CFM needs the MI job's cfm_groups.json (run `recsys-ssl mi`)")
             group_size = config.ssl.cfm_group_size or int(cfm_groups["group_size"])
             group_matrix = augment.cfm_group_matrix(
-                [f.name for f in items], artifacts.cfm_ranked_partners(cfm_groups, config.ssl.cfm_grouping),
-                group_size, self._maskable)
+                [f.name for f in items],
+                artifacts.cfm_ranked_partners(cfm_groups, config.ssl.cfm_grouping),
+                group_size,
+                self._maskable,
+            )
         self._mask_inputs = augment.MaskInputs(self._maskable, self._id_features, group_matrix)
 
     @property
@@ -132,9 +149,12 @@ class TwoTowerModel(tfrs.Model):
         if self.config.method_entry.main_feature_dropout and training:
             seed_mask, seed_drop = augment.split_seed(seed, 2)
             looked_up = self.item_tower.lookup(pairs)
-            keep = augment.dropout_keep_masks({name: looked_up[name][1] for name in self._multi_valued},
-                                              self.config.fd.dropout_rate, seed_drop)
-            mask = augment.feature_dropout_masks(tf.shape(query)[0], self._maskable, self.config.fd.mask_rate, seed_mask)
+            keep = augment.dropout_keep_masks(
+                {name: looked_up[name][1] for name in self._multi_valued}, self.config.fd.dropout_rate, seed_drop
+            )
+            mask = augment.feature_dropout_masks(
+                tf.shape(query)[0], self._maskable, self.config.fd.mask_rate, seed_mask
+            )
             candidates = self.item_tower.encode(looked_up, mask, keep)
         else:
             candidates = self.item_tower(pairs)
@@ -146,8 +166,13 @@ class TwoTowerModel(tfrs.Model):
             probability = None if probability is None else losses.gather_across_replicas(probability)
             ids = None if ids is None else losses.gather_across_replicas(ids)
         per_example = self.retrieval_task(
-            query, candidates, candidate_sampling_probability=probability, candidate_ids=ids,
-            compute_metrics=False, compute_batch_metrics=False)
+            query,
+            candidates,
+            candidate_sampling_probability=probability,
+            candidate_ids=ids,
+            compute_metrics=False,
+            compute_batch_metrics=False,
+        )
         self.candidates_tracker.update_state(tf.cast(tf.shape(candidates)[0], tf.float32))
         return tf.reduce_mean(per_example)
 
@@ -174,8 +199,9 @@ class TwoTowerModel(tfrs.Model):
 
     def ssl_loss(self, items: Mapping[str, tf.Tensor], seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         z, z_prime = self.ssl_views(items, seed)
-        return losses.contrastive_loss(z, z_prime, self.config.ssl.temperature,
-                                       cross_replica=self.config.train.cross_replica_negatives)
+        return losses.contrastive_loss(
+            z, z_prime, self.config.ssl.temperature, cross_replica=self.config.train.cross_replica_negatives
+        )
 
     def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
         pairs = inputs["pairs"]

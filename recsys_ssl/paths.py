@@ -1,4 +1,5 @@
 """Where inputs and artifacts live: the raw-data root and the per-run artifact layout."""
+
 import os
 import pathlib
 

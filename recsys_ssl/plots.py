@@ -7,6 +7,7 @@
 
 Inputs are :func:`recsys_ssl.experiment.aggregate` rows, so a plot never re-runs anything.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -25,8 +26,9 @@ def _pyplot():
     return plt
 
 
-def popularity_series(rows: Sequence[Mapping[str, Any]], metric: str = "recall@50", regime: str = "full",
-                      include_sweeps: bool = False) -> dict[str, list[float | None]]:
+def popularity_series(
+    rows: Sequence[Mapping[str, Any]], metric: str = "recall@50", regime: str = "full", include_sweeps: bool = False
+) -> dict[str, list[float | None]]:
     """group -> [mean of ``popularity_BB/<metric>`` for B = 0, 1, ...] (bucket 0 = most popular)."""
     series: dict[str, dict[int, float | None]] = {}
     for row in rows:
@@ -37,8 +39,9 @@ def popularity_series(rows: Sequence[Mapping[str, Any]], metric: str = "recall@5
     return {g: [b.get(i) for i in range(max(b) + 1)] for g, b in series.items()}
 
 
-def sweep_series(rows: Sequence[Mapping[str, Any]], field: str, metric: str = "recall@50",
-                 regime: str = "full") -> dict[str, list[tuple[float, float, float | None]]]:
+def sweep_series(
+    rows: Sequence[Mapping[str, Any]], field: str, metric: str = "recall@50", regime: str = "full"
+) -> dict[str, list[tuple[float, float, float | None]]]:
     """config -> [(swept value, mean, std)] sorted by value, for rows swept over ``field``."""
     series: dict[str, list[tuple[float, float, float | None]]] = {}
     for row in rows:
@@ -47,8 +50,9 @@ def sweep_series(rows: Sequence[Mapping[str, Any]], field: str, metric: str = "r
     return {config: sorted(points) for config, points in series.items()}
 
 
-def plot_popularity_deciles(series: Mapping[str, Sequence[float | None]], path: str | pathlib.Path,
-                            metric: str = "recall@50") -> pathlib.Path:
+def plot_popularity_deciles(
+    series: Mapping[str, Sequence[float | None]], path: str | pathlib.Path, metric: str = "recall@50"
+) -> pathlib.Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for group, values in series.items():
@@ -63,9 +67,14 @@ def plot_popularity_deciles(series: Mapping[str, Sequence[float | None]], path: 
     return _save(fig, path)
 
 
-def plot_sweep(series: Mapping[str, Sequence[tuple[float, float, float | None]]], field: str,
-               path: str | pathlib.Path, metric: str = "recall@50", log_x: bool = False,
-               reference: tuple[str, float] | None = None) -> pathlib.Path:
+def plot_sweep(
+    series: Mapping[str, Sequence[tuple[float, float, float | None]]],
+    field: str,
+    path: str | pathlib.Path,
+    metric: str = "recall@50",
+    log_x: bool = False,
+    reference: tuple[str, float] | None = None,
+) -> pathlib.Path:
     """One line per swept config; ``reference`` = (label, value) draws e.g. the baseline dashed."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -96,8 +105,12 @@ def _save(fig, path: str | pathlib.Path) -> pathlib.Path:
     return path
 
 
-def experiment_plots(rows: Sequence[Mapping[str, Any]], out_dir: str | pathlib.Path,
-                     metric: str = "recall@50", baseline: str = "baseline") -> dict[str, pathlib.Path]:
+def experiment_plots(
+    rows: Sequence[Mapping[str, Any]],
+    out_dir: str | pathlib.Path,
+    metric: str = "recall@50",
+    baseline: str = "baseline",
+) -> dict[str, pathlib.Path]:
     """Every plot the rows support: popularity deciles per regime; one sweep plot per swept
     field (with the ``baseline`` group as a dashed line when the rows have it)."""
     out_dir = pathlib.Path(out_dir)
@@ -105,17 +118,33 @@ def experiment_plots(rows: Sequence[Mapping[str, Any]], out_dir: str | pathlib.P
     for regime in sorted({r["regime"] for r in rows}):
         series = popularity_series(rows, metric, regime)
         if series:
-            paths[f"deciles_{regime}"] = plot_popularity_deciles(series, out_dir / f"{metric.replace('@', '')}_by_popularity_{regime}.png", metric)
+            paths[f"deciles_{regime}"] = plot_popularity_deciles(
+                series, out_dir / f"{metric.replace('@', '')}_by_popularity_{regime}.png", metric
+            )
     fields = sorted({field for r in rows for field in r["sweep"]})
     for field in fields:
         for regime in sorted({r["regime"] for r in rows}):
             series = sweep_series(rows, field, metric, regime)
             if series:
                 name = field.rpartition(".")[2]
-                reference = next(((baseline, r["mean"]) for r in rows if r["group"] == baseline and not r["sweep"]
-                                  and r["metric"] == metric and r["regime"] == regime and r["mean"] is not None), None)
+                reference = next(
+                    (
+                        (baseline, r["mean"])
+                        for r in rows
+                        if r["group"] == baseline
+                        and not r["sweep"]
+                        and r["metric"] == metric
+                        and r["regime"] == regime
+                        and r["mean"] is not None
+                    ),
+                    None,
+                )
                 paths[f"sweep_{name}_{regime}"] = plot_sweep(
-                    series, field, out_dir / f"sweep_{name}_{regime}.png", metric, log_x=name == "alpha",
+                    series,
+                    field,
+                    out_dir / f"sweep_{name}_{regime}.png",
+                    metric,
+                    log_x=name == "alpha",
                     reference=reference,
                 )
     return paths
@@ -144,8 +173,12 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-def plot_validation_curves(curves: Mapping[int, Sequence[Sequence[float]]], best: int, path: str | pathlib.Path,
-                           title: str = "validation Recall@50 per epoch") -> pathlib.Path:
+def plot_validation_curves(
+    curves: Mapping[int, Sequence[Sequence[float]]],
+    best: int,
+    path: str | pathlib.Path,
+    title: str = "validation Recall@50 per epoch",
+) -> pathlib.Path:
     """A tuning study's per-epoch validation curves: every trial faint, trial ``best`` bold.
 
     curves: trial number -> [(epoch, recall), ...] (a pruned trial's curve just stops).
@@ -156,8 +189,14 @@ def plot_validation_curves(curves: Mapping[int, Sequence[Sequence[float]]], best
         if curve and number != best:
             ax.plot([e for e, _ in curve], [v for _, v in curve], color="grey", alpha=0.3, linewidth=1)
     if curves.get(best):
-        ax.plot([e for e, _ in curves[best]], [v for _, v in curves[best]], color="C0", linewidth=2.5,
-                marker="o", label=f"best trial #{best}")
+        ax.plot(
+            [e for e, _ in curves[best]],
+            [v for _, v in curves[best]],
+            color="C0",
+            linewidth=2.5,
+            marker="o",
+            label=f"best trial #{best}",
+        )
         ax.legend()
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation Recall@50")
@@ -193,8 +232,12 @@ def plot_diagnostics(by_name: Mapping[str, Mapping[str, Any]], path: str | pathl
     bars.set_ylabel(f"Recall@{k}")
     bars.set_title(f"Recall@{k} by item popularity")
     bars.set_xticks(range(1, 11))
-    occupied = [e for d in by_name.values() for e, c in zip(d["nearest_head_cosine"]["histogram"]["edges"],
-                                                             d["nearest_head_cosine"]["histogram"]["counts"]) if c]
+    occupied = [
+        e
+        for d in by_name.values()
+        for e, c in zip(d["nearest_head_cosine"]["histogram"]["edges"], d["nearest_head_cosine"]["histogram"]["counts"])
+        if c
+    ]
     hist.set_xlim(max(-1.0, min(occupied, default=-1.0) - 0.05), 1.0)  # the occupied range only
     hist.set_xlabel("cosine of a tail item to its nearest head item")
     hist.set_ylabel("share of tail items")

@@ -11,6 +11,7 @@ views' masks ``(mask_1, mask_2)``, [F] or [B, F] bool, ``True`` = masked. An ent
 as a callable or as ``"module:function"``, imported on first use (this module imports no
 TensorFlow: config validation and the experiment grid run without it).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -84,10 +85,16 @@ OPTIONAL_SECTIONS = ("ssl", "fd")  # the sections only some methods read
 AUGMENTATIONS: dict[str, Augmentation] = _table(
     Augmentation("cfm", "recsys_ssl.augment:cfm_view_masks", needs_cfm_groups=True, config="ssl_cfm"),
     Augmentation("rfm", "recsys_ssl.augment:rfm_view_masks", config="ssl_rfm"),
-    Augmentation("rfm_no_complement", "recsys_ssl.augment:rfm_no_complement_view_masks",
-                 config="ssl_rfm_no_complement"),
-    Augmentation("cfm_no_dropout", "recsys_ssl.augment:cfm_view_masks", needs_cfm_groups=True, drops_values=False,
-                 config="ssl_cfm_no_dropout"),
+    Augmentation(
+        "rfm_no_complement", "recsys_ssl.augment:rfm_no_complement_view_masks", config="ssl_rfm_no_complement"
+    ),
+    Augmentation(
+        "cfm_no_dropout",
+        "recsys_ssl.augment:cfm_view_masks",
+        needs_cfm_groups=True,
+        drops_values=False,
+        config="ssl_cfm_no_dropout",
+    ),
     Augmentation("dropout_only", None, config="ssl_dropout_only"),
 )
 

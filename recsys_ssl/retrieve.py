@@ -11,6 +11,7 @@ multi-valued feature -> a list of strings (padded with "" / truncated to the fea
 max_len here, so clients need not pad). Retrieval instances may also carry ``exclude``:
 item ids that must not be returned (e.g. items the user already has).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,9 @@ class RequestError(ValueError):
 # -- instances -> tensors ---------------------------------------------------------------------
 
 
-def validate_instance(row: Any, signature: list[dict], where: str = "instance", extra_ok: Sequence[str] = (EXCLUDE,)) -> None:
+def validate_instance(
+    row: Any, signature: list[dict], where: str = "instance", extra_ok: Sequence[str] = (EXCLUDE,)
+) -> None:
     """Raises RequestError naming the first bad field of one instance.
 
     signature: [{"name", "kind", "max_len"}] as in the export manifest.
@@ -109,8 +112,9 @@ class Signature:
         self._names = sorted(inputs)
         self._dtypes = [inputs[n].dtype for n in self._names]
         names, function = self._names, self.function
-        self._positional = tf.function(lambda *tensors: function(**dict(zip(names, tensors))),
-                                       input_signature=[inputs[n] for n in names]).get_concrete_function()
+        self._positional = tf.function(
+            lambda *tensors: function(**dict(zip(names, tensors))), input_signature=[inputs[n] for n in names]
+        ).get_concrete_function()
 
     def __call__(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tf = self._tf
@@ -156,8 +160,9 @@ class Retriever:
     def embed_items(self, instances: Sequence[dict]) -> np.ndarray:
         return self.item_model(instances_to_arrays(instances, self.item_signature))["embedding"]
 
-    def retrieve(self, instances: Sequence[dict], k: int | None = None, exact: bool = False,
-                 parallel: bool = False) -> tuple[list[list[str]], list[np.ndarray]]:
+    def retrieve(
+        self, instances: Sequence[dict], k: int | None = None, exact: bool = False, parallel: bool = False
+    ) -> tuple[list[list[str]], list[np.ndarray]]:
         """Top-k (ids, scores) per validated instance, honouring each instance's ``exclude``."""
         queries = self.embed_queries(instances)
         exclude = [[str(i) for i in row.get(EXCLUDE, ())] for row in instances]
@@ -197,9 +202,14 @@ def read_jsonl(path: str | pathlib.Path) -> list[tuple[int, Any]]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recsys-ssl retrieve",
-        description="Batch retrieval: JSON lines of query features in, JSON lines of top-k item ids and scores out.")
-    parser.add_argument("--input", required=True, help="JSON lines: one query per line (query features, optional 'exclude')")
-    parser.add_argument("--output", required=True, help="JSON lines: {'line', <query key>, 'item_ids', 'scores'} per query")
+        description="Batch retrieval: JSON lines of query features in, JSON lines of top-k item ids and scores out.",
+    )
+    parser.add_argument(
+        "--input", required=True, help="JSON lines: one query per line (query features, optional 'exclude')"
+    )
+    parser.add_argument(
+        "--output", required=True, help="JSON lines: {'line', <query key>, 'item_ids', 'scores'} per query"
+    )
     parser.add_argument("--run-dir", default="runs/demo")
     parser.add_argument("--export-dir", default=None, help="export root (default <run-dir>/export)")
     parser.add_argument("--model-name", default=None, help="model under the export root (default: the only one)")
@@ -216,7 +226,9 @@ def main(argv: list[str]) -> int:
 
     try:
         rows = read_jsonl(args.input)
-        retriever = Retriever.from_export(args.export_dir or RunLayout(args.run_dir).export, args.model_name, args.version)
+        retriever = Retriever.from_export(
+            args.export_dir or RunLayout(args.run_dir).export, args.model_name, args.version
+        )
         for line, row in rows:
             validate_instance(row, retriever.query_signature, where=f"{args.input}:{line}")
     except (RequestError, FileNotFoundError) as error:
@@ -239,6 +251,8 @@ def main(argv: list[str]) -> int:
                 out.write(json.dumps(record) + "\n")
             print(f"retrieve: {min(begin + args.batch_size, len(rows))}/{len(rows)} queries", file=sys.stderr)
     tmp.replace(output)
-    print(f"retrieve: {len(rows)} queries -> {output} (version {retriever.version}, "
-          f"{'exact' if args.exact else 'ScaNN'}, {time.perf_counter() - start:.2f}s)")
+    print(
+        f"retrieve: {len(rows)} queries -> {output} (version {retriever.version}, "
+        f"{'exact' if args.exact else 'ScaNN'}, {time.perf_counter() - start:.2f}s)"
+    )
     return 0

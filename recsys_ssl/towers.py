@@ -6,6 +6,7 @@ vector) that replaces the feature's embedding where the SSL/FD mask says so. Mul
 features are mean- or sum-pooled over their non-padding values. The feature embeddings are
 concatenated, passed through an MLP whose last width is the output size, and L2-normalised.
 """
+
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -21,10 +22,13 @@ def _lookup_layer(feature: fs.Feature, vocabulary: Sequence[str] | None) -> tupl
         return tf.keras.layers.Hashing(num_bins=vocab.buckets, name=f"hash_{feature.name}"), vocab.buckets
     values = list(vocab.values) if vocab.source == "inline" else list(vocabulary or [])
     if not values:
-        raise ValueError(f"feature {feature.name!r}: empty {vocab.source} vocabulary "
-                         "(run the statistics job, or check the spec's vocab)")
+        raise ValueError(
+            f"feature {feature.name!r}: empty {vocab.source} vocabulary "
+            "(run the statistics job, or check the spec's vocab)"
+        )
     layer = tf.keras.layers.StringLookup(
-        vocabulary=values, num_oov_indices=vocab.oov_buckets, mask_token=None, name=f"lookup_{feature.name}")
+        vocabulary=values, num_oov_indices=vocab.oov_buckets, mask_token=None, name=f"lookup_{feature.name}"
+    )
     return layer, len(values) + vocab.oov_buckets
 
 
@@ -36,8 +40,14 @@ class FeatureEmbedding(tf.keras.layers.Layer):
     and an example with no values pools to the zero vector.
     """
 
-    def __init__(self, feature: fs.Feature, vocabulary: Sequence[str] | None = None,
-                 masked_embedding: str | None = "learned", shared: "FeatureEmbedding | None" = None, **kwargs):
+    def __init__(
+        self,
+        feature: fs.Feature,
+        vocabulary: Sequence[str] | None = None,
+        masked_embedding: str | None = "learned",
+        shared: "FeatureEmbedding | None" = None,
+        **kwargs,
+    ):
         """``shared``: another feature's layer whose lookup and table this one reuses (its
         ``vocabulary`` is then ignored; the spec checked that the widths agree)."""
         super().__init__(name=kwargs.pop("name", f"embed_{feature.name}"), **kwargs)
@@ -46,15 +56,19 @@ class FeatureEmbedding(tf.keras.layers.Layer):
             self.lookup_layer, self.num_ids, self.embedding = shared.lookup_layer, shared.num_ids, shared.embedding
         else:
             self.lookup_layer, self.num_ids = _lookup_layer(feature, vocabulary)
-            self.embedding = tf.keras.layers.Embedding(self.num_ids, feature.embedding_dim, name=f"table_{feature.name}")
+            self.embedding = tf.keras.layers.Embedding(
+                self.num_ids, feature.embedding_dim, name=f"table_{feature.name}"
+            )
         # None: this feature is never masked (query towers, unmaskable features, no-masking methods),
         # so it gets no masked embedding at all (an unused weight would have no gradient).
         self.masked = None
         if masked_embedding is not None:
             self.masked = self.add_weight(
-                name=f"masked_{feature.name}", shape=[feature.embedding_dim],
+                name=f"masked_{feature.name}",
+                shape=[feature.embedding_dim],
                 initializer="zeros" if masked_embedding == "zeros" else tf.keras.initializers.RandomNormal(stddev=0.05),
-                trainable=masked_embedding == "learned")
+                trainable=masked_embedding == "learned",
+            )
 
     def lookup(self, values: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor | None]:
         """Raw strings -> (ids [B] or [B, L] int64, valid [B, L] bool for multi-valued else None)."""
@@ -66,8 +80,9 @@ class FeatureEmbedding(tf.keras.layers.Layer):
         """Looked-up ids -> [B, D]: pooled over ``valid`` values, masked where ``mask``."""
         return self.pool_and_mask(self.embedding(ids), valid, mask)
 
-    def pool_and_mask(self, embedded: tf.Tensor, valid: tf.Tensor | None = None,
-                      mask: tf.Tensor | None = None) -> tf.Tensor:
+    def pool_and_mask(
+        self, embedded: tf.Tensor, valid: tf.Tensor | None = None, mask: tf.Tensor | None = None
+    ) -> tf.Tensor:
         """Gathered embeddings ([B, D] or [B, L, D]) -> [B, D]: pooled over ``valid``, then masked."""
         if self.feature.multi_valued:
             weights = tf.cast(valid, embedded.dtype)[..., tf.newaxis]
@@ -97,9 +112,15 @@ class Tower(tf.keras.Model):
     order); True replaces that feature by its masked embedding.
     """
 
-    def __init__(self, features: Sequence[fs.Feature], vocabularies: Mapping[str, Sequence[str]],
-                 hidden_sizes: Sequence[int], masked_embedding: str | None = "learned",
-                 shared: Mapping[str, FeatureEmbedding] | None = None, **kwargs):
+    def __init__(
+        self,
+        features: Sequence[fs.Feature],
+        vocabularies: Mapping[str, Sequence[str]],
+        hidden_sizes: Sequence[int],
+        masked_embedding: str | None = "learned",
+        shared: Mapping[str, FeatureEmbedding] | None = None,
+        **kwargs,
+    ):
         """``shared``: feature name -> another tower's FeatureEmbedding, for the features whose
         spec says ``shares_embedding`` (the item tower's layer of that name)."""
         super().__init__(**kwargs)
@@ -108,15 +129,23 @@ class Tower(tf.keras.Model):
         shared = shared or {}
         missing = [f.name for f in self.features if f.shares_embedding and f.shares_embedding not in shared]
         if missing:
-            raise ValueError(f"tower {self.name}: features {missing} share another tower's embedding, "
-                             f"which was not given (build both towers with build_towers)")
+            raise ValueError(
+                f"tower {self.name}: features {missing} share another tower's embedding, "
+                f"which was not given (build both towers with build_towers)"
+            )
         self.embeddings = [
-            FeatureEmbedding(f, vocabularies.get(f.name), masked_embedding=masked_embedding if f.maskable else None,
-                             shared=shared.get(f.shares_embedding))
+            FeatureEmbedding(
+                f,
+                vocabularies.get(f.name),
+                masked_embedding=masked_embedding if f.maskable else None,
+                shared=shared.get(f.shares_embedding),
+            )
             for f in self.features
         ]
-        layers = [tf.keras.layers.Dense(width, activation="relu", name=f"hidden_{i}")
-                  for i, width in enumerate(hidden_sizes[:-1])]
+        layers = [
+            tf.keras.layers.Dense(width, activation="relu", name=f"hidden_{i}")
+            for i, width in enumerate(hidden_sizes[:-1])
+        ]
         layers.append(tf.keras.layers.Dense(hidden_sizes[-1], name="output"))
         self.mlp = tf.keras.Sequential(layers, name="mlp")
         self.output_dim = int(hidden_sizes[-1])
@@ -131,14 +160,22 @@ class Tower(tf.keras.Model):
             raise KeyError(f"tower {self.name}: input lacks features {missing}; got {sorted(inputs)}")
         return {name: layer.lookup(inputs[name]) for name, layer in zip(self.feature_names, self.embeddings)}
 
-    def encode(self, looked_up: Mapping[str, tuple[tf.Tensor, tf.Tensor | None]], feature_mask: tf.Tensor | None = None,
-               keep: Mapping[str, tf.Tensor] | None = None) -> tf.Tensor:
+    def encode(
+        self,
+        looked_up: Mapping[str, tuple[tf.Tensor, tf.Tensor | None]],
+        feature_mask: tf.Tensor | None = None,
+        keep: Mapping[str, tf.Tensor] | None = None,
+    ) -> tf.Tensor:
         """Looked-up ids -> [B, D] L2-normalised; ``keep[name]`` ([B, L] bool) drops multi-valued values.
         One view of :meth:`encode_views`."""
         return self.encode_views(looked_up, [feature_mask], [keep or {}])[0]
 
-    def encode_views(self, looked_up: Mapping[str, tuple[tf.Tensor, tf.Tensor | None]],
-                     feature_masks: Sequence[tf.Tensor | None], keeps: Sequence[Mapping[str, tf.Tensor]]) -> list[tf.Tensor]:
+    def encode_views(
+        self,
+        looked_up: Mapping[str, tuple[tf.Tensor, tf.Tensor | None]],
+        feature_masks: Sequence[tf.Tensor | None],
+        keeps: Sequence[Mapping[str, tf.Tensor]],
+    ) -> list[tf.Tensor]:
         """Several views of ONE batch -> a [B, D] embedding per view (``encode`` of each view).
 
         The embedding rows are gathered once and shared (:meth:`concat_views`); the views go
@@ -151,8 +188,12 @@ class Tower(tf.keras.Model):
         stacked = tf.concat(per_view, axis=0)
         return tf.split(tf.math.l2_normalize(self.mlp(stacked), axis=-1), len(per_view), axis=0)
 
-    def concat_views(self, looked_up: Mapping[str, tuple[tf.Tensor, tf.Tensor | None]],
-                     feature_masks: Sequence[tf.Tensor | None], keeps: Sequence[Mapping[str, tf.Tensor]]) -> list[tf.Tensor]:
+    def concat_views(
+        self,
+        looked_up: Mapping[str, tuple[tf.Tensor, tf.Tensor | None]],
+        feature_masks: Sequence[tf.Tensor | None],
+        keeps: Sequence[Mapping[str, tf.Tensor]],
+    ) -> list[tf.Tensor]:
         """The MLP's input per view: [B, sum of feature widths], features in spec order.
 
         Each view pools with its own dropout (``keeps[v]``: name -> [B, L] kept values) and
@@ -171,8 +212,13 @@ class Tower(tf.keras.Model):
         return [tf.concat(parts, axis=-1) for parts in per_view]
 
 
-def build_towers(spec: fs.FeatureSpec, vocabularies: Mapping[str, Sequence[str]], query_hidden: Sequence[int],
-                 item_hidden: Sequence[int], masked_embedding: str | None = "learned") -> tuple[Tower, Tower]:
+def build_towers(
+    spec: fs.FeatureSpec,
+    vocabularies: Mapping[str, Sequence[str]],
+    query_hidden: Sequence[int],
+    item_hidden: Sequence[int],
+    masked_embedding: str | None = "learned",
+) -> tuple[Tower, Tower]:
     """(query_tower, item_tower) for a spec; ``masked_embedding=None``: the item tower is never masked.
 
     A query feature with ``shares_embedding: F`` reads its values through the item tower's

@@ -22,6 +22,7 @@ and the visible GPUs. ``train.batch_size`` is the GLOBAL batch (split over repli
 ``--cross-replica-negatives`` makes every replica's softmax (main and SSL) run over the
 global batch's candidates instead of its local slice.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,13 +44,14 @@ import numpy as np
 from recsys_ssl import artifacts
 from recsys_ssl import config as cfg
 from recsys_ssl import features as fs
-from recsys_ssl.datasets import item_sampler
 from recsys_ssl.checkpoints import WEIGHTS, Trained, build_towers_now, dummy_batch, load_trained  # noqa: F401
+from recsys_ssl.datasets import item_sampler
 from recsys_ssl.model import TwoTowerModel
 from recsys_ssl.paths import DEFAULT_RUN_DIR, RunLayout
 from recsys_ssl.tf_setup import tf
 
 log = logging.getLogger("recsys_ssl.train")
+
 
 @dataclasses.dataclass
 class TrainingData:
@@ -77,8 +79,12 @@ class TrainingData:
         return len(self.item_arrays[self.spec.item_key])
 
 
-def load_training_data(config: cfg.ExperimentConfig, run_dir: str | os.PathLike, tfds_dir: str | None = None,
-                       raw_data_dir: str | None = None) -> TrainingData:
+def load_training_data(
+    config: cfg.ExperimentConfig,
+    run_dir: str | os.PathLike,
+    tfds_dir: str | None = None,
+    raw_data_dir: str | None = None,
+) -> TrainingData:
     """The config's dataset (TFDS folder ``tfds_dir``, default ``<run_dir>/tfds``) plus the batch
     jobs' artifacts under ``run_dir``."""
     from recsys_ssl.datasets import inputs  # the TFDS builders load only when training from a dataset
@@ -90,17 +96,22 @@ def load_training_data(config: cfg.ExperimentConfig, run_dir: str | os.PathLike,
     if not artifacts.exists(artifacts.join(stats_dir, artifacts.MANIFEST)):
         raise FileNotFoundError(
             f"{stats_dir}: no statistics artifacts (vocabularies, item frequencies); run "
-            f"`recsys-ssl stats --dataset {config.dataset} --run-dir {run_dir}` first")
+            f"`recsys-ssl stats --dataset {config.dataset} --run-dir {run_dir}` first"
+        )
     stats_manifest = artifacts.read_manifest(stats_dir)
     # A validation view (<name>-val) reads its base dataset's statistics.
     if stats_manifest.get("dataset") not in (None, config.dataset, inputs.base_name(config.dataset)):
-        raise ValueError(f"{stats_dir}/manifest.json: statistics of dataset {stats_manifest.get('dataset')!r}, "
-                         f"but config {config.source} trains on {config.dataset!r}")
+        raise ValueError(
+            f"{stats_dir}/manifest.json: statistics of dataset {stats_manifest.get('dataset')!r}, "
+            f"but config {config.source} trains on {config.dataset!r}"
+        )
     cfm_groups = None
     if config.needs_cfm_groups:
         if not artifacts.exists(artifacts.join(mi_dir, artifacts.CFM_GROUPS)):
-            raise FileNotFoundError(f"{mi_dir}: no {artifacts.CFM_GROUPS}; CFM needs the MI job: run "
-                                    f"`recsys-ssl mi --dataset {config.dataset} --run-dir {run_dir}` first")
+            raise FileNotFoundError(
+                f"{mi_dir}: no {artifacts.CFM_GROUPS}; CFM needs the MI job: run "
+                f"`recsys-ssl mi --dataset {config.dataset} --run-dir {run_dir}` first"
+            )
         cfm_groups = artifacts.read_cfm_groups(mi_dir)
     pairs = dataset.pairs(split)
     num_pairs = dataset.num_examples(split)
@@ -115,13 +126,22 @@ def load_training_data(config: cfg.ExperimentConfig, run_dir: str | os.PathLike,
 
         validation = ValidationSet.from_dataset(dataset)
     return TrainingData(
-        spec=spec, batch_pairs=batch_pairs, num_pairs=num_pairs, item_arrays=dataset.item_arrays(), validation=validation,
+        spec=spec,
+        batch_pairs=batch_pairs,
+        num_pairs=num_pairs,
+        item_arrays=dataset.item_arrays(),
+        validation=validation,
         vocabularies=artifacts.read_vocabularies(stats_dir),
         item_frequencies=_regime_frequencies(dataset, split, layout) if config.main.logq_correction else None,
         cfm_groups=cfm_groups,
-        sources={"dataset": config.dataset, "split": split, "stats_dir": str(stats_dir),
-                 "frequencies": str(layout.stats if split == "train" else layout.stats_10pct),
-                 "mi_dir": str(mi_dir) if cfm_groups else None})
+        sources={
+            "dataset": config.dataset,
+            "split": split,
+            "stats_dir": str(stats_dir),
+            "frequencies": str(layout.stats if split == "train" else layout.stats_10pct),
+            "mi_dir": str(mi_dir) if cfm_groups else None,
+        },
+    )
 
 
 def _regime_frequencies(dataset, split: str, layout: RunLayout) -> dict[str, int]:
@@ -137,8 +157,11 @@ def _regime_frequencies(dataset, split: str, layout: RunLayout) -> dict[str, int
     items = dataset.pair_columns(split, [dataset.spec.item_key])[dataset.spec.item_key]
     counted = collections.Counter(fs.as_bytes(i).decode() for i in items)
     corpus = [fs.as_bytes(i).decode() for i in dataset.item_arrays()[dataset.spec.item_key]]
-    print(f"train: item frequencies of {split} counted here ({len(items)} pairs); `recsys-ssl stats --split {split}` "
-          f"writes them to {directory}", flush=True)
+    print(
+        f"train: item frequencies of {split} counted here ({len(items)} pairs); `recsys-ssl stats --split {split}` "
+        f"writes them to {directory}",
+        flush=True,
+    )
     return {item: counted.get(item, 0) for item in corpus}
 
 
@@ -177,7 +200,8 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
             raise ValueError("--strategy parameter_server needs ps tasks in $TF_CONFIG")
         # Shard every variable of 256 KiB or more (the embedding tables) over the ps tasks.
         partitioner = tf.distribute.experimental.partitioners.MinSizePartitioner(
-            min_shard_bytes=256 << 10, max_shards=num_ps)
+            min_shard_bytes=256 << 10, max_shards=num_ps
+        )
         return tf.distribute.experimental.ParameterServerStrategy(resolver, variable_partitioner=partitioner)
     raise ValueError(f"unknown strategy {name!r}; one of {cfg.STRATEGIES}")
 
@@ -194,8 +218,9 @@ def _is_chief() -> bool:
 # -- model and input ---------------------------------------------------------------------------
 def make_optimizer(config: cfg.ExperimentConfig) -> tf.keras.optimizers.Optimizer:
     rate = config.train.learning_rate
-    return {"adagrad": tf.keras.optimizers.Adagrad, "adam": tf.keras.optimizers.Adam,
-            "sgd": tf.keras.optimizers.SGD}[config.train.optimizer](learning_rate=rate)
+    return {"adagrad": tf.keras.optimizers.Adagrad, "adam": tf.keras.optimizers.Adam, "sgd": tf.keras.optimizers.SGD}[
+        config.train.optimizer
+    ](learning_rate=rate)
 
 
 def build_model(config: cfg.ExperimentConfig, data: TrainingData) -> TwoTowerModel:
@@ -219,7 +244,9 @@ def backed_up_step(backup_dir: str | os.PathLike) -> int:
     return int(reader.get_tensor(key)) if key else 0
 
 
-def training_dataset(config: cfg.ExperimentConfig, data: TrainingData, seed: int, skip_steps: int = 0) -> tf.data.Dataset:
+def training_dataset(
+    config: cfg.ExperimentConfig, data: TrainingData, seed: int, skip_steps: int = 0
+) -> tf.data.Dataset:
     """Elements ``{"pairs": ..., "ssl_items": ...}`` (ssl_items for SSL/SO), global batches.
 
     The stream is a pure function of the seed (seeded shuffles, repeated): batch ``n`` is the
@@ -232,7 +259,8 @@ def training_dataset(config: cfg.ExperimentConfig, data: TrainingData, seed: int
     pairs = data.batch_pairs(config.train.batch_size, seed)
     if config.uses_ssl_batch:
         ssl_items = item_sampler.uniform_item_batches(
-            data.item_arrays, data.spec, config.ssl.batch_size or config.train.batch_size, seed=seed + 1)
+            data.item_arrays, data.spec, config.ssl.batch_size or config.train.batch_size, seed=seed + 1
+        )
         dataset = tf.data.Dataset.zip((pairs, ssl_items)).map(lambda p, s: {"pairs": p, "ssl_items": s})
     else:
         dataset = pairs.map(lambda p: {"pairs": p})
@@ -252,8 +280,10 @@ def schedule(config: cfg.ExperimentConfig, num_pairs: int) -> tuple[int, int]:
     epoch), so the total is exact; when there is none, the total is rounded up to whole epochs.
     """
     if config.train.batch_size is None or (config.train.epochs is None and not config.train.steps):
-        raise ValueError(f"{config.source}: train.batch_size / train.epochs are derived from the catalog: "
-                         "call cfg.resolve_auto first")
+        raise ValueError(
+            f"{config.source}: train.batch_size / train.epochs are derived from the catalog: "
+            "call cfg.resolve_auto first"
+        )
     steps_per_epoch = config.train.steps_per_epoch or max(1, num_pairs // config.train.batch_size)
     steps = config.train.steps
     if not steps:
@@ -264,8 +294,12 @@ def schedule(config: cfg.ExperimentConfig, num_pairs: int) -> tuple[int, int]:
     if divisors:
         return steps // divisors[0], divisors[0]
     epochs = math.ceil(steps / steps_per_epoch)
-    log.warning("train.steps %d is not a multiple of an epoch length near %d: training %d steps", steps,
-                steps_per_epoch, epochs * steps_per_epoch)
+    log.warning(
+        "train.steps %d is not a multiple of an epoch length near %d: training %d steps",
+        steps,
+        steps_per_epoch,
+        epochs * steps_per_epoch,
+    )
     return epochs, steps_per_epoch
 
 
@@ -299,10 +333,16 @@ class _InitialStep(tf.keras.callbacks.Callback):
 
 
 # -- the run -----------------------------------------------------------------------------------
-def run(config: cfg.ExperimentConfig, run_dir: str | os.PathLike, data: TrainingData, name: str | None = None,
-        strategy: tf.distribute.Strategy | None = None, verbose: int | str = "auto",
-        extra_callbacks: list[tf.keras.callbacks.Callback] = (),
-        report: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+def run(
+    config: cfg.ExperimentConfig,
+    run_dir: str | os.PathLike,
+    data: TrainingData,
+    name: str | None = None,
+    strategy: tf.distribute.Strategy | None = None,
+    verbose: int | str = "auto",
+    extra_callbacks: list[tf.keras.callbacks.Callback] = (),
+    report: Callable[[int, float], None] | None = None,
+) -> dict[str, Any]:
     """Trains, writes ``<run_dir>/train/<name>/`` and returns its manifest (dict).
 
     A run whose ``backup/`` exists (killed, or finished) resumes from it: ``initial_step`` in
@@ -335,10 +375,22 @@ def run(config: cfg.ExperimentConfig, run_dir: str | os.PathLike, data: Training
     # ParameterServerStrategy allows no batch-level callbacks: back up per epoch, no throughput.
     parameter_server = isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy)
     callbacks, monitors = _callbacks(config, data, train_dir, out_dir, steps_per_epoch, parameter_server, report)
-    log.info("training %s (%s) for %d epochs x %d steps, global batch %d on %d replica(s)", name, config.method,
-             epochs, steps_per_epoch, config.train.batch_size, replicas)
-    history = model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks + list(extra_callbacks),
-                        verbose=verbose)
+    log.info(
+        "training %s (%s) for %d epochs x %d steps, global batch %d on %d replica(s)",
+        name,
+        config.method,
+        epochs,
+        steps_per_epoch,
+        config.train.batch_size,
+        replicas,
+    )
+    history = model.fit(
+        dataset,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        callbacks=callbacks + list(extra_callbacks),
+        verbose=verbose,
+    )
     model.save_weights(str(out_dir / WEIGHTS))
     manifest = _manifest(config, data, name, strategy, (epochs, steps_per_epoch), model, history, monitors, derived)
     (out_dir / "spec.json").write_text(json.dumps(data.spec.to_dict(), indent=1) + "\n")
@@ -358,22 +410,36 @@ class _Monitors:
     early_stopping: Any = None  # callbacks.ValidationRecall, with a validation set
 
 
-def _callbacks(config: cfg.ExperimentConfig, data: TrainingData, train_dir: pathlib.Path, out_dir: pathlib.Path,
-               steps_per_epoch: int, parameter_server: bool,
-               report: Callable[[int, float], None] | None) -> tuple[list[tf.keras.callbacks.Callback], _Monitors]:
+def _callbacks(
+    config: cfg.ExperimentConfig,
+    data: TrainingData,
+    train_dir: pathlib.Path,
+    out_dir: pathlib.Path,
+    steps_per_epoch: int,
+    parameter_server: bool,
+    report: Callable[[int, float], None] | None,
+) -> tuple[list[tf.keras.callbacks.Callback], _Monitors]:
     """Backups (resume), per-epoch checkpoints, TensorBoard, throughput, early stopping."""
     monitors = _Monitors(_Throughput(config.train.batch_size), _InitialStep())  # start: after BackupAndRestore
     if data.validation is not None and config.train.early_stopping:
         from recsys_ssl.callbacks import ValidationRecall
 
-        monitors.early_stopping = ValidationRecall(data.validation, k=config.train.early_stopping_k,
-                                                   patience=config.train.early_stopping_patience, report=report)
+        monitors.early_stopping = ValidationRecall(
+            data.validation,
+            k=config.train.early_stopping_k,
+            patience=config.train.early_stopping_patience,
+            report=report,
+        )
     callbacks = [
-        tf.keras.callbacks.BackupAndRestore(str(train_dir / "backup"), delete_checkpoint=False,
-                                            save_freq="epoch" if parameter_server else config.train.backup_every_steps),
+        tf.keras.callbacks.BackupAndRestore(
+            str(train_dir / "backup"),
+            delete_checkpoint=False,
+            save_freq="epoch" if parameter_server else config.train.backup_every_steps,
+        ),
         tf.keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoints" / "epoch-{epoch:03d}"), save_weights_only=True),
-        tf.keras.callbacks.TensorBoard(str(out_dir / "logs"), update_freq="epoch" if parameter_server
-                                       else max(1, min(100, steps_per_epoch))),
+        tf.keras.callbacks.TensorBoard(
+            str(out_dir / "logs"), update_freq="epoch" if parameter_server else max(1, min(100, steps_per_epoch))
+        ),
         *([] if parameter_server else [monitors.throughput]),
         monitors.start,
         # Before the checkpoint of the final weights: it restores the best epoch's at train end.
@@ -382,9 +448,17 @@ def _callbacks(config: cfg.ExperimentConfig, data: TrainingData, train_dir: path
     return callbacks, monitors
 
 
-def _manifest(config: cfg.ExperimentConfig, data: TrainingData, name: str, strategy: tf.distribute.Strategy,
-              epochs_and_steps: tuple[int, int], model: TwoTowerModel, history: tf.keras.callbacks.History,
-              monitors: _Monitors, derived: list[str]) -> dict[str, Any]:
+def _manifest(
+    config: cfg.ExperimentConfig,
+    data: TrainingData,
+    name: str,
+    strategy: tf.distribute.Strategy,
+    epochs_and_steps: tuple[int, int],
+    model: TwoTowerModel,
+    history: tf.keras.callbacks.History,
+    monitors: _Monitors,
+    derived: list[str],
+) -> dict[str, Any]:
     """What ``run`` records in ``manifest.json``."""
     epochs, steps_per_epoch = epochs_and_steps
     return {
@@ -416,7 +490,9 @@ def _manifest(config: cfg.ExperimentConfig, data: TrainingData, name: str, strat
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="recsys-ssl train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="experiment YAML (data/configs/<method>.yaml, or a bare name)")
-    parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=f"the run's artifact folder (default {DEFAULT_RUN_DIR})")
+    parser.add_argument(
+        "--run-dir", default=DEFAULT_RUN_DIR, help=f"the run's artifact folder (default {DEFAULT_RUN_DIR})"
+    )
     parser.add_argument("--name", help="the run name under <run-dir>/train/ (default: the config's name)")
     parser.add_argument("--dataset", help="override the config's dataset (e.g. movielens/100k-item-item)")
     parser.add_argument("--tfds-dir", help="TFDS data_dir (default $RECSYS_SSL_TFDS_DIR, else <run-dir>/tfds)")
@@ -427,12 +503,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, help="override train.batch_size (global)")
     parser.add_argument("--seed", type=int, help="override the config's seed")
     parser.add_argument("--data-fraction", choices=cfg.DATA_FRACTIONS, help="train on all pairs or the 10%% sample")
-    parser.add_argument("--strategy", choices=cfg.STRATEGIES, help="tf.distribute strategy (default: the config's, auto)")
-    parser.add_argument("--cross-replica-negatives", action="store_true", default=None,
-                        help="softmax over the global batch's candidates (all replicas)")
-    parser.add_argument("--set", dest="overrides", action="append", type=_override, default=[],
-                        help="config override, as `experiment --set`: --set main.temperature=0.1 "
-                        "--set model.item_hidden=[256,64] (the value is YAML; an unknown knob fails naming it)")
+    parser.add_argument(
+        "--strategy", choices=cfg.STRATEGIES, help="tf.distribute strategy (default: the config's, auto)"
+    )
+    parser.add_argument(
+        "--cross-replica-negatives",
+        action="store_true",
+        default=None,
+        help="softmax over the global batch's candidates (all replicas)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        type=_override,
+        default=[],
+        help="config override, as `experiment --set`: --set main.temperature=0.1 "
+        "--set model.item_hidden=[256,64] (the value is YAML; an unknown knob fails naming it)",
+    )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
     args = parser.parse_args(argv)
@@ -451,9 +539,18 @@ def _override(text: str) -> tuple[str, Any]:
 
 def apply_overrides(config: cfg.ExperimentConfig, args: argparse.Namespace) -> cfg.ExperimentConfig:
     top = {k: v for k, v in (("dataset", args.dataset), ("seed", args.seed)) if v is not None}
-    train = {k: v for k, v in (("steps", args.steps), ("epochs", args.epochs), ("batch_size", args.batch_size),
-                               ("data_fraction", args.data_fraction), ("strategy", args.strategy),
-                               ("cross_replica_negatives", args.cross_replica_negatives)) if v is not None}
+    train = {
+        k: v
+        for k, v in (
+            ("steps", args.steps),
+            ("epochs", args.epochs),
+            ("batch_size", args.batch_size),
+            ("data_fraction", args.data_fraction),
+            ("strategy", args.strategy),
+            ("cross_replica_negatives", args.cross_replica_negatives),
+        )
+        if v is not None
+    }
     config = cfg.replace(config, top=top, train=train)
     return cfg.with_overrides(config, args.overrides) if args.overrides else config
 
@@ -464,8 +561,13 @@ def serve_if_not_chief(strategy_name: str) -> bool:
     if resolve_strategy_name(strategy_name) != "parameter_server" or task.get("type") not in ("worker", "ps"):
         return False
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
-    server = tf.distribute.Server(resolver.cluster_spec(), job_name=resolver.task_type, task_index=resolver.task_id,
-                                  protocol=resolver.rpc_layer or "grpc", start=True)
+    server = tf.distribute.Server(
+        resolver.cluster_spec(),
+        job_name=resolver.task_type,
+        task_index=resolver.task_id,
+        protocol=resolver.rpc_layer or "grpc",
+        start=True,
+    )
     log.info("serving as %s %d for the parameter-server chief", resolver.task_type, resolver.task_id)
     server.join()
     return True
@@ -485,9 +587,11 @@ def main(argv: list[str] | None = None) -> int:
     data = load_training_data(config, args.run_dir, tfds_dir=args.tfds_dir, raw_data_dir=args.raw_data_dir)
     manifest = run(config, args.run_dir, data, name=args.name, strategy=strategy, verbose=2 if args.quiet else "auto")
     final = manifest["final"]
-    print(f"trained {manifest['name']}: {manifest['steps']} steps, "
-          + ", ".join(f"{k} {final[k]:.4f}" for k in ("main_loss", "ssl_loss") if k in final)
-          + f" -> {RunLayout(args.run_dir).train(manifest['name'])}")
+    print(
+        f"trained {manifest['name']}: {manifest['steps']} steps, "
+        + ", ".join(f"{k} {final[k]:.4f}" for k in ("main_loss", "ssl_loss") if k in final)
+        + f" -> {RunLayout(args.run_dir).train(manifest['name'])}"
+    )
     return 0
 
 

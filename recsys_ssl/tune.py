@@ -25,6 +25,7 @@ Resuming: the same command continues until ``--trials`` trials have finished (co
 pruned). A trial that was running when its process died is marked FAIL (never counted); a
 study database that belongs to another dataset / config / regime is refused.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,9 +35,9 @@ import logging
 import pathlib
 import shutil
 import sys
+from typing import Any, Callable
 
 import numpy as np
-from typing import Any, Callable
 
 from recsys_ssl import config as cfg
 from recsys_ssl.paths import DEFAULT_RUN_DIR, RunLayout
@@ -106,7 +107,9 @@ SPACE: tuple[Knob, ...] = (
     Knob("ssl.dropout_rate", "float", 0.0, 0.6, limits=(0.0, 0.95), applies=_dropout),
     Knob("ssl.cfm_group_size", "int", 1, None, limits=(1, 1000), applies=_cfm),  # high: k - 1
     Knob("ssl.cfm_grouping", "choice", choices=("plugin", "adjusted", "normalized"), applies=_cfm),
-    Knob("ssl.id_views", "choice", choices=("split", "both", "none"), applies=lambda c: c.augmentation_entry is not None),
+    Knob(
+        "ssl.id_views", "choice", choices=("split", "both", "none"), applies=lambda c: c.augmentation_entry is not None
+    ),
     Knob("model.masked_embedding", "choice", choices=("learned", "zeros"), applies=_masking),
     Knob("fd.mask_rate", "float", 0.0, 0.6, limits=(0.0, 0.95), applies=_fd),
     Knob("fd.dropout_rate", "float", 0.0, 0.6, limits=(0.0, 0.95), applies=_fd),
@@ -129,8 +132,13 @@ def parse_space_override(text: str) -> tuple[str, float, float]:
         raise TuneError(f"--space {text!r}: expected FIELD=LOW:HIGH, e.g. main.temperature=0.05:0.5") from None
 
 
-def search_space(config: cfg.ExperimentConfig, num_pairs: int, num_items: int, num_item_features: int,
-                 overrides: list[tuple[str, float, float]] = ()) -> list[Knob]:
+def search_space(
+    config: cfg.ExperimentConfig,
+    num_pairs: int,
+    num_items: int,
+    num_item_features: int,
+    overrides: list[tuple[str, float, float]] = (),
+) -> list[Knob]:
     """The knobs ``config``'s method reads, with choices that fit the catalog and ``--space`` bounds."""
     knobs = {k.field: k for k in SPACE if k.reads(config)}
     for field, low, high in overrides:
@@ -143,8 +151,9 @@ def search_space(config: cfg.ExperimentConfig, num_pairs: int, num_items: int, n
             raise TuneError(f"--space {field}: a choice knob ({list(knob.choices)}); fix it with --set instead")
         lo_limit, hi_limit = knob.limits
         if not (lo_limit <= low < high <= hi_limit) or (knob.kind == "log" and low <= 0):
-            raise TuneError(f"--space {field}={low}:{high}: outside its range [{lo_limit}, {hi_limit}] "
-                            "(or low >= high)")
+            raise TuneError(
+                f"--space {field}={low}:{high}: outside its range [{lo_limit}, {hi_limit}] (or low >= high)"
+            )
         knobs[field] = dataclasses.replace(knob, low=low, high=high)
     out = []
     for knob in knobs.values():
@@ -175,8 +184,9 @@ def sample(trial, knobs: list[Knob]) -> dict[str, Any]:
     return params
 
 
-def warm_start_params(knobs: list[Knob], warm: cfg.ExperimentConfig, base: cfg.ExperimentConfig,
-                      overrides: dict[str, Any]) -> dict[str, Any]:
+def warm_start_params(
+    knobs: list[Knob], warm: cfg.ExperimentConfig, base: cfg.ExperimentConfig, overrides: dict[str, Any]
+) -> dict[str, Any]:
     """A first trial's params from a known-good config (e.g. the tuned baseline for an SSL study).
 
     Each knob takes ``warm``'s value when ``warm``'s method reads it, else ``base``'s (the
@@ -237,12 +247,18 @@ def open_study(path: pathlib.Path, study_name: str, seed: int):
         names = optuna.study.get_all_study_names(storage)
         family = study_name.split(":")[:3]  # dataset, config, regime (a ":Nseeds" study shares the file)
         if names and not any(name.split(":")[:3] == family for name in names):
-            raise TuneError(f"{path} holds study {names[0]!r}, not {study_name!r}: it belongs to another "
-                            "dataset/config/regime; pass another --run-dir or delete it")
+            raise TuneError(
+                f"{path} holds study {names[0]!r}, not {study_name!r}: it belongs to another "
+                "dataset/config/regime; pass another --run-dir or delete it"
+            )
     return optuna.create_study(
-        storage=storage, study_name=study_name, direction="maximize", load_if_exists=True,
+        storage=storage,
+        study_name=study_name,
+        direction="maximize",
+        load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=8),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2))
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
+    )
 
 
 def fail_interrupted(study) -> int:
@@ -335,16 +351,25 @@ def report_markdown(study, tuning: Tuning, tuned: cfg.ExperimentConfig, yaml_pat
 
     trials = study.get_trials(deepcopy=False)
     best = study.best_trial
-    states = {s.name: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    states = {
+        s.name: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    }
     tail = best.user_attrs.get("tail_recall")
-    lines = [f"# Tuning report: {study.study_name}", "",
-             f"Trials: {len(trials)} ({', '.join(f'{v} {k.lower()}' for k, v in states.items())}); objective: "
-             f"validation Recall@{METRIC_K} (exact, full corpus), early stopping patience "
-             f"{tuning.config.train.early_stopping_patience}, at most {tuning.max_epochs} epochs.", "",
-             f"## Best trial: #{best.number}", "",
-             f"validation Recall@{METRIC_K} **{best.value:.4f}**, tail {'-' if tail is None else f'{tail:.4f}'}, "
-             f"best epoch {best.user_attrs.get('best_epoch')}; tuned config: `{yaml_path}`", "",
-             "| knob | value |", "|---|---|"]
+    lines = [
+        f"# Tuning report: {study.study_name}",
+        "",
+        f"Trials: {len(trials)} ({', '.join(f'{v} {k.lower()}' for k, v in states.items())}); objective: "
+        f"validation Recall@{METRIC_K} (exact, full corpus), early stopping patience "
+        f"{tuning.config.train.early_stopping_patience}, at most {tuning.max_epochs} epochs.",
+        "",
+        f"## Best trial: #{best.number}",
+        "",
+        f"validation Recall@{METRIC_K} **{best.value:.4f}**, tail {'-' if tail is None else f'{tail:.4f}'}, "
+        f"best epoch {best.user_attrs.get('best_epoch')}; tuned config: `{yaml_path}`",
+        "",
+        "| knob | value |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in best.params.items()]
     lines += ["", "## Parameter importances (PED-ANOVA over the finished trials)", ""]
     try:
@@ -357,9 +382,13 @@ def report_markdown(study, tuning: Tuning, tuned: cfg.ExperimentConfig, yaml_pat
     lines += ["", "## All trials", "", "| # | state | value | best epoch | params |", "|---|---|---|---|---|"]
     for t in trials:
         value = f"{t.value:.4f}" if t.value is not None else "-"
-        params = ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
-                           for k, v in t.params.items())
-        lines.append(f"| {t.number} | {t.state.name.lower()} | {value} | {t.user_attrs.get('best_epoch', '-')} | {params} |")
+        params = ", ".join(
+            f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+            for k, v in t.params.items()
+        )
+        lines.append(
+            f"| {t.number} | {t.state.name.lower()} | {value} | {t.user_attrs.get('best_epoch', '-')} | {params} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -367,30 +396,69 @@ def report_markdown(study, tuning: Tuning, tuned: cfg.ExperimentConfig, yaml_pat
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="recsys-ssl tune", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
+    parser = argparse.ArgumentParser(
+        prog="recsys-ssl tune",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 2)[2],
+    )
     parser.add_argument("--dataset", required=True, help="the dataset to tune for (trials read <dataset>-val)")
     parser.add_argument("--config", required=True, help="the method's config (data/configs/<name>.yaml, or a file)")
-    parser.add_argument("--data-fraction", choices=cfg.DATA_FRACTIONS, default="full", help="data regime (default full)")
+    parser.add_argument(
+        "--data-fraction", choices=cfg.DATA_FRACTIONS, default="full", help="data regime (default full)"
+    )
     parser.add_argument("--trials", type=int, default=40, help="finished trials the study should reach (default 40)")
     parser.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
-    parser.add_argument("--max-epochs", type=int, default=DEFAULT_MAX_EPOCHS,
-                        help=f"epochs per trial at most; early stopping usually ends sooner (default {DEFAULT_MAX_EPOCHS})")
-    parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=f"the run's folder (default {DEFAULT_RUN_DIR}); "
-                        "its stats/ (and mi/ for CFM) must be of --dataset")
+    parser.add_argument(
+        "--max-epochs",
+        type=int,
+        default=DEFAULT_MAX_EPOCHS,
+        help=f"epochs per trial at most; early stopping usually ends sooner (default {DEFAULT_MAX_EPOCHS})",
+    )
+    parser.add_argument(
+        "--run-dir",
+        default=DEFAULT_RUN_DIR,
+        help=f"the run's folder (default {DEFAULT_RUN_DIR}); its stats/ (and mi/ for CFM) must be of --dataset",
+    )
     parser.add_argument("--data-dir", help="raw data root (MovieLens, frappe)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                        help="fixed config override for every trial (as train --set)")
-    parser.add_argument("--space", action="append", default=[], metavar="FIELD=LOW:HIGH",
-                        help="narrow or widen a numeric knob's range (inside its limits)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="fixed config override for every trial (as train --set)",
+    )
+    parser.add_argument(
+        "--space",
+        action="append",
+        default=[],
+        metavar="FIELD=LOW:HIGH",
+        help="narrow or widen a numeric knob's range (inside its limits)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="the sampler's seed and every trial's first training seed")
-    parser.add_argument("--seeds-per-trial", type=int, default=1,
-                        help="score each trial as the mean over this many training seeds (default 1; a separate study)")
-    parser.add_argument("--warm-start", default=None, metavar="CONFIG",
-                        help="enqueue a first trial at this config's values (e.g. tuned/baseline.yaml for an SSL study)")
-    parser.add_argument("--warm-start-set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a value of the warm-start trial (e.g. ssl.alpha=0.05)")
-    parser.add_argument("--verbose", action="store_true", help="Keras progress per trial (default: the study's bar only)")
+    parser.add_argument(
+        "--seeds-per-trial",
+        type=int,
+        default=1,
+        help="score each trial as the mean over this many training seeds (default 1; a separate study)",
+    )
+    parser.add_argument(
+        "--warm-start",
+        default=None,
+        metavar="CONFIG",
+        help="enqueue a first trial at this config's values (e.g. tuned/baseline.yaml for an SSL study)",
+    )
+    parser.add_argument(
+        "--warm-start-set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a value of the warm-start trial (e.g. ssl.alpha=0.05)",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="Keras progress per trial (default: the study's bar only)"
+    )
     return parser.parse_args(argv)
 
 
@@ -400,13 +468,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.trials < 1:
         raise TuneError(f"--trials must be at least 1, got {args.trials}")
     if args.max_epochs < 1 or args.seeds_per_trial < 1:
-        raise TuneError(f"--max-epochs and --seeds-per-trial must be at least 1, got {args.max_epochs} and "
-                        f"{args.seeds_per_trial}")
+        raise TuneError(
+            f"--max-epochs and --seeds-per-trial must be at least 1, got {args.max_epochs} and {args.seeds_per_trial}"
+        )
     space_overrides = [parse_space_override(text) for text in args.space]
     fixed = [cfg.parse_override(text) for text in args.overrides]
     base = cfg.load_config(args.config)
-    base = cfg.with_overrides(base, [("dataset", args.dataset), ("seed", args.seed),
-                                     ("train.data_fraction", args.data_fraction)] + fixed)
+    base = cfg.with_overrides(
+        base, [("dataset", args.dataset), ("seed", args.seed), ("train.data_fraction", args.data_fraction)] + fixed
+    )
     searched = {f for f, _, _ in space_overrides}
     clash = sorted({f for f, _ in fixed} & ({k.field for k in SPACE} | searched))
     if clash:
@@ -423,8 +493,15 @@ def main(argv: list[str] | None = None) -> int:
     if data.validation is None:
         raise TuneError(f"{val_config.dataset}: no validation carve-out to tune on (is train.early_stopping off?)")
     knobs = search_space(base, data.num_pairs, data.num_items, len(data.spec.item_features), space_overrides)
-    tuning = Tuning(val_config, args.run_dir, args.max_epochs, knobs, data, verbose=2 if args.verbose else 0,
-                    seeds_per_trial=args.seeds_per_trial)
+    tuning = Tuning(
+        val_config,
+        args.run_dir,
+        args.max_epochs,
+        knobs,
+        data,
+        verbose=2 if args.verbose else 0,
+        seeds_per_trial=args.seeds_per_trial,
+    )
 
     directory = study_dir(args.run_dir, base.name, args.data_fraction)
     seeds = f":{args.seeds_per_trial}seeds" if args.seeds_per_trial > 1 else ""  # another objective: another study
@@ -433,13 +510,21 @@ def main(argv: list[str] | None = None) -> int:
     _enqueue_warm_start(study, knobs, base, args)
     interrupted = fail_interrupted(study)
     done = finished(study)
-    print(f"tune {study.study_name}: {done} of {args.trials} trials finished"
-          + (f", {interrupted} interrupted trial(s) marked failed" if interrupted else "")
-          + f"; space: {', '.join(k.field for k in knobs)}")
+    print(
+        f"tune {study.study_name}: {done} of {args.trials} trials finished"
+        + (f", {interrupted} interrupted trial(s) marked failed" if interrupted else "")
+        + f"; space: {', '.join(k.field for k in knobs)}"
+    )
     if done < args.trials:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study.optimize(tuning.objective, n_trials=args.trials - done, timeout=args.timeout, show_progress_bar=True,
-                       catch=(ValueError,), gc_after_trial=True)
+        study.optimize(
+            tuning.objective,
+            n_trials=args.trials - done,
+            timeout=args.timeout,
+            show_progress_bar=True,
+            catch=(ValueError,),
+            gc_after_trial=True,
+        )
     if not any(t.value is not None for t in study.get_trials(deepcopy=False)):
         raise TuneError(f"study {study.study_name}: no finished trial yet (see {directory})")
     _write_results(study, tuning, base, dataset, args, directory)
@@ -458,15 +543,18 @@ def _enqueue_warm_start(study, knobs: list[Knob], base: cfg.ExperimentConfig, ar
     print(f"tune: warm start from {args.warm_start}: {params}")
 
 
-def _write_results(study, tuning: Tuning, base: cfg.ExperimentConfig, dataset: str, args: argparse.Namespace,
-                   directory: pathlib.Path) -> None:
+def _write_results(
+    study, tuning: Tuning, base: cfg.ExperimentConfig, dataset: str, args: argparse.Namespace, directory: pathlib.Path
+) -> None:
     """The best trial's complete config (YAML), the report and the validation curves; says where."""
     best = study.best_trial
     tuned = tuned_config(tuning, best, dataset)
     yaml_path = tuned_path(args.run_dir, base.name, args.data_fraction)
     yaml_path.parent.mkdir(parents=True, exist_ok=True)
-    yaml_path.write_text(f"# Tuned by `recsys-ssl tune` (study {study.study_name}, trial #{best.number}, validation "
-                         f"Recall@{METRIC_K} {best.value:.4f}); a complete config.\n" + cfg.to_yaml(tuned))
+    yaml_path.write_text(
+        f"# Tuned by `recsys-ssl tune` (study {study.study_name}, trial #{best.number}, validation "
+        f"Recall@{METRIC_K} {best.value:.4f}); a complete config.\n" + cfg.to_yaml(tuned)
+    )
     report_path = directory / "tune_report.md"
     report_path.write_text(report_markdown(study, tuning, tuned, yaml_path))
     from recsys_ssl import plots
@@ -475,9 +563,11 @@ def _write_results(study, tuning: Tuning, base: cfg.ExperimentConfig, dataset: s
     curves = {t.number: sorted(t.intermediate_values.items()) for t in study.get_trials(deepcopy=False)}
     plots.plot_validation_curves(curves, best.number, directory / "validation_curves.png", title=study.study_name)
     tail = best.user_attrs.get("tail_recall")
-    print(f"best trial #{best.number}: validation recall@{METRIC_K} {best.value:.4f} "
-          f"(tail {'-' if tail is None else f'{tail:.4f}'}, epoch {best.user_attrs.get('best_epoch')}) "
-          f"{json.dumps(best.params, default=str)}")
+    print(
+        f"best trial #{best.number}: validation recall@{METRIC_K} {best.value:.4f} "
+        f"(tail {'-' if tail is None else f'{tail:.4f}'}, epoch {best.user_attrs.get('best_epoch')}) "
+        f"{json.dumps(best.params, default=str)}"
+    )
     print(f"wrote {yaml_path}\nwrote {report_path}")
 
 

@@ -5,6 +5,7 @@ colour (independent), tags drawn from the category, and an id. Each query prefer
 category; its positives are items of that category, with a power-law (popular-first) item
 marginal, so logQ has something to correct.
 """
+
 from __future__ import annotations
 
 import collections
@@ -15,23 +16,30 @@ from recsys_ssl import artifacts, features
 from recsys_ssl.datasets import item_sampler
 from recsys_ssl.tf_setup import tf
 
-SPEC = features.spec_from_dict({
-    "name": "tiny",
-    "query_key": "query_id",
-    "item_key": "item_id",
-    "query_features": [
-        {"name": "query_id", "kind": "categorical", "embedding_dim": 8},
-        {"name": "query_segment", "kind": "categorical", "embedding_dim": 4,
-         "vocab": {"source": "inline", "values": ["s0", "s1", "s2", "s3"]}},
-    ],
-    "item_features": [
-        {"name": "item_id", "kind": "categorical", "embedding_dim": 8},
-        {"name": "category", "kind": "categorical", "embedding_dim": 4},
-        {"name": "subcategory", "kind": "categorical", "embedding_dim": 4},
-        {"name": "tags", "kind": "multi_categorical", "max_len": 4, "embedding_dim": 4},
-        {"name": "colour", "kind": "categorical", "embedding_dim": 4, "vocab": {"source": "hash", "buckets": 8}},
-    ],
-}, source="tests/model_fixtures.py")
+SPEC = features.spec_from_dict(
+    {
+        "name": "tiny",
+        "query_key": "query_id",
+        "item_key": "item_id",
+        "query_features": [
+            {"name": "query_id", "kind": "categorical", "embedding_dim": 8},
+            {
+                "name": "query_segment",
+                "kind": "categorical",
+                "embedding_dim": 4,
+                "vocab": {"source": "inline", "values": ["s0", "s1", "s2", "s3"]},
+            },
+        ],
+        "item_features": [
+            {"name": "item_id", "kind": "categorical", "embedding_dim": 8},
+            {"name": "category", "kind": "categorical", "embedding_dim": 4},
+            {"name": "subcategory", "kind": "categorical", "embedding_dim": 4},
+            {"name": "tags", "kind": "multi_categorical", "max_len": 4, "embedding_dim": 4},
+            {"name": "colour", "kind": "categorical", "embedding_dim": 4, "vocab": {"source": "hash", "buckets": 8}},
+        ],
+    },
+    source="tests/model_fixtures.py",
+)
 
 NUM_CATEGORIES = 4
 
@@ -54,8 +62,9 @@ def make_items(num_items: int = 96, seed: int = 0) -> dict[str, np.ndarray]:
     }
 
 
-def make_pairs(items: dict[str, np.ndarray], num_pairs: int = 2048, num_queries: int = 32,
-               seed: int = 1) -> dict[str, np.ndarray]:
+def make_pairs(
+    items: dict[str, np.ndarray], num_pairs: int = 2048, num_queries: int = 32, seed: int = 1
+) -> dict[str, np.ndarray]:
     """Dense (padded) pairs: query features + the positive item's features."""
     rng = np.random.default_rng(seed)
     dense = item_sampler.pad_item_arrays(items, SPEC)
@@ -91,19 +100,25 @@ def item_frequencies(items: dict[str, np.ndarray], pairs: dict[str, np.ndarray])
 def cfm_groups() -> dict:
     """MI job output for the tiny spec: category <-> subcategory strongly, tags with both."""
     names = SPEC.mi_features  # category, subcategory, tags, colour
-    mi = np.array([
-        [1.4, 1.3, 0.9, 0.01],
-        [1.3, 2.5, 0.8, 0.02],
-        [0.9, 0.8, 1.9, 0.03],
-        [0.01, 0.02, 0.03, 1.6],
-    ])
+    mi = np.array(
+        [
+            [1.4, 1.3, 0.9, 0.01],
+            [1.3, 2.5, 0.8, 0.02],
+            [0.9, 0.8, 1.9, 0.03],
+            [0.01, 0.02, 0.03, 1.6],
+        ]
+    )
     return artifacts.cfm_groups(names, mi)
 
 
 def pair_batches(pairs: dict[str, np.ndarray], batch_size: int, seed: int = 0) -> tf.data.Dataset:
     data = {name: tf.constant(array.tolist(), tf.string) for name, array in pairs.items()}
-    return (tf.data.Dataset.from_tensor_slices(data).shuffle(len(pairs["item_id"]), seed=seed)
-            .batch(batch_size, drop_remainder=True).repeat())
+    return (
+        tf.data.Dataset.from_tensor_slices(data)
+        .shuffle(len(pairs["item_id"]), seed=seed)
+        .batch(batch_size, drop_remainder=True)
+        .repeat()
+    )
 
 
 def write_artifacts(run_dir, items, pairs) -> None:
@@ -112,8 +127,13 @@ def write_artifacts(run_dir, items, pairs) -> None:
     files = {f"vocab/{name}.txt": artifacts.vocab_text(values) for name, values in vocab.items()}
     freq = sorted(item_frequencies(items, pairs).items(), key=lambda kv: (-kv[1], kv[0]))
     files[artifacts.ITEM_FREQUENCIES] = artifacts.item_frequencies_text(freq)
-    manifest = artifacts.make_manifest("stats", dataset="tiny", spec=SPEC.to_dict(), inputs={},
-                                       counts={"vocab_sizes": {k: len(v) for k, v in vocab.items()}})
+    manifest = artifacts.make_manifest(
+        "stats",
+        dataset="tiny",
+        spec=SPEC.to_dict(),
+        inputs={},
+        counts={"vocab_sizes": {k: len(v) for k, v in vocab.items()}},
+    )
     files[artifacts.MANIFEST] = artifacts.dumps_json(manifest)
     artifacts.write_files(f"{run_dir}/stats", files)
     groups = cfm_groups()
@@ -124,13 +144,19 @@ def write_artifacts(run_dir, items, pairs) -> None:
 def tiny_config(method: str = "baseline", augmentation: str | None = None, **train):
     from recsys_ssl import config as cfg
 
-    return cfg.config_from_dict({
-        "name": f"{method}{'_' + augmentation if augmentation else ''}",
-        "method": method, "augmentation": augmentation, "dataset": "tiny",
-        "model": {"query_hidden": [16, 8], "item_hidden": [16, 8]},
-        "main": {"temperature": 0.2}, "ssl": {"temperature": 0.2, "alpha": 1.0, "dropout_rate": 0.3},
-        "train": {"batch_size": 32, "learning_rate": 0.1, "epochs": 1, "steps_per_epoch": 50, **train},
-    }, source="tests/model_fixtures.py")
+    return cfg.config_from_dict(
+        {
+            "name": f"{method}{'_' + augmentation if augmentation else ''}",
+            "method": method,
+            "augmentation": augmentation,
+            "dataset": "tiny",
+            "model": {"query_hidden": [16, 8], "item_hidden": [16, 8]},
+            "main": {"temperature": 0.2},
+            "ssl": {"temperature": 0.2, "alpha": 1.0, "dropout_rate": 0.3},
+            "train": {"batch_size": 32, "learning_rate": 0.1, "epochs": 1, "steps_per_epoch": 50, **train},
+        },
+        source="tests/model_fixtures.py",
+    )
 
 
 def training_data(num_items: int = 96, num_pairs: int = 2048):
@@ -139,9 +165,15 @@ def training_data(num_items: int = 96, num_pairs: int = 2048):
     items = make_items(num_items)
     pairs = make_pairs(items, num_pairs)
     return train.TrainingData(
-        spec=SPEC, batch_pairs=lambda batch_size, seed: pair_batches(pairs, batch_size, seed), num_pairs=num_pairs,
-        item_arrays=items, vocabularies=vocabularies(items, pairs), item_frequencies=item_frequencies(items, pairs),
-        cfm_groups=cfm_groups(), sources={"dataset": "tiny"})
+        spec=SPEC,
+        batch_pairs=lambda batch_size, seed: pair_batches(pairs, batch_size, seed),
+        num_pairs=num_pairs,
+        item_arrays=items,
+        vocabularies=vocabularies(items, pairs),
+        item_frequencies=item_frequencies(items, pairs),
+        cfm_groups=cfm_groups(),
+        sources={"dataset": "tiny"},
+    )
 
 
 class _Sleep(tf.keras.callbacks.Callback):
@@ -173,9 +205,15 @@ def _main(argv=None) -> int:
     args = parser.parse_args(argv)
     if train.serve_if_not_chief(args.strategy):  # parameter-server workers and ps tasks
         return 0
-    config = tiny_config(args.method, args.augmentation, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                         backup_every_steps=args.backup_every, strategy=args.strategy,
-                         cross_replica_negatives=args.cross_replica_negatives)
+    config = tiny_config(
+        args.method,
+        args.augmentation,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        backup_every_steps=args.backup_every,
+        strategy=args.strategy,
+        cross_replica_negatives=args.cross_replica_negatives,
+    )
     extra = [_Sleep(args.sleep_per_step)] if args.sleep_per_step else []
     manifest = train.run(config, args.run_dir, training_data(), verbose=2, extra_callbacks=extra)
     print("MANIFEST", json.dumps({k: manifest[k] for k in ("steps", "initial_step", "replicas", "final")}))
@@ -204,8 +242,9 @@ def backed_up_steps(backup, backup_every: int) -> int:
     return backup_every * newest
 
 
-def sigkill_after_backup(command: list[str], backup, min_steps: int, backup_every: int, *, env, cwd,
-                         timeout: float = 120):
+def sigkill_after_backup(
+    command: list[str], backup, min_steps: int, backup_every: int, *, env, cwd, timeout: float = 120
+):
     """Starts a training command, SIGKILLs it once a backup covers ``min_steps``; returns the process.
 
     Fails (AssertionError) if training ends by itself before it could be killed.

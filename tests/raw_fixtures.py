@@ -5,15 +5,34 @@ u.user in GroupLens's format (``|`` / tab separated, latin-1); ``write_ml1m`` th
 separated ml-1m files; ``write_interactions_csv`` a small CSV catalog with its spec. Each
 returns what it wrote, so that tests compute their expectations independently.
 """
+
 from __future__ import annotations
 
 import pathlib
 
 import yaml
 
-ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-                 "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
-                 "War", "Western")
+ML100K_GENRES = (
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
 
 # (movie id, title, release date, genres). Movie 4 has no release date (as 100K's item 267);
 # movie 5's title has a latin-1 character.
@@ -40,14 +59,28 @@ def ml100k_ratings() -> list[tuple[int, int, int, int]]:
     Time order: user 1: 1 2 3 4 | 5 6, user 2: 1 2 3 4 | 5, user 3: 2 1 3 4 | 5 (| = test from here).
     """
     return [
-        (1, 1, 5, 100), (1, 3, 4, 300), (1, 2, 3, 300), (1, 4, 2, 400), (1, 5, 1, 500), (1, 6, 3, 600),
-        (2, 5, 4, 50), (2, 4, 4, 40), (2, 3, 3, 30), (2, 2, 2, 20), (2, 1, 1, 10),
-        (3, 2, 5, 7), (3, 1, 4, 8), (3, 3, 3, 9), (3, 5, 3, 11), (3, 4, 2, 10),
+        (1, 1, 5, 100),
+        (1, 3, 4, 300),
+        (1, 2, 3, 300),
+        (1, 4, 2, 400),
+        (1, 5, 1, 500),
+        (1, 6, 3, 600),
+        (2, 5, 4, 50),
+        (2, 4, 4, 40),
+        (2, 3, 3, 30),
+        (2, 2, 2, 20),
+        (2, 1, 1, 10),
+        (3, 2, 5, 7),
+        (3, 1, 4, 8),
+        (3, 3, 3, 9),
+        (3, 5, 3, 11),
+        (3, 4, 2, 10),
     ]
 
 
-def write_ml100k(folder: pathlib.Path, ratings=None, extra_rating_lines: tuple[str, ...] = (),
-                 extra_item_lines: tuple[str, ...] = ()) -> pathlib.Path:
+def write_ml100k(
+    folder: pathlib.Path, ratings=None, extra_rating_lines: tuple[str, ...] = (), extra_item_lines: tuple[str, ...] = ()
+) -> pathlib.Path:
     """Writes u.data, u.item, u.user in ml-100k's raw format; returns the folder."""
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -74,15 +107,23 @@ ML1M_MOVIES = [
 ]
 ML1M_USERS = [(1, "F", 1, 10, "48067"), (2, "M", 56, 16, "70072")]
 # user 1: movies 1 3 | 2 by time, user 2: 3 1 | 2 (| = test from here).
-ML1M_RATINGS = [(1, 1, 5, 978300760), (1, 2, 3, 978302109), (1, 3, 3, 978301968),
-                (2, 3, 5, 978298413), (2, 1, 5, 978299000), (2, 2, 4, 978300174)]
+ML1M_RATINGS = [
+    (1, 1, 5, 978300760),
+    (1, 2, 3, 978302109),
+    (1, 3, 3, 978301968),
+    (2, 3, 5, 978298413),
+    (2, 1, 5, 978299000),
+    (2, 2, 4, 978300174),
+]
 
 
 def write_ml1m(folder: pathlib.Path, extra_rating_lines: tuple[str, ...] = ()) -> pathlib.Path:
     """Writes ratings.dat, movies.dat, users.dat in ml-1m's raw format (latin-1); returns the folder."""
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "movies.dat").write_bytes(("\n".join("::".join(map(str, m)) for m in ML1M_MOVIES) + "\n").encode("latin-1"))
+    (folder / "movies.dat").write_bytes(
+        ("\n".join("::".join(map(str, m)) for m in ML1M_MOVIES) + "\n").encode("latin-1")
+    )
     (folder / "users.dat").write_text("\n".join("::".join(map(str, u)) for u in ML1M_USERS) + "\n", encoding="latin-1")
     lines = ["::".join(map(str, r)) for r in ML1M_RATINGS] + list(extra_rating_lines)
     (folder / "ratings.dat").write_text("\n".join(lines) + "\n", encoding="latin-1")
@@ -111,15 +152,25 @@ CSV_ITEMS = [  # sku, brand, colors (';'), tags ('|')
 CSV_QUERIES = [("u1", "eu"), ("u2", "us"), ("u3", "eu")]
 # user, sku, ts, split. u1: 5 rows -> 1 test (d4 @ 50), u2: 3 rows -> 1 test (a1 @ 9), u3: 1 row -> test.
 CSV_INTERACTIONS = [
-    ("u1", "a1", 10, "train"), ("u1", "b2", 20, "train"), ("u1", "c3", 30, "train"), ("u1", "a1", 40, "train"),
+    ("u1", "a1", 10, "train"),
+    ("u1", "b2", 20, "train"),
+    ("u1", "c3", 30, "train"),
+    ("u1", "a1", 40, "train"),
     ("u1", "d4", 50, "test"),
-    ("u2", "c3", 5, "train"), ("u2", "a1", 9, "test"), ("u2", "b2", 7, "train"),
+    ("u2", "c3", 5, "train"),
+    ("u2", "a1", 9, "test"),
+    ("u2", "b2", 7, "train"),
     ("u3", "d4", 1, "test"),
 ]
 
 
-def write_interactions_csv(folder: pathlib.Path, with_queries: bool = True, interactions=None,
-                           extra_interaction_lines: tuple[str, ...] = (), spec: dict | None = None) -> dict:
+def write_interactions_csv(
+    folder: pathlib.Path,
+    with_queries: bool = True,
+    interactions=None,
+    extra_interaction_lines: tuple[str, ...] = (),
+    spec: dict | None = None,
+) -> dict:
     """Writes interactions.csv, items.csv, queries.csv (optional) and spec.yaml; returns their paths.
 
     Without a queries file the interactions file carries the ``region`` query feature per row.

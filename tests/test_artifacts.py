@@ -1,4 +1,5 @@
 """recsys_ssl.artifacts: round trips of the batch jobs' artifacts and the CFM group rule."""
+
 import json
 
 import numpy as np
@@ -58,7 +59,9 @@ def test_mi_files_round_trip(tmp_path):
 def test_stats_readers(tmp_path):
     artifacts.write_text(tmp_path / "vocab" / "tags.txt", artifacts.vocab_text(["x", "y z", "w"]))
     artifacts.write_text(tmp_path / "vocab" / "empty.txt", artifacts.vocab_text([]))
-    artifacts.write_text(tmp_path / artifacts.ITEM_FREQUENCIES, artifacts.item_frequencies_text([("i2", 5), ("i 1", 0)]))
+    artifacts.write_text(
+        tmp_path / artifacts.ITEM_FREQUENCIES, artifacts.item_frequencies_text([("i2", 5), ("i 1", 0)])
+    )
     manifest = artifacts.make_manifest(
         "stats", dataset=None, spec=None, inputs={}, counts={"vocab_sizes": {"tags": 3, "empty": 0}}
     )

@@ -1,4 +1,5 @@
 """Augmentations: RFM/CFM masks and multi-valued dropout against hand-made expectations."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -90,7 +91,7 @@ def test_cfm_masking_a_seed_masks_its_partner_in_the_same_view():
     # Two correlated pairs: whichever feature is the seed, its twin is masked with it,
     # never on the opposite view.
     names = ["a", "a_twin", "b", "b_twin"]
-    mi = np.array([[1, .9, .1, .1], [.9, 1, .1, .1], [.1, .1, 1, .8], [.1, .1, .8, 1]], float)
+    mi = np.array([[1, 0.9, 0.1, 0.1], [0.9, 1, 0.1, 0.1], [0.1, 0.1, 1, 0.8], [0.1, 0.1, 0.8, 1]], float)
     groups = artifacts.cfm_groups(names, mi, group_size=2)
     matrix = augment.cfm_group_matrix(names, groups["ranked_partners"], 2)
     for seed in _seeds(40):

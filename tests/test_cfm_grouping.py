@@ -1,12 +1,13 @@
 """``ssl.cfm_grouping``: CFM's masking groups ranked by plug-in, adjusted or normalized MI."""
+
 from __future__ import annotations
 
 import dataclasses
 
+import model_fixtures as mf
 import numpy as np
 import pytest
 
-import model_fixtures as mf
 from recsys_ssl import artifacts, augment
 from recsys_ssl import config as cfg
 from recsys_ssl.model import TwoTowerModel
@@ -26,8 +27,9 @@ def test_the_model_masks_with_the_chosen_grouping():
     for grouping in cfg.CFM_GROUPINGS:
         config = cfg.replace(mf.tiny_config("ssl", "cfm"), ssl={"cfm_grouping": grouping})
         model = TwoTowerModel(data.spec, config, data.vocabularies, data.item_frequencies, data.cfm_groups)
-        expected = augment.cfm_group_matrix([f.name for f in items], groups["by_grouping"][grouping]["ranked_partners"],
-                                            2, model._maskable)
+        expected = augment.cfm_group_matrix(
+            [f.name for f in items], groups["by_grouping"][grouping]["ranked_partners"], 2, model._maskable
+        )
         np.testing.assert_array_equal(np.asarray(model._mask_inputs.cfm_groups), np.asarray(expected), err_msg=grouping)
     assert groups["by_grouping"]["adjusted"]["ranked_partners"] != groups["ranked_partners"]
 

@@ -7,6 +7,7 @@ either writes must be the same. The dataset (``synthetic_catalog/tiny``) is buil
 in-process: the data stage is a TFDS builder, not a Beam pipeline yet (issue 18, item 1).
 How to run each stage on a cluster: docs/cluster.md.
 """
+
 import json
 import math
 import pathlib
@@ -56,15 +57,25 @@ def same_numbers(got, want, rel_tol: float) -> bool:
     if isinstance(want, float) or isinstance(got, float):
         return math.isclose(got, want, rel_tol=rel_tol, abs_tol=rel_tol)
     if isinstance(want, dict):
-        return isinstance(got, dict) and got.keys() == want.keys() and all(same_numbers(got[k], want[k], rel_tol) for k in want)
+        return (
+            isinstance(got, dict)
+            and got.keys() == want.keys()
+            and all(same_numbers(got[k], want[k], rel_tol) for k in want)
+        )
     if isinstance(want, list):
-        return isinstance(got, list) and len(got) == len(want) and all(same_numbers(g, w, rel_tol) for g, w in zip(got, want))
+        return (
+            isinstance(got, list)
+            and len(got) == len(want)
+            and all(same_numbers(g, w, rel_tol) for g, w in zip(got, want))
+        )
     return got == want
 
 
 def csv_cells(text: bytes) -> list:
-    return [[float(cell) if cell[:1].isdigit() or cell[:1] == "-" else cell for cell in row.split(",")]
-            for row in text.decode().splitlines()]
+    return [
+        [float(cell) if cell[:1].isdigit() or cell[:1] == "-" else cell for cell in row.split(",")]
+        for row in text.decode().splitlines()
+    ]
 
 
 def assert_same_artifacts(expected: pathlib.Path, actual: pathlib.Path, rel_tol: float = 0.0) -> int:
@@ -98,7 +109,9 @@ def run_jobs(common: list[str], out: pathlib.Path, beam_args: list[str]) -> None
     """stats, MI, and MI weighted by TRAIN-pair frequency (it reads the pairs too)."""
     assert feature_stats.main([*common, "--output-dir", str(out / "stats"), *beam_args]) == 0
     assert mutual_info.main([*common, "--output-dir", str(out / "mi"), *beam_args]) == 0
-    assert mutual_info.main([*common, "--output-dir", str(out / "mi_weighted"), "--weight-by-frequency", *beam_args]) == 0
+    assert (
+        mutual_info.main([*common, "--output-dir", str(out / "mi_weighted"), "--weight-by-frequency", *beam_args]) == 0
+    )
 
 
 @pytest.mark.timeout(240)
@@ -126,8 +139,14 @@ def test_malformed_rows_and_unknown_items_on_dask_equal_the_in_process_run(tmp_p
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(test_pipelines_stats.SPEC))
     (tmp_path / "items.csv").write_text(test_pipelines_stats.ITEMS_CSV)
     (tmp_path / "pairs.csv").write_text(test_pipelines_stats.PAIRS_CSV)
-    common = ["--items-file", str(tmp_path / "items.csv"), "--pairs-file", str(tmp_path / "pairs.csv"),
-              "--spec", str(tmp_path / "spec.yaml")]
+    common = [
+        "--items-file",
+        str(tmp_path / "items.csv"),
+        "--pairs-file",
+        str(tmp_path / "pairs.csv"),
+        "--spec",
+        str(tmp_path / "spec.yaml"),
+    ]
     for where, beam_args in (("local", LOCAL), ("dask", on_dask(cluster))):
         assert feature_stats.main([*common, "--output-dir", str(tmp_path / where / "stats"), *beam_args]) == 0
     assert_same_artifacts(tmp_path / "local", tmp_path / "dask")
@@ -150,13 +169,23 @@ def test_many_shards_spread_over_both_workers_equal_the_in_process_run(tmp_path,
         test_pipelines_mi.write_parquet({k: v[rows] for k, v in items.items()}, tmp_path / "items" / f"{part}.parquet")
     pairs = items["item_id"][::3] + ["i_unknown"]
     (tmp_path / "pairs.csv").write_text("query_id,item_id\n" + "".join(f"q{i % 7},{x}\n" for i, x in enumerate(pairs)))
-    common = ["--items-file", str(tmp_path / "items" / "*.parquet"), "--pairs-file", str(tmp_path / "pairs.csv"),
-              "--spec", str(tmp_path / "spec.json"), "--batch-size", "128"]
+    common = [
+        "--items-file",
+        str(tmp_path / "items" / "*.parquet"),
+        "--pairs-file",
+        str(tmp_path / "pairs.csv"),
+        "--spec",
+        str(tmp_path / "spec.json"),
+        "--batch-size",
+        "128",
+    ]
     before = tasks_run_by_workers(cluster)
     for where, beam_args in (("local", LOCAL), ("dask", [*on_dask(cluster), "--dask_partition_size", "1"])):
         run_jobs(common, tmp_path / where, beam_args)
     after = tasks_run_by_workers(cluster)
     assert all(after[worker] > before.get(worker, 0) for worker in after) and len(after) == 2
-    assert assert_same_artifacts(tmp_path / "local", tmp_path / "dask", rel_tol=1e-12) == 10 + 7 + 8  # stats, MI, weighted MI
+    assert (
+        assert_same_artifacts(tmp_path / "local", tmp_path / "dask", rel_tol=1e-12) == 10 + 7 + 8
+    )  # stats, MI, weighted MI
     counts = json.loads((tmp_path / "dask" / "mi" / "manifest.json").read_text())["counts"]
     assert counts["items"] == 2000 and counts["malformed_items"] == 0

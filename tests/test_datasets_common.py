@@ -1,9 +1,11 @@
 """The shared split helpers against a plain-Python per-query reference."""
+
 import collections
 import math
 
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recsys_ssl.datasets import _common
 
@@ -16,7 +18,7 @@ def _reference_test_set(queries, timestamps, items):
     for rows in by_query.values():
         rows.sort()
         n_test = -(-len(rows) // 5)  # ceil(0.2 n)
-        test.update(i for _, _, i in rows[len(rows) - n_test:])
+        test.update(i for _, _, i in rows[len(rows) - n_test :])
     return test
 
 

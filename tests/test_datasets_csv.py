@@ -1,16 +1,22 @@
 """interactions_csv: your CSVs + a spec -> TFDS; single- and multi-valued features, splits, bad input."""
+
 import pytest
+import raw_fixtures
 
 from recsys_ssl import features as features_lib
 from recsys_ssl.datasets import inputs, interactions_csv
 
-import raw_fixtures
-
 
 def _load(tmp_path, name="shop", split_column=None, with_queries=True, **write_kwargs):
     files = raw_fixtures.write_interactions_csv(tmp_path / "csv", with_queries=with_queries, **write_kwargs)
-    configs = interactions_csv.make_configs(name, files["interactions"], files["items"], files["spec"],
-                                            queries=files.get("queries"), split_column=split_column)
+    configs = interactions_csv.make_configs(
+        name,
+        files["interactions"],
+        files["items"],
+        files["spec"],
+        queries=files.get("queries"),
+        split_column=split_column,
+    )
     return inputs.load_dataset(f"interactions_csv/{name}", data_dir=tmp_path / "tfds", csv_configs=configs)
 
 
@@ -47,7 +53,9 @@ def test_split_column_and_query_features_from_interactions(tmp_path):
     train = inputs.dataset_arrays(ds.pairs("train"))
     assert _rows(train, "user", "sku", "region") == sorted(
         (u.encode(), s.encode(), dict(raw_fixtures.CSV_QUERIES)[u].encode())
-        for u, s, _, split in raw_fixtures.CSV_INTERACTIONS if split == "train")
+        for u, s, _, split in raw_fixtures.CSV_INTERACTIONS
+        if split == "train"
+    )
     assert ds.num_examples("test") == 3
 
 
@@ -64,10 +72,13 @@ def test_spec_csv_mismatch_names_the_column(tmp_path):
         _load(tmp_path, spec=spec)
 
 
-@pytest.mark.parametrize("line, message", [
-    ("u1,a1", r"interactions\.csv:11: expected 4 fields"),
-    ("u1,a1,later,train", r"interactions\.csv:11: timestamp 'ts' must be an integer, got 'later'"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("u1,a1", r"interactions\.csv:11: expected 4 fields"),
+        ("u1,a1,later,train", r"interactions\.csv:11: timestamp 'ts' must be an integer, got 'later'"),
+    ],
+)
 def test_malformed_row_names_file_and_line(tmp_path, line, message):
     with pytest.raises(ValueError, match=message):
         _load(tmp_path, extra_interaction_lines=(line,))

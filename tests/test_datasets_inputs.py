@@ -1,18 +1,19 @@
 """inputs: the dataset handle and tf.data batching (padding, truncation, shuffling, determinism)."""
+
 import numpy as np
 import pytest
+import raw_fixtures
 
 from recsys_ssl.datasets import inputs, interactions_csv
-
-import raw_fixtures
 
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
     root = tmp_path_factory.mktemp("inputs")
     files = raw_fixtures.write_interactions_csv(root / "csv")
-    configs = interactions_csv.make_configs("shop", files["interactions"], files["items"], files["spec"],
-                                            queries=files["queries"])
+    configs = interactions_csv.make_configs(
+        "shop", files["interactions"], files["items"], files["spec"], queries=files["queries"]
+    )
     return inputs.load_dataset("interactions_csv/shop", data_dir=root / "tfds", csv_configs=configs)
 
 
@@ -21,7 +22,12 @@ def test_batch_pads_and_truncates_multi_valued_to_max_len(shop):
     assert batch["sku"].shape == (4,)
     colors = batch["colors"].numpy()  # max_len 3: d4's 4th color is cut
     assert colors.shape == (4, 3)
-    assert colors.tolist() == [[b"red", b"blue", b""], [b"", b"", b""], [b"green", b"", b""], [b"red", b"green", b"blue"]]
+    assert colors.tolist() == [
+        [b"red", b"blue", b""],
+        [b"", b"", b""],
+        [b"green", b"", b""],
+        [b"red", b"green", b"blue"],
+    ]
     assert batch["item_tags"].shape == (4, 2)
     assert inputs.truncation_counts(shop.item_arrays(), shop.spec) == {"colors": 1, "item_tags": 0}
 
@@ -40,8 +46,9 @@ def _order(dataset):
 
 
 def test_seeded_shuffle_is_deterministic_and_shuffles(shop):
-    make = lambda seed: inputs.batch(shop.pairs("train"), shop.spec, 6, features=["user", "sku"],  # noqa: E731
-                                     shuffle=True, seed=seed)
+    def make(seed):
+        return inputs.batch(shop.pairs("train"), shop.spec, 6, features=["user", "sku"], shuffle=True, seed=seed)
+
     assert _order(make(1)) == _order(make(1))
     orders = {tuple(_order(make(seed))) for seed in range(6)}
     assert len(orders) > 1
@@ -78,11 +85,24 @@ def test_cli_builds_and_prints_summary(tmp_path, capsys):
     from recsys_ssl.datasets import build
 
     files = raw_fixtures.write_interactions_csv(tmp_path / "csv")
-    rc = build.main(["--dataset", "interactions_csv/mine", "--tfds-dir", str(tmp_path / "tfds"),
-                     "--interactions", str(files["interactions"]), "--items", str(files["items"]),
-                     "--queries", str(files["queries"]), "--spec", str(files["spec"])])
+    rc = build.main(
+        [
+            "--dataset",
+            "interactions_csv/mine",
+            "--tfds-dir",
+            str(tmp_path / "tfds"),
+            "--interactions",
+            str(files["interactions"]),
+            "--items",
+            str(files["items"]),
+            "--queries",
+            str(files["queries"]),
+            "--spec",
+            str(files["spec"]),
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
-    summary = __import__("json").loads(out[out.index("{\n"):])
+    summary = __import__("json").loads(out[out.index("{\n") :])
     assert summary["splits"] == {"train": 6, "train_10pct": 1, "test": 3}
     assert summary["items"] == 4 and summary["queries"] == 3 and summary["dropped"] == {}

@@ -1,15 +1,17 @@
 """MovieLens builder: raw parsing (100K and 1M formats), the protocol split, item->item pairs, bad input."""
+
 import numpy as np
 import pytest
+import raw_fixtures
 
 from recsys_ssl.datasets import inputs, movielens
 
-import raw_fixtures
-
 
 def _pairs_by_split(table):
-    return {split: sorted((int(table.query_rows[i]), int(table.item_rows[i])) for i in rows)
-            for split, rows in table.splits.items()}
+    return {
+        split: sorted((int(table.query_rows[i]), int(table.item_rows[i])) for i in rows)
+        for split, rows in table.splits.items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +32,12 @@ def test_ml100k_raw_features(ml100k_root):
     assert items["movie_release_decade"][:5] == ["1990s", "1990s", "1990s", "", "1980s"]
     users = {k: list(v) for k, v in raw.users.items()}
     assert users == {
-        "user_id": ["1", "2", "3"], "bucketized_user_age": ["18", "50", "1"], "user_gender": ["M", "F", "M"],
-        "user_occupation_text": ["technician", "other", "student"], "user_zip_prefix": ["857", "940", "T8H"]}
+        "user_id": ["1", "2", "3"],
+        "bucketized_user_age": ["18", "50", "1"],
+        "user_gender": ["M", "F", "M"],
+        "user_occupation_text": ["technician", "other", "student"],
+        "user_zip_prefix": ["857", "940", "T8H"],
+    }
     assert len(raw.user_rows) == 16 and raw.dropped == {}
 
 
@@ -61,9 +67,17 @@ def test_item_item_pairs_follow_time_and_target_rule(ml100k_root):
     table = movielens.item_item_pairs(raw)
     by_split = _pairs_by_split(table)
     # (seed row, target row) = (movie id - 1, movie id - 1); user 1 tie at t=300 ordered 2 then 3.
-    expected_train = [(0, 1), (1, 2), (2, 3),  # user 1: 1->2->3->4
-                      (0, 1), (1, 2), (2, 3),  # user 2: 1->2->3->4
-                      (1, 0), (0, 2), (2, 3)]  # user 3: 2->1->3->4
+    expected_train = [
+        (0, 1),
+        (1, 2),
+        (2, 3),  # user 1: 1->2->3->4
+        (0, 1),
+        (1, 2),
+        (2, 3),  # user 2: 1->2->3->4
+        (1, 0),
+        (0, 2),
+        (2, 3),
+    ]  # user 3: 2->1->3->4
     expected_test = [(3, 4), (4, 5), (3, 4), (3, 4)]  # targets in the users' test parts
     assert by_split["train"] == sorted(expected_train)
     assert by_split["test"] == sorted(expected_test)
@@ -114,15 +128,28 @@ def test_missing_raw_file_names_file_and_manual_dir(tmp_path):
 def test_cli_reports_missing_manual_dir(tmp_path, capsys):
     from recsys_ssl import cli
 
-    rc = cli.main(["data", "--dataset", "movielens/1m-user-item", "--data-dir", str(tmp_path), "--tfds-dir", str(tmp_path / "tfds")])
+    rc = cli.main(
+        [
+            "data",
+            "--dataset",
+            "movielens/1m-user-item",
+            "--data-dir",
+            str(tmp_path),
+            "--tfds-dir",
+            str(tmp_path / "tfds"),
+        ]
+    )
     assert rc == 2
     assert f"manual_dir {tmp_path / 'movielens-1m'} does not exist" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("bad_line, message", [
-    ("1\t2\t3", r"u\.data:17: expected 4 fields"),
-    ("1\tx\t3\t5", r"u\.data:17: movie id must be an integer, got 'x'"),
-])
+@pytest.mark.parametrize(
+    "bad_line, message",
+    [
+        ("1\t2\t3", r"u\.data:17: expected 4 fields"),
+        ("1\tx\t3\t5", r"u\.data:17: movie id must be an integer, got 'x'"),
+    ],
+)
 def test_malformed_row_names_file_and_line(tmp_path, bad_line, message):
     folder = raw_fixtures.write_ml100k(tmp_path / "movielens-100k", extra_rating_lines=(bad_line,))
     with pytest.raises(ValueError, match=message):
@@ -137,14 +164,29 @@ def test_unknown_ids_are_counted_not_silently_dropped(tmp_path):
 
 
 def test_duplicate_movie_id_is_an_error(tmp_path):
-    folder = raw_fixtures.write_ml100k(tmp_path / "movielens-100k",
-                                       extra_item_lines=("3|Again (1990)|01-Jan-1990||x|" + "|".join(["0"] * 19),))
+    folder = raw_fixtures.write_ml100k(
+        tmp_path / "movielens-100k", extra_item_lines=("3|Again (1990)|01-Jan-1990||x|" + "|".join(["0"] * 19),)
+    )
     with pytest.raises(ValueError, match=r"u\.item:7: duplicate movie id 3"):
         movielens.read_raw("100k", folder)
 
 
 def test_age_bucket_matches_tfds_buckets():
     ages = [1, 17, 18, 24, 25, 34, 35, 44, 45, 49, 50, 55, 56, 73]
-    assert [movielens.age_bucket(a) for a in ages] == ["1", "1", "18", "18", "25", "25", "35", "35", "45", "45",
-                                                       "50", "50", "56", "56"]
+    assert [movielens.age_bucket(a) for a in ages] == [
+        "1",
+        "1",
+        "18",
+        "18",
+        "25",
+        "25",
+        "35",
+        "35",
+        "45",
+        "45",
+        "50",
+        "50",
+        "56",
+        "56",
+    ]
     assert np.all(movielens._common.ceil_fraction(np.array([5, 20, 35, 36]), 0.2) == [1, 4, 7, 8])

@@ -1,11 +1,13 @@
 """synthetic_catalog: determinism, the Zipf law, planted feature groups, feature-driven relevance, TFDS build."""
+
 import collections
 import itertools
 
 import numpy as np
 import pytest
 
-from recsys_ssl.datasets import inputs, synthetic_catalog as sc
+from recsys_ssl.datasets import inputs
+from recsys_ssl.datasets import synthetic_catalog as sc
 
 
 def _numpy_mi(a, b) -> float:
@@ -88,8 +90,10 @@ def test_item_features_drive_which_queries_pick_an_item():
     assert observed > 10 * shuffled
     # Queries prefer items of their own country (the shared latent table).
     same_country = np.mean(pairs.queries["query_country"][pairs.query_rows] == items["country"][pairs.item_rows])
-    baseline = np.mean(np.random.default_rng(1).permutation(pairs.queries["query_country"][pairs.query_rows])
-                       == items["country"][pairs.item_rows])
+    baseline = np.mean(
+        np.random.default_rng(1).permutation(pairs.queries["query_country"][pairs.query_rows])
+        == items["country"][pairs.item_rows]
+    )
     assert same_country > 1.3 * baseline
 
 

@@ -1,14 +1,14 @@
 """Defaults that adapt to the catalog: what ``resolve_auto`` derives, and every shipped method
 config training and evaluating on a 300-item, 2,000-pair catalog (where a fixed batch of 512
 used to stop SSL/SO with "SSL batch size 512 exceeds the 300 items")."""
+
+import model_fixtures
 import numpy as np
 import pytest
 
 from recsys_ssl import config as cfg
 from recsys_ssl import evaluate, paths, train
 from recsys_ssl.tf_setup import tf
-
-import model_fixtures
 
 SHIPPED = sorted(p.stem for p in paths.CONFIGS_DIR.glob("*.yaml"))
 
@@ -60,8 +60,14 @@ def test_every_shipped_config_trains_and_evaluates_on_a_300_item_catalog(tmp_pat
             assert resolved["ssl"]["batch_size"] <= 150, name
         trained = train.load_trained(tmp_path / "run", name)
         metrics = evaluate.evaluate_arrays(
-            trained, data.spec, item_arrays_dense(items, data.spec),
-            (train_pairs["query_id"], train_pairs["item_id"]), held_out, ks=(10, 50), quiet=True)
+            trained,
+            data.spec,
+            item_arrays_dense(items, data.spec),
+            (train_pairs["query_id"], train_pairs["item_id"]),
+            held_out,
+            ks=(10, 50),
+            quiet=True,
+        )
         assert np.isfinite(metrics["recall@50"]) and metrics["counts"]["items"] == 300
         # Better than ranking at random (50 of ~290 candidates: ~0.17).
         assert metrics["recall@50"] > 0.25, (name, metrics["recall@50"])

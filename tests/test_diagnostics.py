@@ -1,4 +1,5 @@
 """The diagnostics' numpy core against hand-computed values on tiny hand-made arrays."""
+
 import math
 
 import numpy as np
@@ -86,8 +87,9 @@ def test_decile_recall_is_the_evaluators_own():
     counts = rng.integers(0, 50, 40)
     slices = evaluate.popularity_slices(counts, head_fraction=0.2)
     test = [rng.choice(40, 3, replace=False) for _ in range(12)]
-    metrics = evaluate.retrieval_metrics(rng.normal(size=(12, 5)), rng.normal(size=(40, 5)), test, slices=slices,
-                                         ks=(5, 10))
+    metrics = evaluate.retrieval_metrics(
+        rng.normal(size=(12, 5)), rng.normal(size=(40, 5)), test, slices=slices, ks=(5, 10)
+    )
     out = dg.decile_recall(metrics)
     assert out["ks"] == [5, 10]
     assert out["deciles"]["recall@5"] == [metrics["slices"][f"popularity_{b:02d}"]["recall@5"] for b in range(10)]
@@ -102,8 +104,14 @@ def test_recall_comes_from_metrics_json_only_when_it_scored_the_same_model(tmp_p
     rng = np.random.default_rng(1)
     slices = evaluate.popularity_slices(rng.integers(0, 9, 30), head_fraction=0.2)
     test = [np.array([q % 30, (q * 7) % 30]) for q in range(8)]
-    embedded = {"queries": rng.normal(size=(8, 4)), "items": rng.normal(size=(30, 4)), "slices": slices,
-                "prepared": {"test_items": test, "exclude": None}, "mode": "user-item", "per_pair": False}
+    embedded = {
+        "queries": rng.normal(size=(8, 4)),
+        "items": rng.normal(size=(30, 4)),
+        "slices": slices,
+        "prepared": {"test_items": test, "exclude": None},
+        "mode": "user-item",
+        "per_pair": False,
+    }
     trained = types.SimpleNamespace(config=types.SimpleNamespace(to_dict=lambda: {"name": "m", "seed": 0}))
     computed = dg.popularity_recall(tmp_path, "m", trained, embedded, "test", 0.2, (10, 50))
     assert computed["source"].startswith("computed")
@@ -120,5 +128,6 @@ def test_recall_comes_from_metrics_json_only_when_it_scored_the_same_model(tmp_p
     for change in ({"config": {"name": "m", "seed": 1}}, {"split": "validation"}, {"head_fraction": 0.1}):
         (tmp_path / "eval" / "m" / "metrics.json").write_text(evaluate.to_json({**metrics, **change}))
         assert dg.popularity_recall(tmp_path, "m", trained, embedded, "test", 0.2, (10, 50))["source"].startswith(
-            "computed"), change
+            "computed"
+        ), change
     assert json.loads((tmp_path / "eval" / "m" / "metrics.json").read_text())["head_fraction"] == 0.1

@@ -1,5 +1,6 @@
 """`recsys-ssl diagnose` on really trained tiny models: TFDS synthetic_catalog/tiny -> train a
 baseline and an SSL-CFM model -> diagnose both (side by side) -> diagnostics.json, the plots."""
+
 import json
 
 import numpy as np
@@ -98,8 +99,9 @@ def test_diagnose_two_models_side_by_side(trained_run, capsys):
             assert results["tiny_base"]["recall_by_popularity"][key][metric] == pytest.approx(value, abs=1e-12)
     # ... and, now that metrics.json scored this very model, the diagnostics read it from there.
     trained = load_trained(run_dir, "tiny_base")
-    arrays = diagnostics.read_arrays(inputs.load_dataset("synthetic_catalog/tiny", data_dir=str(RunLayout(run_dir).tfds)),
-                                     "test", 1024)
+    arrays = diagnostics.read_arrays(
+        inputs.load_dataset("synthetic_catalog/tiny", data_dir=str(RunLayout(run_dir).tfds)), "test", 1024
+    )
     embedded = diagnostics.embed(trained, trained.spec, arrays, head_fraction=0.2)
     read = diagnostics.popularity_recall(run_dir, "tiny_base", trained, embedded, "test", 0.2, (10, 50, 100))
     assert read["source"] == str(RunLayout(run_dir).eval("tiny_base") / "metrics.json")

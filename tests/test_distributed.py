@@ -1,4 +1,5 @@
 """Distribution: a 2-worker MultiWorkerMirroredStrategy run on localhost, and cross-replica negatives."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,6 @@ import sys
 
 import numpy as np
 import pytest
-
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -27,7 +27,7 @@ def _free_ports(count: int) -> list[int]:
 
 def _manifest_line(output: str) -> dict:
     line = next(line for line in output.splitlines() if line.startswith("MANIFEST "))
-    return json.loads(line[len("MANIFEST "):])
+    return json.loads(line[len("MANIFEST ") :])
 
 
 @pytest.mark.timeout(180)
@@ -36,13 +36,36 @@ def test_two_worker_run_with_cross_replica_negatives_sees_the_global_batch(tmp_p
     cluster = {"worker": [f"localhost:{port}" for port in ports]}
     processes = []
     for index in range(2):
-        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-                   CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT))
-        processes.append(subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "model_fixtures.py"), "--run-dir", str(tmp_path),
-             "--method", "ssl", "--augmentation", "rfm", "--strategy", "multi_worker", "--cross-replica-negatives",
-             "--steps-per-epoch", "6"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=str(ROOT)))
+        env = dict(
+            os.environ,
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+            CUDA_VISIBLE_DEVICES="",
+            PYTHONPATH=str(ROOT),
+        )
+        processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(ROOT / "tests" / "model_fixtures.py"),
+                    "--run-dir",
+                    str(tmp_path),
+                    "--method",
+                    "ssl",
+                    "--augmentation",
+                    "rfm",
+                    "--strategy",
+                    "multi_worker",
+                    "--cross-replica-negatives",
+                    "--steps-per-epoch",
+                    "6",
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                cwd=str(ROOT),
+            )
+        )
     outputs = []
     try:
         for process in processes:
@@ -95,9 +118,14 @@ def test_cross_replica_contrastive_loss_matches_the_global_numpy_loss():
     z /= np.linalg.norm(z, axis=1, keepdims=True)
     z_prime = rng.normal(size=(8, 4))
     z_prime /= np.linalg.norm(z_prime, axis=1, keepdims=True)
-    result = subprocess.run([sys.executable, "-c", _CROSS_REPLICA_CHECK, json.dumps([z.tolist(), z_prime.tolist()])],
-                            capture_output=True, text=True, timeout=100, cwd=str(ROOT),
-                            env=dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT)))
+    result = subprocess.run(
+        [sys.executable, "-c", _CROSS_REPLICA_CHECK, json.dumps([z.tolist(), z_prime.tolist()])],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        cwd=str(ROOT),
+        env=dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT)),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["shapes"] == [[4, 8], [4, 8]]
@@ -111,15 +139,33 @@ def test_parameter_server_run_on_localhost_completes(tmp_path):
     """A chief, one worker and one ps task: the chief trains, the others serve until it is done."""
     ports = _free_ports(3)
     cluster = {"chief": [f"localhost:{ports[0]}"], "worker": [f"localhost:{ports[1]}"], "ps": [f"localhost:{ports[2]}"]}
-    command = [sys.executable, str(ROOT / "tests" / "model_fixtures.py"), "--run-dir", str(tmp_path),
-               "--method", "ssl", "--augmentation", "cfm", "--strategy", "parameter_server", "--steps-per-epoch", "4"]
+    command = [
+        sys.executable,
+        str(ROOT / "tests" / "model_fixtures.py"),
+        "--run-dir",
+        str(tmp_path),
+        "--method",
+        "ssl",
+        "--augmentation",
+        "cfm",
+        "--strategy",
+        "parameter_server",
+        "--steps-per-epoch",
+        "4",
+    ]
 
     def env(task_type):
-        return dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": task_type, "index": 0}}),
-                    CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT))
+        return dict(
+            os.environ,
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": task_type, "index": 0}}),
+            CUDA_VISIBLE_DEVICES="",
+            PYTHONPATH=str(ROOT),
+        )
 
-    servers = [subprocess.Popen(command, env=env(t), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                cwd=str(ROOT)) for t in ("ps", "worker")]
+    servers = [
+        subprocess.Popen(command, env=env(t), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(ROOT))
+        for t in ("ps", "worker")
+    ]
     try:
         chief = subprocess.run(command, env=env("chief"), capture_output=True, text=True, timeout=150, cwd=str(ROOT))
     finally:

@@ -1,4 +1,5 @@
 """The numpy evaluation core against an independent brute-force per-query loop and hand-made cases."""
+
 import math
 
 import numpy as np
@@ -82,7 +83,15 @@ def test_matches_brute_force_exactly_with_ties(chunk_size, ks):
     rng = np.random.default_rng(0)
     queries, items, test_items, exclude, slices = random_case(rng, 40, 60, 3, dyadic=True)
     result = evaluate.retrieval_metrics(
-        queries, items, test_items, exclude, slices, ks=ks, normalize=False, chunk_size=chunk_size, return_per_query=True
+        queries,
+        items,
+        test_items,
+        exclude,
+        slices,
+        ks=ks,
+        normalize=False,
+        chunk_size=chunk_size,
+        return_per_query=True,
     )
     expected, per_query = brute_force(queries, items, test_items, exclude, slices, ks, cosine=False)
     assert flat(result, slices, ks) == expected  # exact, to the last digit
@@ -164,7 +173,18 @@ def test_head_tail_on_a_hand_made_corpus():
     head10 = evaluate.head_mask(counts, 0.1, ids)
     assert np.flatnonzero(head10).tolist() == [2]
     buckets = evaluate.popularity_buckets(counts, ids, num_buckets=5)
-    assert [buckets[ids.index(i)] for i in ["3", "9", "10", "1", "8", "5", "6", "2", "4", "7"]] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert [buckets[ids.index(i)] for i in ["3", "9", "10", "1", "8", "5", "6", "2", "4", "7"]] == [
+        0,
+        0,
+        1,
+        1,
+        2,
+        2,
+        3,
+        3,
+        4,
+        4,
+    ]
 
 
 def test_head_counts_follow_the_protocol():
@@ -230,7 +250,9 @@ def test_prepare_queries_user_item_excludes_train_items_and_counts_drops():
 
 def test_prepare_queries_item_item_excludes_the_seed_only():
     item_ids = [b"1", b"2", b"3"]
-    prepared = evaluate.prepare_queries(([b"1", b"2", b"5"], [b"2", b"3", b"1"]), ([b"1"], [b"3"]), item_ids, evaluate.ITEM_ITEM)
+    prepared = evaluate.prepare_queries(
+        ([b"1", b"2", b"5"], [b"2", b"3", b"1"]), ([b"1"], [b"3"]), item_ids, evaluate.ITEM_ITEM
+    )
     assert prepared["queries"].tolist() == [b"1", b"2", b"5"]
     assert [e.tolist() for e in prepared["exclude"]] == [[0], [1], []]  # seed "5" is not an item
 
@@ -251,7 +273,9 @@ def test_duplicate_corpus_ids_fail():
 def test_format_table_and_json_round_trip(tmp_path):
     queries = np.eye(3)
     head = np.array([True, False, False])
-    result = evaluate.retrieval_metrics(queries, np.eye(3), [[0], [1], [2]], slices={"head": head, "tail": ~head}, ks=(1, 2))
+    result = evaluate.retrieval_metrics(
+        queries, np.eye(3), [[0], [1], [2]], slices={"head": head, "tail": ~head}, ks=(1, 2)
+    )
     table = evaluate.format_table(result).splitlines()
     assert table[0].split() == ["slice", "pairs", "recall@1", "recall@2", "map@1", "map@2"]
     assert table[1].split() == ["overall", "3", "1.0000", "1.0000", "1.0000", "1.0000"]

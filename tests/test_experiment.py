@@ -1,4 +1,5 @@
 """Experiment grids: cells, resumability, aggregation (mean / std / relative) and the tables."""
+
 import json
 import math
 
@@ -19,8 +20,16 @@ def metrics(recall10, recall50, head50=None, tail50=None, deciles=None):
 
 
 def record(group, regime, seed, m, sweep=None):
-    return {"cell": f"{group}-{regime}-seed{seed}", "group": group, "config": group.split("_alpha")[0], "regime": regime,
-            "seed": seed, "sweep": sweep or {}, "metrics": experiment.flatten_metrics(m), "resumed": False}
+    return {
+        "cell": f"{group}-{regime}-seed{seed}",
+        "group": group,
+        "config": group.split("_alpha")[0],
+        "regime": regime,
+        "seed": seed,
+        "sweep": sweep or {},
+        "metrics": experiment.flatten_metrics(m),
+        "resumed": False,
+    }
 
 
 RECORDS = [
@@ -41,7 +50,11 @@ def test_grid_cells_and_names():
     assert [c.name for c in swept] == ["ssl_cfm_alpha0.1-full-seed0", "ssl_cfm_alpha3-full-seed0"]
     assert swept[1].sweep == (("ssl.alpha", 3),)
     with_baseline = experiment.build_grid(["baseline", "ssl_cfm"], [0], ["full"], ("ssl.alpha", [0.1, 3]))
-    assert [c.name for c in with_baseline] == ["baseline-full-seed0", "ssl_cfm_alpha0.1-full-seed0", "ssl_cfm_alpha3-full-seed0"]
+    assert [c.name for c in with_baseline] == [
+        "baseline-full-seed0",
+        "ssl_cfm_alpha0.1-full-seed0",
+        "ssl_cfm_alpha3-full-seed0",
+    ]
     with pytest.raises(ValueError, match="regime"):
         experiment.build_grid(["baseline"], [0], ["half"])
     with pytest.raises(ValueError, match="SECTION.FIELD"):
@@ -66,8 +79,10 @@ def test_markdown_layout():
     text = experiment.markdown_tables(experiment.aggregate(RECORDS))
     lines = text.splitlines()
     overall = lines[lines.index("## Overall") + 2 :][:4]
-    assert overall[0] == ("| method | Recall@10 (full data) | Recall@50 (full data) | MAP@10 (full data) | MAP@50 (full data) "
-                          "| Recall@10 (10% data) | Recall@50 (10% data) | MAP@10 (10% data) | MAP@50 (10% data) |")
+    assert overall[0] == (
+        "| method | Recall@10 (full data) | Recall@50 (full data) | MAP@10 (full data) | MAP@50 (full data) "
+        "| Recall@10 (10% data) | Recall@50 (10% data) | MAP@10 (10% data) | MAP@50 (10% data) |"
+    )
     assert overall[2].startswith("| baseline | 0.2500 ± 0.0707 | 0.5000 ± 0.0000 | 0.1250 ± 0.0354 |")
     assert overall[3].split(" | ")[5] == "0.1500 (+50.0%)"
     head_tail = lines[lines.index("## Head / tail") + 2]
@@ -118,7 +133,9 @@ def test_resume_check_ignores_sections_the_method_does_not_read(tmp_path):
                 experiment.check_resumed_config(cell, {"config": stored}, asked, tmp_path)
     stored = experiment.cell_config(baseline).to_dict()
     with pytest.raises(ValueError, match="main.temperature"):  # what it does read still counts
-        experiment.check_resumed_config(baseline, {"config": stored}, {"overrides": {"main.temperature": 0.2}}, tmp_path)
+        experiment.check_resumed_config(
+            baseline, {"config": stored}, {"overrides": {"main.temperature": 0.2}}, tmp_path
+        )
 
 
 def test_write_results_files(tmp_path):
@@ -137,7 +154,8 @@ def test_write_results_files(tmp_path):
 
 
 def test_cell_config_applies_regime_seed_sweep_and_overrides(tmp_path, monkeypatch):
-    from recsys_ssl import config as cfg, paths
+    from recsys_ssl import config as cfg
+    from recsys_ssl import paths
 
     (tmp_path / "ssl_cfm.yaml").write_text("name: ssl_cfm\nmethod: ssl\naugmentation: cfm\n")
     monkeypatch.setattr(paths, "CONFIGS_DIR", tmp_path)
@@ -149,18 +167,30 @@ def test_cell_config_applies_regime_seed_sweep_and_overrides(tmp_path, monkeypat
 
 
 def test_overrides_are_yaml_typed_and_regime_scoped(tmp_path, monkeypatch):
-    from recsys_ssl import config as cfg, paths
+    from recsys_ssl import config as cfg
+    from recsys_ssl import paths
 
     (tmp_path / "baseline.yaml").write_text("name: baseline\nmethod: baseline\n")
     monkeypatch.setattr(paths, "CONFIGS_DIR", tmp_path)
-    overrides = dict(experiment.parse_override(t) for t in (
-        "main.logq_correction=false", "model.query_hidden=[128, 32]", "model.item_hidden=[64,32]",
-        "train.epochs=8", "10pct:train.epochs=40", "full:train.learning_rate=0.2"))
+    overrides = dict(
+        experiment.parse_override(t)
+        for t in (
+            "main.logq_correction=false",
+            "model.query_hidden=[128, 32]",
+            "model.item_hidden=[64,32]",
+            "train.epochs=8",
+            "10pct:train.epochs=40",
+            "full:train.learning_rate=0.2",
+        )
+    )
     assert overrides["main.logq_correction"] is False and overrides["model.query_hidden"] == [128, 32]
     full_cell, tenth_cell = experiment.build_grid(["baseline"], [0], ["full", "10pct"])
     full, tenth = experiment.cell_config(full_cell, overrides), experiment.cell_config(tenth_cell, overrides)
     assert (full.train.epochs, tenth.train.epochs) == (8, 40)
-    assert (full.train.learning_rate, tenth.train.learning_rate) == (0.2, cfg.load_config("baseline").train.learning_rate)
+    assert (full.train.learning_rate, tenth.train.learning_rate) == (
+        0.2,
+        cfg.load_config("baseline").train.learning_rate,
+    )
     assert full.main.logq_correction is False and full.model.item_hidden == [64, 32]
     with pytest.raises(cfg.ConfigError, match="logq_correction"):
         experiment.cell_config(full_cell, {"main.logq_correction": "no"})

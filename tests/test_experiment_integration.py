@@ -1,4 +1,5 @@
 """A real tiny grid: TFDS synthetic_catalog/tiny -> train (2 regimes) -> evaluate -> tables, then resume."""
+
 import collections
 import json
 
@@ -32,12 +33,19 @@ def write_stats(run_dir, dataset):
         vocab[feature.name] = [v for v, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
     files = {f"vocab/{name}.txt": artifacts.vocab_text(values) for name, values in vocab.items()}
     train_counts = collections.Counter(i.decode() for i in pairs[spec.item_key])
-    frequencies = sorted(((i.decode(), train_counts.get(i.decode(), 0)) for i in items[spec.item_key]),
-                         key=lambda kv: (-kv[1], kv[0]))
+    frequencies = sorted(
+        ((i.decode(), train_counts.get(i.decode(), 0)) for i in items[spec.item_key]), key=lambda kv: (-kv[1], kv[0])
+    )
     files[artifacts.ITEM_FREQUENCIES] = artifacts.item_frequencies_text(frequencies)
-    files[artifacts.MANIFEST] = artifacts.dumps_json(artifacts.make_manifest(
-        "stats", dataset=dataset.name, spec=spec.to_dict(), inputs={},
-        counts={"vocab_sizes": {k: len(v) for k, v in vocab.items()}}))
+    files[artifacts.MANIFEST] = artifacts.dumps_json(
+        artifacts.make_manifest(
+            "stats",
+            dataset=dataset.name,
+            spec=spec.to_dict(),
+            inputs={},
+            counts={"vocab_sizes": {k: len(v) for k, v in vocab.items()}},
+        )
+    )
     artifacts.write_files(str(RunLayout(run_dir).stats), files)
 
 
@@ -48,8 +56,22 @@ def test_tiny_grid_runs_resumes_and_reports(tmp_path, capsys):
     write_stats(run_dir, dataset)
     config = tmp_path / "tiny_baseline.yaml"
     config.write_text(CONFIG)
-    argv = ["--run-dir", str(run_dir), "--name", "t", "--configs", str(config), "--seeds", "0",
-            "--regimes", "full", "10pct", "--quiet", "--head-fraction", "0.1"]
+    argv = [
+        "--run-dir",
+        str(run_dir),
+        "--name",
+        "t",
+        "--configs",
+        str(config),
+        "--seeds",
+        "0",
+        "--regimes",
+        "full",
+        "10pct",
+        "--quiet",
+        "--head-fraction",
+        "0.1",
+    ]
     assert experiment.main(argv) == 0
     cells = ["tiny_baseline-full-seed0", "tiny_baseline-10pct-seed0"]
     metrics = {c: json.loads((RunLayout(run_dir).eval(c) / "metrics.json").read_text()) for c in cells}
@@ -67,13 +89,23 @@ def test_tiny_grid_runs_resumes_and_reports(tmp_path, capsys):
     assert "| tiny_baseline |" in (out_dir / "results.md").read_text()
 
     # Resume: nothing is retrained or re-evaluated.
-    stamps = {c: ((RunLayout(run_dir).eval(c) / "metrics.json").stat().st_mtime_ns,
-                  (RunLayout(run_dir).train(c) / "manifest.json").stat().st_mtime_ns) for c in cells}
+    stamps = {
+        c: (
+            (RunLayout(run_dir).eval(c) / "metrics.json").stat().st_mtime_ns,
+            (RunLayout(run_dir).train(c) / "manifest.json").stat().st_mtime_ns,
+        )
+        for c in cells
+    }
     capsys.readouterr()
     assert experiment.main(argv) == 0
     assert capsys.readouterr().out.count("done before") == 2
-    assert stamps == {c: ((RunLayout(run_dir).eval(c) / "metrics.json").stat().st_mtime_ns,
-                          (RunLayout(run_dir).train(c) / "manifest.json").stat().st_mtime_ns) for c in cells}
+    assert stamps == {
+        c: (
+            (RunLayout(run_dir).eval(c) / "metrics.json").stat().st_mtime_ns,
+            (RunLayout(run_dir).train(c) / "manifest.json").stat().st_mtime_ns,
+        )
+        for c in cells
+    }
 
     # A rerun asking for another config must not silently reuse the finished cells.
     with pytest.raises(ValueError, match=r"train.steps: 15 \(stored\) != 16 \(asked\)"):
@@ -104,5 +136,7 @@ def test_fast_split_reader_matches_the_dataset_handle(tmp_path):
     # The int64 timestamp comes back as int64, equal to the handle's.
     with_time = inputs._read_columns_from_records(dataset, "test", [spec.item_key, "timestamp"])
     assert with_time["timestamp"].dtype == np.int64
-    timestamps = inputs.collect_columns(inputs.batch(dataset.pairs("test"), spec, 256, features=["timestamp"]), ["timestamp"])
+    timestamps = inputs.collect_columns(
+        inputs.batch(dataset.pairs("test"), spec, 256, features=["timestamp"]), ["timestamp"]
+    )
     assert with_time["timestamp"].tolist() == timestamps["timestamp"].tolist()

@@ -1,4 +1,5 @@
 """Export: the versioned layout, its manifest, and the SavedModels loaded in a fresh process."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ import textwrap
 
 import numpy as np
 import pytest
-
 import test_export_fixtures as fx
+
 from recsys_ssl import index as index_lib
 from recsys_ssl.tf_setup import tf
 
@@ -30,7 +31,13 @@ def _item_features(items):
 def test_layout_and_manifest(tmp_path_factory):
     (query_tower, item_tower), export_dir, version = fx.exported(tmp_path_factory)
     assert version == export_dir / "tiny" / "1"
-    assert sorted(p.name for p in version.iterdir()) == ["index", "item_model", "manifest.json", "query_model", "retrieval_scann"]
+    assert sorted(p.name for p in version.iterdir()) == [
+        "index",
+        "item_model",
+        "manifest.json",
+        "query_model",
+        "retrieval_scann",
+    ]
     assert not [p for p in (export_dir / "tiny").iterdir() if p.name.startswith(".tmp")]  # staging renamed away
     manifest = fx.read_json(version / "manifest.json")
     assert manifest["version"] == 1 and manifest["corpus_size"] == fx.NUM_ITEMS and manifest["k"] == 10
@@ -39,7 +46,8 @@ def test_layout_and_manifest(tmp_path_factory):
     assert manifest["retrieval_scann"]["recall"] >= 0.95
     assert manifest["signatures"]["query_features"] == [
         {"name": "user_id", "kind": "categorical", "max_len": 0},
-        {"name": "user_tags", "kind": "multi_categorical", "max_len": 3}]
+        {"name": "user_tags", "kind": "multi_categorical", "max_len": 3},
+    ]
     # The index holds exactly the item tower's embeddings of the corpus, in corpus order.
     expected = item_tower(_item_features(fx.item_arrays())).numpy()
     stored = np.load(version / "index" / "item_embeddings.npy")
@@ -80,10 +88,17 @@ def test_savedmodels_in_a_fresh_process_match_the_in_memory_towers(tmp_path, tmp
     q_arrays = fx.to_query_arrays(queries)
     items = fx.item_arrays(5, seed=9, prefix="new")
     i_batch = {k: tf.constant(v, tf.string) for k, v in _item_features(items).items()}
-    np.savez(tmp_path / "in.npz", **{"q_" + k: v for k, v in q_arrays.items()},
-             **{"i_" + k: v.numpy() for k, v in i_batch.items()})
-    subprocess.run([fx.PYTHON, "-c", FRESH_PROCESS, str(version), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
-                   check=True, cwd=fx.ROOT, timeout=200)
+    np.savez(
+        tmp_path / "in.npz",
+        **{"q_" + k: v for k, v in q_arrays.items()},
+        **{"i_" + k: v.numpy() for k, v in i_batch.items()},
+    )
+    subprocess.run(
+        [fx.PYTHON, "-c", FRESH_PROCESS, str(version), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
+        check=True,
+        cwd=fx.ROOT,
+        timeout=200,
+    )
     out = np.load(tmp_path / "out.npz", allow_pickle=True)
 
     expected_query = query_tower(_query_features(queries)).numpy()
@@ -92,7 +107,8 @@ def test_savedmodels_in_a_fresh_process_match_the_in_memory_towers(tmp_path, tmp
     # Named outputs, never output_1 / output_2.
     assert json.loads(str(out["signature_outputs"])) == {
         "query_model": {"serving_default": ["embedding"], "top_k": ["item_ids", "scores"]},
-        "retrieval_scann": ["item_ids", "scores"]}
+        "retrieval_scann": ["item_ids", "scores"],
+    }
     # top_k (BruteForce) and retrieval_scann both agree with numpy exact search.
     corpus = np.load(version / "index" / "item_embeddings.npy")
     rows, scores = index_lib.exact_top_k(expected_query, corpus, 10)
@@ -109,17 +125,47 @@ def test_saved_model_cli_runs_the_query_model_signatures(tmp_path_factory):
     cli = pathlib.Path(fx.PYTHON).parent / "saved_model_cli"
     exprs = "user_id=[b'u3'];user_tags=[[b't1', b't2']]"  # python literals (saved_model_cli evals them safely)
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
-    run = subprocess.run([str(cli), "run", "--dir", str(version / "query_model"), "--tag_set", "serve",
-                          "--signature_def", "top_k", "--input_exprs", exprs],
-                         capture_output=True, text=True, timeout=200, env=env)
+    run = subprocess.run(
+        [
+            str(cli),
+            "run",
+            "--dir",
+            str(version / "query_model"),
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "top_k",
+            "--input_exprs",
+            exprs,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=200,
+        env=env,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     query = query_tower(_query_features([{"user_id": "u3", "user_tags": ["t1", "t2"]}])).numpy()
     rows, _ = index_lib.exact_top_k(query, np.load(version / "index" / "item_embeddings.npy"), 10)
     assert "Result for output key item_ids" in run.stdout and "Result for output key scores" in run.stdout
     assert f"b'i{rows[0][0]}'" in run.stdout.split("Result for output key item_ids")[1]
-    run = subprocess.run([str(cli), "run", "--dir", str(version / "query_model"), "--tag_set", "serve",
-                          "--signature_def", "serving_default", "--input_exprs", exprs],
-                         capture_output=True, text=True, timeout=200, env=env)
+    run = subprocess.run(
+        [
+            str(cli),
+            "run",
+            "--dir",
+            str(version / "query_model"),
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--input_exprs",
+            exprs,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=200,
+        env=env,
+    )
     assert run.returncode == 0 and "Result for output key embedding" in run.stdout, run.stderr[-2000:]
 
 
@@ -133,8 +179,16 @@ def test_a_failed_export_leaves_no_version(tmp_path, monkeypatch):
 
     monkeypatch.setattr(index_lib, "publish", crash)
     with pytest.raises(RuntimeError, match="disk full"):
-        export.export_models(query_tower, item_tower, fx.SPEC, fx.item_arrays(50), tmp_path, "m",
-                             with_retrieval_savedmodels=False, log=lambda *a: None)
+        export.export_models(
+            query_tower,
+            item_tower,
+            fx.SPEC,
+            fx.item_arrays(50),
+            tmp_path,
+            "m",
+            with_retrieval_savedmodels=False,
+            log=lambda *a: None,
+        )
     assert list((tmp_path / "m").iterdir()) == []
 
 
@@ -163,10 +217,21 @@ def test_bench_options_export_precomputed_embeddings_and_a_prebuilt_index(tmp_pa
     embeddings = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
     prebuilt = index_lib.tune(embeddings, ids, embeddings[:10], k=5, log=lambda *a: None)
     options = export.BenchOptions(with_retrieval_savedmodels=False, item_embeddings=embeddings, prebuilt_index=prebuilt)
-    first = export.export_models(query_tower, item_tower, fx.SPEC, items, tmp_path, "m", bench=options,
-                                 log=lambda *a: None)
-    second = export.export_models(query_tower, item_tower, fx.SPEC, items, tmp_path, "m", log=lambda *a: None,
-                                  item_embeddings=embeddings, prebuilt_index=prebuilt, with_retrieval_savedmodels=False)
+    first = export.export_models(
+        query_tower, item_tower, fx.SPEC, items, tmp_path, "m", bench=options, log=lambda *a: None
+    )
+    second = export.export_models(
+        query_tower,
+        item_tower,
+        fx.SPEC,
+        items,
+        tmp_path,
+        "m",
+        log=lambda *a: None,
+        item_embeddings=embeddings,
+        prebuilt_index=prebuilt,
+        with_retrieval_savedmodels=False,
+    )
     for version in (first, second):
         manifest = json.loads((version / "manifest.json").read_text())
         assert manifest["embedding_checksum"] == index_lib.embedding_checksum(embeddings)
@@ -174,7 +239,15 @@ def test_bench_options_export_precomputed_embeddings_and_a_prebuilt_index(tmp_pa
         assert set(manifest["savedmodels"]) == {"query_model", "item_model"}
     shuffled = (index_lib.ItemIndex.build(embeddings[::-1], ids[::-1], prebuilt[0].config), prebuilt[1])
     with pytest.raises(ValueError, match="corpus order"):
-        export.export_models(query_tower, item_tower, fx.SPEC, items, tmp_path, "m", log=lambda *a: None,
-                             bench=export.BenchOptions(False, embeddings, shuffled))
+        export.export_models(
+            query_tower,
+            item_tower,
+            fx.SPEC,
+            items,
+            tmp_path,
+            "m",
+            log=lambda *a: None,
+            bench=export.BenchOptions(False, embeddings, shuffled),
+        )
     with pytest.raises(TypeError):
         export.export_models(query_tower, item_tower, fx.SPEC, items, tmp_path, "m", with_retrieval_models=False)

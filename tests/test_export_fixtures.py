@@ -4,6 +4,7 @@ A tiny spec (2 query features, 3 item features, multi-valued on both sides), rea
 from ``recsys_ssl.towers`` with random weights, a 200-item corpus, and one export of it,
 made once per pytest session (export takes a few seconds) and copied for tests that change it.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,20 +26,23 @@ GENRES = [f"g{i}" for i in range(8)]
 TAGS = [f"t{i}" for i in range(12)]
 USERS = [f"u{i}" for i in range(50)]
 
-SPEC = fs.spec_from_dict({
-    "name": "tiny",
-    "query_key": "user_id",
-    "item_key": "item_id",
-    "query_features": [
-        {"name": "user_id", "kind": "categorical", "embedding_dim": 8},
-        {"name": "user_tags", "kind": "multi_categorical", "max_len": 3, "embedding_dim": 8},
-    ],
-    "item_features": [
-        {"name": "item_id", "kind": "categorical", "embedding_dim": 8},
-        {"name": "genre", "kind": "categorical", "embedding_dim": 4},
-        {"name": "tags", "kind": "multi_categorical", "max_len": 4, "embedding_dim": 4},
-    ],
-}, source="tiny-spec")
+SPEC = fs.spec_from_dict(
+    {
+        "name": "tiny",
+        "query_key": "user_id",
+        "item_key": "item_id",
+        "query_features": [
+            {"name": "user_id", "kind": "categorical", "embedding_dim": 8},
+            {"name": "user_tags", "kind": "multi_categorical", "max_len": 3, "embedding_dim": 8},
+        ],
+        "item_features": [
+            {"name": "item_id", "kind": "categorical", "embedding_dim": 8},
+            {"name": "genre", "kind": "categorical", "embedding_dim": 4},
+            {"name": "tags", "kind": "multi_categorical", "max_len": 4, "embedding_dim": 4},
+        ],
+    },
+    source="tiny-spec",
+)
 
 
 def item_arrays(num_items: int = NUM_ITEMS, seed: int = 0, prefix: str = "i") -> dict[str, np.ndarray]:
@@ -57,9 +61,13 @@ def item_arrays(num_items: int = NUM_ITEMS, seed: int = 0, prefix: str = "i") ->
 def query_instances(num: int, seed: int = 1) -> list[dict]:
     """JSON-able query instances (row format), ragged multi-valued lists."""
     rng = np.random.default_rng(seed)
-    return [{"user_id": str(rng.choice(USERS)),
-             "user_tags": [str(t) for t in rng.choice(TAGS, size=rng.integers(0, 4), replace=False)]}
-            for _ in range(num)]
+    return [
+        {
+            "user_id": str(rng.choice(USERS)),
+            "user_tags": [str(t) for t in rng.choice(TAGS, size=rng.integers(0, 4), replace=False)],
+        }
+        for _ in range(num)
+    ]
 
 
 def build_towers(seed: int = 0):
@@ -67,8 +75,13 @@ def build_towers(seed: int = 0):
     from recsys_ssl.tf_setup import tf
 
     tf.keras.utils.set_random_seed(seed)
-    vocabularies = {"user_id": USERS, "user_tags": TAGS, "item_id": [f"i{i}" for i in range(NUM_ITEMS)],
-                    "genre": GENRES, "tags": TAGS}
+    vocabularies = {
+        "user_id": USERS,
+        "user_tags": TAGS,
+        "item_id": [f"i{i}" for i in range(NUM_ITEMS)],
+        "genre": GENRES,
+        "tags": TAGS,
+    }
     return towers.build_towers(SPEC, vocabularies, query_hidden=[16], item_hidden=[16])
 
 
@@ -82,10 +95,21 @@ def exported(tmp_path_factory):
 
         query_tower, item_tower = build_towers()
         export_dir = tmp_path_factory.mktemp("export")
-        tuning = {"user_id": np.array([q["user_id"] for q in query_instances(64, seed=7)], dtype=object),
-                  "user_tags": np.array([q["user_tags"] for q in query_instances(64, seed=7)] + [[]], dtype=object)[:64]}
-        version = export.export_models(query_tower, item_tower, SPEC, item_arrays(), export_dir, "tiny",
-                                       k=10, tuning_queries=tuning, log=lambda *a: None)
+        tuning = {
+            "user_id": np.array([q["user_id"] for q in query_instances(64, seed=7)], dtype=object),
+            "user_tags": np.array([q["user_tags"] for q in query_instances(64, seed=7)] + [[]], dtype=object)[:64],
+        }
+        version = export.export_models(
+            query_tower,
+            item_tower,
+            SPEC,
+            item_arrays(),
+            export_dir,
+            "tiny",
+            k=10,
+            tuning_queries=tuning,
+            log=lambda *a: None,
+        )
         _CACHE["export"] = ((query_tower, item_tower), export_dir, version)
     return _CACHE["export"]
 
@@ -101,8 +125,13 @@ def copy_export(tmp_path, tmp_path_factory) -> pathlib.Path:
 def to_query_arrays(instances: list[dict]) -> dict[str, np.ndarray]:
     from recsys_ssl import retrieve
 
-    return retrieve.instances_to_arrays(instances, [{"name": "user_id", "kind": "categorical", "max_len": 0},
-                                                    {"name": "user_tags", "kind": "multi_categorical", "max_len": 3}])
+    return retrieve.instances_to_arrays(
+        instances,
+        [
+            {"name": "user_id", "kind": "categorical", "max_len": 0},
+            {"name": "user_tags", "kind": "multi_categorical", "max_len": 3},
+        ],
+    )
 
 
 def start_server(export_dir, *extra: str, env=None, log: list | None = None):
@@ -112,8 +141,12 @@ def start_server(export_dir, *extra: str, env=None, log: list | None = None):
     """
     proc = subprocess.Popen(
         [PYTHON, "-m", "recsys_ssl.cli", "serve", "--export-dir", str(export_dir), "--port", "0", *extra],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=dict(os.environ, **(env or {})))
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ, **(env or {})),
+    )
     deadline = time.time() + 120
     lines = []
     while time.time() < deadline:
@@ -128,13 +161,18 @@ def start_server(export_dir, *extra: str, env=None, log: list | None = None):
             # Keep draining the output so the server never blocks on a full pipe.
             import threading
 
-            sink = log if log is not None else []
-            sink.extend(lines)
-            threading.Thread(target=lambda: [sink.append(line) if log is not None else None for line in proc.stdout],
-                             daemon=True).start()
+            if log is not None:
+                log.extend(lines)
+            threading.Thread(target=_drain, args=(proc, log), daemon=True).start()
             return proc, url
     proc.kill()
     raise RuntimeError("server did not start:\n" + "".join(lines))
+
+
+def _drain(proc, log: list | None) -> None:
+    for line in proc.stdout:
+        if log is not None:
+            log.append(line)
 
 
 def stop_server(proc) -> None:

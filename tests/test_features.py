@@ -1,4 +1,5 @@
 """The feature spec: loading, defaults and errors that name the file and the field."""
+
 import json
 
 import pytest
@@ -65,20 +66,41 @@ def test_json_spec(tmp_path):
         (lambda r: r["item_features"][0].update(max_len=3), "item_features[0](item).max_len", "only multi_categorical"),
         (lambda r: r["item_features"][0].update(embedding_dim=0), "item_features[0](item).embedding_dim", "positive"),
         (lambda r: r["item_features"][0].update(colour="red"), "item_features[0].colour", "unknown field"),
-        (lambda r: r["item_features"][0].update(vocab={"source": "magic"}), "item_features[0](item).vocab.source", "not one of"),
-        (lambda r: r["item_features"][0].update(vocab={"source": "hash"}), "item_features[0](item).vocab.buckets", "positive"),
+        (
+            lambda r: r["item_features"][0].update(vocab={"source": "magic"}),
+            "item_features[0](item).vocab.source",
+            "not one of",
+        ),
+        (
+            lambda r: r["item_features"][0].update(vocab={"source": "hash"}),
+            "item_features[0](item).vocab.buckets",
+            "positive",
+        ),
         (lambda r: r["item_features"][0].update(vocab=["a", ""]), "item_features[0](item).vocab.values", "padding"),
         (lambda r: r.update(item_key="nope"), "item_key", "not one of"),
         (lambda r: r.update(item_key="tags"), "item_key", "single-valued"),
-        (lambda r: r["query_features"].append({"name": "item", "kind": "categorical"}), "item_features(item).name", "duplicate"),
+        (
+            lambda r: r["query_features"].append({"name": "item", "kind": "categorical"}),
+            "item_features(item).name",
+            "duplicate",
+        ),
         (lambda r: r.update(item_features=[]), "item_features", "non-empty"),
         (lambda r: r.update(extra=1), "extra", "unknown field"),
-        (lambda r: r["query_features"][0].update(shares_embedding="nope"), "query_features(user).shares_embedding",
-         "not one of the item_features"),
-        (lambda r: r["query_features"][0].update(shares_embedding="item"), "query_features(user).shares_embedding",
-         "embedding_dim 32 differs from item's 8"),
-        (lambda r: r["item_features"][1].update(shares_embedding="item"), "item_features(tags).shares_embedding",
-         "only query features"),
+        (
+            lambda r: r["query_features"][0].update(shares_embedding="nope"),
+            "query_features(user).shares_embedding",
+            "not one of the item_features",
+        ),
+        (
+            lambda r: r["query_features"][0].update(shares_embedding="item"),
+            "query_features(user).shares_embedding",
+            "embedding_dim 32 differs from item's 8",
+        ),
+        (
+            lambda r: r["item_features"][1].update(shares_embedding="item"),
+            "item_features(tags).shares_embedding",
+            "only query features",
+        ),
     ],
 )
 def test_errors_name_file_and_field(tmp_path, mutate, field, words):

@@ -1,4 +1,5 @@
 """Every function of the library and the Beam jobs reads in one screen: at most 60 lines."""
+
 from __future__ import annotations
 
 import ast
@@ -7,6 +8,8 @@ import pathlib
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = ("recsys_ssl", "pipelines")
 MAX_LINES = 60
+
+
 def long_functions(max_lines: int = MAX_LINES) -> list[str]:
     """``path:line name (N lines)`` of every function or method longer than ``max_lines``
     (from its ``def`` line, decorators excluded, to its last line, docstring included)."""

@@ -1,10 +1,11 @@
 """``ssl.id_views``: the item id in one view (split), in both, or in neither."""
+
 from __future__ import annotations
 
+import model_fixtures as mf
 import numpy as np
 import pytest
 
-import model_fixtures as mf
 from recsys_ssl import augment, train
 from recsys_ssl import config as cfg
 from recsys_ssl.tf_setup import tf
@@ -14,8 +15,13 @@ IDS = np.array([True, False, False, False])
 MASKABLE = np.array([True, True, True, False])
 
 
-@pytest.mark.parametrize("drawn_1,drawn_2", [([True, False, True, False], [False, True, False, False]),
-                                             ([False, True, False, False], [True, False, True, False])])
+@pytest.mark.parametrize(
+    "drawn_1,drawn_2",
+    [
+        ([True, False, True, False], [False, True, False, False]),
+        ([False, True, False, False], [True, False, True, False]),
+    ],
+)
 def test_place_ids_by_hand(drawn_1, drawn_2):
     m1, m2 = tf.constant(drawn_1), tf.constant(drawn_2)
     split = augment.place_ids(m1, m2, IDS, MASKABLE, "split")

@@ -1,4 +1,5 @@
 """The ScaNN item index: exact search reference, tuning to a recall target, add, save/load."""
+
 from __future__ import annotations
 
 import json
@@ -6,8 +7,8 @@ import subprocess
 
 import numpy as np
 import pytest
-
 import test_export_fixtures as fx
+
 from recsys_ssl import index as index_lib
 
 
@@ -40,8 +41,9 @@ def test_tuning_reaches_the_target_recall_on_held_out_queries():
     items = _clustered(6000, 16, 40, seed=1)
     queries = _clustered(400, 16, 40, seed=2)
     ids = [f"item{i}" for i in range(len(items))]
-    index, report = index_lib.tune(items, ids, queries, target_recall=0.9, k=10, brute_force_below=1000,
-                                   log=lambda *a: None)
+    index, report = index_lib.tune(
+        items, ids, queries, target_recall=0.9, k=10, brute_force_below=1000, log=lambda *a: None
+    )
     assert report["config"]["algorithm"] == "tree_ah"
     assert 1 <= report["config"]["num_leaves_to_search"] <= report["config"]["num_leaves"]
     assert report["candidates"], "no candidate config was timed"
@@ -95,12 +97,29 @@ def test_duplicate_ids_are_refused():
 def test_index_add_cli_writes_a_new_version_holding_the_new_items(tmp_path, tmp_path_factory):
     (query_tower, item_tower), _, _ = fx.exported(tmp_path_factory)
     export_dir = fx.copy_export(tmp_path, tmp_path_factory)
-    new_items = [{"item_id": "brand-new", "genre": "g1", "tags": ["t1", "t2"]},
-                 {"item_id": "another", "genre": "unseen-genre", "tags": []}]
+    new_items = [
+        {"item_id": "brand-new", "genre": "g1", "tags": ["t1", "t2"]},
+        {"item_id": "another", "genre": "unseen-genre", "tags": []},
+    ]
     items_file = tmp_path / "new.jsonl"
     items_file.write_text("".join(json.dumps(i) + "\n" for i in new_items))
-    run = subprocess.run([fx.PYTHON, "-m", "recsys_ssl.cli", "index", "add", "--export-dir", str(export_dir),
-                          "--items", str(items_file)], cwd=fx.ROOT, capture_output=True, text=True, timeout=200)
+    run = subprocess.run(
+        [
+            fx.PYTHON,
+            "-m",
+            "recsys_ssl.cli",
+            "index",
+            "add",
+            "--export-dir",
+            str(export_dir),
+            "--items",
+            str(items_file),
+        ],
+        cwd=fx.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert index_lib.versions(export_dir / "tiny") == [1, 2]
     manifest = fx.read_json(export_dir / "tiny" / "2" / "manifest.json")
@@ -125,8 +144,23 @@ def test_index_add_names_the_bad_line(tmp_path, tmp_path_factory):
     export_dir = fx.copy_export(tmp_path, tmp_path_factory)
     items_file = tmp_path / "bad.jsonl"
     items_file.write_text('{"item_id": "x", "genre": "g1", "tags": []}\n{"item_id": "y", "tags": []}\n')
-    run = subprocess.run([fx.PYTHON, "-m", "recsys_ssl.cli", "index", "add", "--export-dir", str(export_dir),
-                          "--items", str(items_file)], cwd=fx.ROOT, capture_output=True, text=True, timeout=200)
+    run = subprocess.run(
+        [
+            fx.PYTHON,
+            "-m",
+            "recsys_ssl.cli",
+            "index",
+            "add",
+            "--export-dir",
+            str(export_dir),
+            "--items",
+            str(items_file),
+        ],
+        cwd=fx.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
     assert run.returncode == 2
     assert f"{items_file}:2: missing input 'genre'" in run.stderr
     assert index_lib.versions(export_dir / "tiny") == [1]

@@ -1,12 +1,13 @@
 """The SSL batch: uniform over the item corpus (not the training distribution), no repeats in a batch."""
+
 from __future__ import annotations
 
 import collections
 
 import numpy as np
 import pytest
-
 from model_fixtures import SPEC, make_items, make_pairs
+
 from recsys_ssl.datasets import item_sampler
 
 
@@ -50,7 +51,7 @@ def test_batches_are_padded_like_training_batches():
     for row, item in enumerate(batch["item_id"]):
         index = list(items["item_id"]).index(item)
         np.testing.assert_array_equal(batch["tags"][row], dense["tags"][index])
-        assert set(batch["tags"][row][len(items["tags"][index]):]) <= {b""}
+        assert set(batch["tags"][row][len(items["tags"][index]) :]) <= {b""}
 
 
 def test_a_batch_larger_than_the_corpus_is_an_error():

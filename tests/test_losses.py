@@ -1,13 +1,13 @@
 """Losses against numpy: the contrastive loss (L_self), the logQ correction's sign."""
+
 from __future__ import annotations
 
 import numpy as np
+import tensorflow_recommenders as tfrs  # noqa: E402,F811
 
 from recsys_ssl import losses
 from recsys_ssl.model import item_probabilities
 from recsys_ssl.tf_setup import tf
-
-import tensorflow_recommenders as tfrs  # noqa: E402,F811
 
 
 def _unit(rng, shape):
@@ -53,9 +53,11 @@ def test_tfrs_retrieval_subtracts_log_p_for_logq():
     tau = 0.2
     task = tfrs.tasks.Retrieval(
         loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True, reduction=tf.keras.losses.Reduction.NONE),
-        temperature=tau)
-    per_example = task(tf.constant(q), tf.constant(c), candidate_sampling_probability=tf.constant(p),
-                       compute_metrics=False).numpy()
+        temperature=tau,
+    )
+    per_example = task(
+        tf.constant(q), tf.constant(c), candidate_sampling_probability=tf.constant(p), compute_metrics=False
+    ).numpy()
     logits = q @ c.T / tau - np.log(p)[None, :]
     expected = -np.diag(logits - np.log(np.exp(logits).sum(axis=1, keepdims=True)))
     np.testing.assert_allclose(per_example, expected, rtol=1e-5)
@@ -63,8 +65,9 @@ def test_tfrs_retrieval_subtracts_log_p_for_logq():
     # sees a weaker negative, so its loss goes down.
     p_more = p.copy()
     p_more[0] = 0.9
-    more = task(tf.constant(q), tf.constant(c), candidate_sampling_probability=tf.constant(p_more),
-                compute_metrics=False).numpy()
+    more = task(
+        tf.constant(q), tf.constant(c), candidate_sampling_probability=tf.constant(p_more), compute_metrics=False
+    ).numpy()
     assert np.all(more[1:] < per_example[1:]) and more[0] > per_example[0] - 1e-6
 
 
@@ -73,7 +76,8 @@ def test_tfrs_retrieval_removes_accidental_hits():
     c = tf.constant([[1.0, 0.0], [1.0, 0.0]])  # the same item twice
     task = tfrs.tasks.Retrieval(
         loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True, reduction=tf.keras.losses.Reduction.NONE),
-        remove_accidental_hits=True)
+        remove_accidental_hits=True,
+    )
     per_example = task(q, c, candidate_ids=tf.constant([7, 7], tf.int64), compute_metrics=False).numpy()
     np.testing.assert_allclose(per_example[0], 0.0, atol=1e-5)  # its duplicate is not a negative
 

@@ -1,17 +1,26 @@
 """TwoTowerModel: every method learns (both losses go down), and the loss is L_main + alpha * L_self."""
+
 from __future__ import annotations
 
+import model_fixtures as mf
 import numpy as np
 import pytest
 
-import model_fixtures as mf
-from recsys_ssl import config as cfg
 from recsys_ssl import augment, losses, train
+from recsys_ssl import config as cfg
 from recsys_ssl.model import TwoTowerModel
 from recsys_ssl.tf_setup import tf
 
-METHODS = [("baseline", None), ("fd", None), ("so", None), ("ssl", "rfm"), ("ssl", "rfm_no_complement"),
-           ("ssl", "cfm"), ("ssl", "cfm_no_dropout"), ("ssl", "dropout_only")]
+METHODS = [
+    ("baseline", None),
+    ("fd", None),
+    ("so", None),
+    ("ssl", "rfm"),
+    ("ssl", "rfm_no_complement"),
+    ("ssl", "cfm"),
+    ("ssl", "cfm_no_dropout"),
+    ("ssl", "dropout_only"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +77,8 @@ def test_cfm_views_differ_and_use_the_same_tower(data):
     train.build_towers_now(model, data.spec)
     assert not np.allclose(z.numpy(), z_prime.numpy())
     assert len(model.trainable_variables) == len(model.query_tower.trainable_variables) + len(
-        model.item_tower.trainable_variables)  # no projection head, no second item tower
+        model.item_tower.trainable_variables
+    )  # no projection head, no second item tower
 
 
 def test_model_logq_gives_a_more_frequent_item_a_higher_probability(data):
@@ -80,10 +90,12 @@ def test_model_logq_gives_a_more_frequent_item_a_higher_probability(data):
 
 
 def test_logq_weight_scales_the_correction(data):
-    """logits - w * log p_j: with the same weights, w = 0.5 gives the loss numpy computes from the w = 1 model's tensors."""
+    """logits - w * log p_j: with the same weights, w = 0.5 gives the loss numpy computes from the
+    w = 1 model's tensors."""
     full = TwoTowerModel(data.spec, mf.tiny_config(), data.vocabularies, data.item_frequencies)
-    half = TwoTowerModel(data.spec, cfg.replace(mf.tiny_config(), main={"logq_weight": 0.5}), data.vocabularies,
-                         data.item_frequencies)
+    half = TwoTowerModel(
+        data.spec, cfg.replace(mf.tiny_config(), main={"logq_weight": 0.5}), data.vocabularies, data.item_frequencies
+    )
     pairs = _batch(data, mf.tiny_config())["pairs"]
     train.build_towers_now(full, data.spec)
     train.build_towers_now(half, data.spec)

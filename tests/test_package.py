@@ -1,4 +1,5 @@
 """The installed stack: Keras 2 behind tf.keras, ScaNN's TF ops, the CLI."""
+
 import os
 import subprocess
 import sys

@@ -1,4 +1,5 @@
 """The mutual-information Beam job against an independent, definition-level computation."""
+
 import collections
 import json
 import math
@@ -13,7 +14,8 @@ from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.testing import test_pipeline as beam_test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines import mi_counts, mutual_info, options as options_lib, sources
+from pipelines import mi_counts, mutual_info, sources
+from pipelines import options as options_lib
 from recsys_ssl import artifacts
 from recsys_ssl import features as features_lib
 
@@ -85,12 +87,17 @@ def local_pipeline(**kwargs):
     )
 
 
-
 def run_mi(tmp_path, source, weighted=False, pairs=None, group_size=None):
     out = str(tmp_path / "mi")
     settings = mutual_info.MISettings(
-        out_dir=out, dataset=None, spec_dict={"name": "tiny"}, inputs={}, features=tuple(FEATURES),
-        group_size=group_size, weighted=weighted, options={},
+        out_dir=out,
+        dataset=None,
+        spec_dict={"name": "tiny"},
+        inputs={},
+        features=tuple(FEATURES),
+        group_size=group_size,
+        weighted=weighted,
+        options={},
     )
     with local_pipeline() as p:
         manifest = p | mutual_info.MutualInformation(SPEC, source, settings, batch_size=64, pairs=pairs)
@@ -128,7 +135,9 @@ def test_weighting_by_training_frequency(tmp_path):
     write_parquet(items, tmp_path / "items.parquet")
     rng = np.random.default_rng(3)
     pair_items = [f"i{x}" for x in rng.integers(0, 150, 2000)]  # half the items never appear
-    (tmp_path / "pairs.csv").write_text("query_id,item_id\n" + "".join(f"q{k % 9},{i}\n" for k, i in enumerate(pair_items)))
+    (tmp_path / "pairs.csv").write_text(
+        "query_id,item_id\n" + "".join(f"q{k % 9},{i}\n" for k, i in enumerate(pair_items))
+    )
     out = run_mi(
         tmp_path,
         sources.Source("parquet", files=str(tmp_path / "items.parquet")),
@@ -144,7 +153,9 @@ def test_weighting_by_training_frequency(tmp_path):
 
 def test_sum_cells_combine_is_order_free():
     items = random_items(200, seed=4)
-    table = pa.table({k: pa.array(v, pa.list_(pa.string()) if k in ("b", "c") else pa.string()) for k, v in items.items()})
+    table = pa.table(
+        {k: pa.array(v, pa.list_(pa.string()) if k in ("b", "c") else pa.string()) for k, v in items.items()}
+    )
     vocabularies = [mi_counts.vocabulary(mi_counts.distinct_values(table.column(f))) for f in FEATURES]
     fn = mutual_info.SumCellsFn()
     per_key = collections.defaultdict(list)
@@ -166,7 +177,14 @@ def test_a_bad_row_goes_to_the_dead_letter_and_the_job_succeeds(tmp_path):
     (tmp_path / "items.csv").write_text("\n".join(lines) + "\n")  # i3 has 4 fields of 5
     out = str(tmp_path / "mi")
     settings = mutual_info.MISettings(
-        out_dir=out, dataset=None, spec_dict={}, inputs={}, features=tuple(FEATURES), group_size=None, weighted=False, options={}
+        out_dir=out,
+        dataset=None,
+        spec_dict={},
+        inputs={},
+        features=tuple(FEATURES),
+        group_size=None,
+        weighted=False,
+        options={},
     )
     p = local_pipeline()
     _ = p | mutual_info.MutualInformation(SPEC, sources.Source("csv", files=str(tmp_path / "items.csv")), settings, 64)
@@ -203,10 +221,16 @@ def test_tfrecord_items_with_a_malformed_example(tmp_path):
         writer.write(example(item_id="i3", a="a2", b=["b2"], c=["c1"], d="d2"))
     shard = sources.Shard("tfrecord", path)
     with local_pipeline() as p:
-        read = p | beam.Create([shard]) | beam.ParDo(
-            sources.ReadShardFn(SPEC, ["item_id", "a", "b", "c", "d"], ["item_id"], 64, "items")
-        ).with_outputs(sources.DEAD_LETTER, main="batches")
-        rows = read.batches | beam.FlatMap(lambda t: [(r["item_id"], r["a"], tuple(r["b"]), tuple(r["c"])) for r in t.to_pylist()])
+        read = (
+            p
+            | beam.Create([shard])
+            | beam.ParDo(
+                sources.ReadShardFn(SPEC, ["item_id", "a", "b", "c", "d"], ["item_id"], 64, "items")
+            ).with_outputs(sources.DEAD_LETTER, main="batches")
+        )
+        rows = read.batches | beam.FlatMap(
+            lambda t: [(r["item_id"], r["a"], tuple(r["b"]), tuple(r["c"])) for r in t.to_pylist()]
+        )
         assert_that(rows, equal_to([("i0", "a1", ("b1", "b2"), ()), ("i3", "a2", ("b2",), ("c1",))]), label="good")
         bad = read.dead_letter | beam.Map(lambda r: (r["row"], r["reason"].split(" ")[0]))
         assert_that(bad, equal_to([(1, "not"), (2, "several")]), label="bad")
@@ -231,10 +255,19 @@ def test_planted_groups_of_the_synthetic_catalog(tmp_path):
     pq.write_table(table, tmp_path / "items.parquet", row_group_size=1000)
     out = str(tmp_path / "mi")
     settings = mutual_info.MISettings(
-        out_dir=out, dataset=None, spec_dict={}, inputs={}, features=tuple(spec.mi_features), group_size=None, weighted=False, options={}
+        out_dir=out,
+        dataset=None,
+        spec_dict={},
+        inputs={},
+        features=tuple(spec.mi_features),
+        group_size=None,
+        weighted=False,
+        options={},
     )
     with local_pipeline() as p:
-        _ = p | mutual_info.MutualInformation(spec, sources.Source("parquet", files=str(tmp_path / "items.parquet")), settings, 2048)
+        _ = p | mutual_info.MutualInformation(
+            spec, sources.Source("parquet", files=str(tmp_path / "items.parquet")), settings, 2048
+        )
     ranked = artifacts.read_cfm_groups(out)["ranked_partners"]
     for group in synthetic_catalog.PLANTED_GROUPS:
         for feature in group:
@@ -255,11 +288,23 @@ def test_mi_cli_on_csv_files(tmp_path, capsys):
         ],
     }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
-    rows = [("i1", "red", "dark", "a;b"), ("i2", "red", "dark", ""), ("i3", "blue", "light", "a"), ("i4", "blue", "light", "b;b")]
+    rows = [
+        ("i1", "red", "dark", "a;b"),
+        ("i2", "red", "dark", ""),
+        ("i3", "blue", "light", "a"),
+        ("i4", "blue", "light", "b;b"),
+    ]
     (tmp_path / "items.csv").write_text("item,colour,shade,words\n" + "".join(",".join(r) + "\n" for r in rows))
     argv = [
-        "--items-file", str(tmp_path / "items.csv"), "--spec", str(tmp_path / "spec.json"),
-        "--run-dir", str(tmp_path / "run"), "--group-size", "2", "--direct_running_mode=in_memory",
+        "--items-file",
+        str(tmp_path / "items.csv"),
+        "--spec",
+        str(tmp_path / "spec.json"),
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--group-size",
+        "2",
+        "--direct_running_mode=in_memory",
     ]
     assert mutual_info.main(argv) == 0
     features, mi = artifacts.read_mi(tmp_path / "run" / "mi")
@@ -279,9 +324,17 @@ def naive_expected_mi(a, b):
     for ar in a:
         for bc in b:
             for k in range(max(1, ar + bc - n), min(ar, bc) + 1):
-                log_p = (math.lgamma(ar + 1) + math.lgamma(bc + 1) + math.lgamma(n - ar + 1) + math.lgamma(n - bc + 1)
-                         - math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(ar - k + 1) - math.lgamma(bc - k + 1)
-                         - math.lgamma(n - ar - bc + k + 1))
+                log_p = (
+                    math.lgamma(ar + 1)
+                    + math.lgamma(bc + 1)
+                    + math.lgamma(n - ar + 1)
+                    + math.lgamma(n - bc + 1)
+                    - math.lgamma(n + 1)
+                    - math.lgamma(k + 1)
+                    - math.lgamma(ar - k + 1)
+                    - math.lgamma(bc - k + 1)
+                    - math.lgamma(n - ar - bc + k + 1)
+                )
                 total += math.exp(log_p) * k / n * math.log(n * k / (ar * bc))
     return total
 
@@ -293,22 +346,29 @@ def test_expected_mi_matches_its_definition():
         a = np.bincount(rng.integers(0, rng.integers(2, 60), n))
         b = np.bincount(rng.zipf(1.6, n) % int(rng.integers(2, 40)))
         a, b = a[a > 0], b[b > 0]
-        assert mi_counts.expected_mutual_information(a, b) == pytest.approx(naive_expected_mi(a.tolist(), b.tolist()),
-                                                                            rel=1e-9, abs=1e-12)
+        assert mi_counts.expected_mutual_information(a, b) == pytest.approx(
+            naive_expected_mi(a.tolist(), b.tolist()), rel=1e-9, abs=1e-12
+        )
     # Stirling's series above the table: log(x!) to 1e-10.
     x = np.arange(0, 5000)
     np.testing.assert_allclose(mi_counts.log_factorial(x), [math.lgamma(v + 1) for v in x], rtol=0, atol=1e-9)
 
 
-MOVIES = features_lib.spec_from_dict({
-    "name": "movies", "query_key": "query_id", "item_key": "item_id",
-    "query_features": [{"name": "query_id", "kind": "categorical"}],
-    "item_features": [{"name": "item_id", "kind": "categorical"},
-                      {"name": "title", "kind": "categorical"},
-                      {"name": "title_shuffled", "kind": "categorical"},
-                      {"name": "year", "kind": "categorical"},
-                      {"name": "decade", "kind": "categorical"}],
-})
+MOVIES = features_lib.spec_from_dict(
+    {
+        "name": "movies",
+        "query_key": "query_id",
+        "item_key": "item_id",
+        "query_features": [{"name": "query_id", "kind": "categorical"}],
+        "item_features": [
+            {"name": "item_id", "kind": "categorical"},
+            {"name": "title", "kind": "categorical"},
+            {"name": "title_shuffled", "kind": "categorical"},
+            {"name": "year", "kind": "categorical"},
+            {"name": "decade", "kind": "categorical"},
+        ],
+    }
+)
 
 
 def test_adjusted_mi_removes_the_bias_toward_many_valued_features(tmp_path):
@@ -322,17 +382,30 @@ def test_adjusted_mi_removes_the_bias_toward_many_valued_features(tmp_path):
     n = 600
     titles = [f"t{rng.integers(0, 550)}" for _ in range(n)]  # ~420 distinct over 600 items
     years = [int(y) for y in rng.integers(1950, 2000, n)]
-    items = {"item_id": [f"i{i}" for i in range(n)], "title": titles,
-             "title_shuffled": list(rng.permutation(titles)), "year": [str(y) for y in years],
-             "decade": [f"{y // 10 * 10}s" for y in years]}
+    items = {
+        "item_id": [f"i{i}" for i in range(n)],
+        "title": titles,
+        "title_shuffled": list(rng.permutation(titles)),
+        "year": [str(y) for y in years],
+        "decade": [f"{y // 10 * 10}s" for y in years],
+    }
     pq.write_table(pa.table({k: pa.array(v, pa.string()) for k, v in items.items()}), tmp_path / "items.parquet")
     out = str(tmp_path / "mi")
     features = ("title", "title_shuffled", "year", "decade")
-    settings = mutual_info.MISettings(out_dir=out, dataset=None, spec_dict={"name": "movies"}, inputs={},
-                                      features=features, group_size=2, weighted=False, options={})
+    settings = mutual_info.MISettings(
+        out_dir=out,
+        dataset=None,
+        spec_dict={"name": "movies"},
+        inputs={},
+        features=features,
+        group_size=2,
+        weighted=False,
+        options={},
+    )
     with local_pipeline() as p:
-        _ = p | mutual_info.MutualInformation(MOVIES, sources.Source("parquet", files=str(tmp_path / "items.parquet")),
-                                              settings, batch_size=128)
+        _ = p | mutual_info.MutualInformation(
+            MOVIES, sources.Source("parquet", files=str(tmp_path / "items.parquet")), settings, batch_size=128
+        )
     data = json.loads((tmp_path / "mi" / artifacts.MI_JSON).read_text())
     mi, ami, emi = (np.array(data[key]) for key in ("mi", "ami", "emi"))
     t, ts, y, d = range(4)

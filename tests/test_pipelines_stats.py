@@ -1,4 +1,5 @@
 """The feature-statistics Beam job on hand-made fixtures with hand-computed expectations."""
+
 import json
 
 import apache_beam as beam
@@ -10,7 +11,8 @@ from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.testing import test_pipeline as beam_test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines import feature_stats, options as options_lib
+from pipelines import feature_stats
+from pipelines import options as options_lib
 from recsys_ssl import artifacts
 from recsys_ssl import features as features_lib
 
@@ -62,9 +64,16 @@ def fixture_dir(tmp_path):
 
 def run_cli(directory, *extra):
     argv = [
-        "--items-file", str(directory / "items.csv"), "--pairs-file", str(directory / "pairs.csv"),
-        "--spec", str(directory / "spec.yaml"), "--output-dir", str(directory / "stats"),
-        "--direct_running_mode=in_memory", *extra,
+        "--items-file",
+        str(directory / "items.csv"),
+        "--pairs-file",
+        str(directory / "pairs.csv"),
+        "--spec",
+        str(directory / "spec.yaml"),
+        "--output-dir",
+        str(directory / "stats"),
+        "--direct_running_mode=in_memory",
+        *extra,
     ]
     assert feature_stats.main(argv) == 0
     return directory / "stats"
@@ -93,11 +102,11 @@ def test_stats_job_end_to_end(fixture_dir, capsys):
     assert counts["features"]["segment"]["missing"] == 1
     assert manifest["job"] == "stats" and manifest["versions"]["apache-beam"].startswith("2.77")
     dead = [json.loads(line) for line in (out / "dead_letter" / "items.jsonl").read_text().splitlines()]
-    assert sorted(d["text"] for d in dead) == sorted(["i4,rock,x|y,EXTRA", json.dumps({"item": "", "genre": "rock", "tags": ["y"]})])
+    assert sorted(d["text"] for d in dead) == sorted(
+        ["i4,rock,x|y,EXTRA", json.dumps({"item": "", "genre": "rock", "tags": ["y"]})]
+    )
     printed = capsys.readouterr()
     assert "items_malformed_rows" in printed.err and "2 malformed rows" in printed.out
-
-
 
 
 def test_min_count_and_top_k_flags_override_the_spec(fixture_dir):
@@ -123,7 +132,11 @@ def test_value_counts_combine_fn_with_assert_that():
             | "Count" >> beam.CombineGlobally(feature_stats.ValueCountsFn(features))
             | beam.FlatMap(
                 lambda c: [
-                    (name, tuple(zip(t[0].column("value").to_pylist(), t[0].column("count").to_pylist())), c.numbers[name]["missing"])
+                    (
+                        name,
+                        tuple(zip(t[0].column("value").to_pylist(), t[0].column("count").to_pylist())),
+                        c.numbers[name]["missing"],
+                    )
                     for name, t in sorted(c.parts.items())
                 ]
             )
@@ -139,10 +152,15 @@ def test_local_runner_defaults_are_multi_process_and_never_prism():
     direct = options.view_as(options_lib.DirectOptions)
     assert (direct.direct_running_mode, direct.direct_num_workers) == ("multi_processing", 2)
     assert type(options_lib.make_pipeline(options).runner).__name__ == "FnApiRunner"
-    passed = options_lib.pipeline_options(["--runner=FlinkRunner", "--flink_master=host:8081", "--temp_location=/tmp/x"])
+    passed = options_lib.pipeline_options(
+        ["--runner=FlinkRunner", "--flink_master=host:8081", "--temp_location=/tmp/x"]
+    )
     assert passed.get_all_options()["flink_master"] == "host:8081"
     assert passed.get_all_options()["temp_location"] == "/tmp/x"
-    assert options_lib.pipeline_options(["--direct_num_workers=4"]).view_as(options_lib.DirectOptions).direct_num_workers == 4
+    assert (
+        options_lib.pipeline_options(["--direct_num_workers=4"]).view_as(options_lib.DirectOptions).direct_num_workers
+        == 4
+    )
 
 
 @pytest.mark.timeout(180)
@@ -154,12 +172,21 @@ def test_stats_and_mi_on_a_prepared_tfds_dataset(tmp_path):
     from recsys_ssl.datasets import inputs
 
     tfds_dir = str(tmp_path / "tfds")
-    common = ["--dataset", "synthetic_catalog/tiny", "--tfds-dir", tfds_dir, "--run-dir", str(tmp_path / "run"),
-              "--direct_running_mode=in_memory"]
+    common = [
+        "--dataset",
+        "synthetic_catalog/tiny",
+        "--tfds-dir",
+        tfds_dir,
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--direct_running_mode=in_memory",
+    ]
     assert feature_stats.main(common) == 0
     assert mutual_info.main(common) == 0
     dataset = inputs.load_dataset("synthetic_catalog/tiny", data_dir=tfds_dir)
-    train_items = collections.Counter(x.decode() for x in dataset.pair_columns("train", [dataset.spec.item_key])["item_id"])
+    train_items = collections.Counter(
+        x.decode() for x in dataset.pair_columns("train", [dataset.spec.item_key])["item_id"]
+    )
     corpus = [x.decode() for x in dataset.item_arrays()["item_id"]]
     frequencies = artifacts.read_item_frequencies(tmp_path / "run" / "stats")
     assert frequencies == {item: train_items[item] for item in corpus}
@@ -181,8 +208,15 @@ def test_the_10pct_regime_gets_its_own_item_frequencies(tmp_path):
     from recsys_ssl.datasets import inputs
 
     tfds_dir, run_dir = str(tmp_path / "tfds"), tmp_path / "run"
-    common = ["--dataset", "synthetic_catalog/tiny", "--tfds-dir", tfds_dir, "--run-dir", str(run_dir),
-              "--direct_running_mode=in_memory"]
+    common = [
+        "--dataset",
+        "synthetic_catalog/tiny",
+        "--tfds-dir",
+        tfds_dir,
+        "--run-dir",
+        str(run_dir),
+        "--direct_running_mode=in_memory",
+    ]
     assert feature_stats.main(common) == 0
     dataset = inputs.load_dataset("synthetic_catalog/tiny", data_dir=tfds_dir)
     corpus = [x.decode() for x in dataset.item_arrays()["item_id"]]
@@ -192,8 +226,9 @@ def test_the_10pct_regime_gets_its_own_item_frequencies(tmp_path):
         return {item: counted[item] for item in corpus}
 
     assert counts("train_10pct") != counts("train")
-    config = cfg.with_overrides(cfg.load_config("baseline"), {"dataset": "synthetic_catalog/tiny",
-                                                              "train.data_fraction": "10pct"})
+    config = cfg.with_overrides(
+        cfg.load_config("baseline"), {"dataset": "synthetic_catalog/tiny", "train.data_fraction": "10pct"}
+    )
     data = train.load_training_data(config, run_dir, tfds_dir=tfds_dir)  # no stats_10pct yet: counted in-process
     assert data.item_frequencies == counts("train_10pct")
     assert feature_stats.main(common + ["--split", "train_10pct"]) == 0

@@ -1,10 +1,20 @@
 """Plots: the series extracted from aggregate rows, and PNG files produced."""
+
 from recsys_ssl import experiment, plots
 
 
 def row(group, metric, mean, std=None, regime="full", sweep=None, config=None):
-    return {"group": group, "config": config or group, "regime": regime, "sweep": sweep or {}, "metric": metric,
-            "mean": mean, "std": std, "n": 1, "relative": None}
+    return {
+        "group": group,
+        "config": config or group,
+        "regime": regime,
+        "sweep": sweep or {},
+        "metric": metric,
+        "mean": mean,
+        "std": std,
+        "n": 1,
+        "relative": None,
+    }
 
 
 def test_popularity_series_orders_buckets_and_filters():
@@ -20,21 +30,35 @@ def test_popularity_series_orders_buckets_and_filters():
 
 
 def test_sweep_series_sorted_by_value():
-    rows = [row("ssl_cfm_alpha3", "recall@50", 0.4, 0.01, sweep={"ssl.alpha": 3}, config="ssl_cfm"),
-            row("ssl_cfm_alpha0.1", "recall@50", 0.3, None, sweep={"ssl.alpha": 0.1}, config="ssl_cfm"),
-            row("baseline", "recall@50", 0.2)]
+    rows = [
+        row("ssl_cfm_alpha3", "recall@50", 0.4, 0.01, sweep={"ssl.alpha": 3}, config="ssl_cfm"),
+        row("ssl_cfm_alpha0.1", "recall@50", 0.3, None, sweep={"ssl.alpha": 0.1}, config="ssl_cfm"),
+        row("baseline", "recall@50", 0.2),
+    ]
     assert plots.sweep_series(rows, "ssl.alpha") == {"ssl_cfm": [(0.1, 0.3, None), (3.0, 0.4, 0.01)]}
 
 
 def test_experiment_plots_write_pngs(tmp_path):
     records = []
-    for group, sweep in (("baseline", {}), ("ssl_cfm_alpha0.1", {"ssl.alpha": 0.1}), ("ssl_cfm_alpha1", {"ssl.alpha": 1.0}),
-                         ("ssl_cfm_dropout_rate0", {"ssl.dropout_rate": 0.0}), ("ssl_cfm_dropout_rate0.3", {"ssl.dropout_rate": 0.3})):
+    for group, sweep in (
+        ("baseline", {}),
+        ("ssl_cfm_alpha0.1", {"ssl.alpha": 0.1}),
+        ("ssl_cfm_alpha1", {"ssl.alpha": 1.0}),
+        ("ssl_cfm_dropout_rate0", {"ssl.dropout_rate": 0.0}),
+        ("ssl_cfm_dropout_rate0.3", {"ssl.dropout_rate": 0.3}),
+    ):
         for seed in (0, 1):
             slices = {f"popularity_{b:02d}": {"recall@50": 0.1 * (10 - b) + 0.01 * seed} for b in range(10)}
-            records.append({"group": group, "config": group.split("_alpha")[0].split("_dropout")[0], "regime": "full",
-                            "seed": seed, "sweep": sweep,
-                            "metrics": experiment.flatten_metrics({"recall@50": 0.3 + 0.01 * seed, "slices": slices})})
+            records.append(
+                {
+                    "group": group,
+                    "config": group.split("_alpha")[0].split("_dropout")[0],
+                    "regime": "full",
+                    "seed": seed,
+                    "sweep": sweep,
+                    "metrics": experiment.flatten_metrics({"recall@50": 0.3 + 0.01 * seed, "slices": slices}),
+                }
+            )
     paths = plots.experiment_plots(experiment.aggregate(records), tmp_path)
     assert sorted(paths) == ["deciles_full", "sweep_alpha_full", "sweep_dropout_rate_full"]
     for path in paths.values():

@@ -1,10 +1,11 @@
 """The method / augmentation registry: a new augmentation is one entry and one function."""
+
 from __future__ import annotations
 
+import model_fixtures as mf
 import numpy as np
 import pytest
 
-import model_fixtures as mf
 from recsys_ssl import config as cfg
 from recsys_ssl import experiment, paths, registry, train
 from recsys_ssl.datasets import item_sampler
@@ -51,27 +52,74 @@ def test_config_validation_reads_the_registry():
         cfg.config_from_dict({"name": "x", "method": "nope"})
 
 
-@pytest.mark.parametrize("method,augmentation,expected", [
-    ("baseline", None, dict(uses_ssl_batch=False, masks_item_features=False, ssl_drops_values=False,
-                            needs_cfm_groups=False, unread_sections=("ssl", "fd"))),
-    ("fd", None, dict(uses_ssl_batch=False, masks_item_features=True, ssl_drops_values=False,
-                      needs_cfm_groups=False, unread_sections=("ssl",))),
-    ("so", None, dict(uses_ssl_batch=True, masks_item_features=False, ssl_drops_values=False,
-                      needs_cfm_groups=False, unread_sections=("fd",))),
-    ("ssl", "cfm", dict(uses_ssl_batch=True, masks_item_features=True, ssl_drops_values=True,
-                        needs_cfm_groups=True, unread_sections=("fd",))),
-    ("ssl", "cfm_no_dropout", dict(masks_item_features=True, ssl_drops_values=False, needs_cfm_groups=True)),
-    ("ssl", "rfm", dict(masks_item_features=True, ssl_drops_values=True, needs_cfm_groups=False)),
-    ("ssl", "dropout_only", dict(masks_item_features=False, ssl_drops_values=True, needs_cfm_groups=False)),
-])
+@pytest.mark.parametrize(
+    "method,augmentation,expected",
+    [
+        (
+            "baseline",
+            None,
+            dict(
+                uses_ssl_batch=False,
+                masks_item_features=False,
+                ssl_drops_values=False,
+                needs_cfm_groups=False,
+                unread_sections=("ssl", "fd"),
+            ),
+        ),
+        (
+            "fd",
+            None,
+            dict(
+                uses_ssl_batch=False,
+                masks_item_features=True,
+                ssl_drops_values=False,
+                needs_cfm_groups=False,
+                unread_sections=("ssl",),
+            ),
+        ),
+        (
+            "so",
+            None,
+            dict(
+                uses_ssl_batch=True,
+                masks_item_features=False,
+                ssl_drops_values=False,
+                needs_cfm_groups=False,
+                unread_sections=("fd",),
+            ),
+        ),
+        (
+            "ssl",
+            "cfm",
+            dict(
+                uses_ssl_batch=True,
+                masks_item_features=True,
+                ssl_drops_values=True,
+                needs_cfm_groups=True,
+                unread_sections=("fd",),
+            ),
+        ),
+        ("ssl", "cfm_no_dropout", dict(masks_item_features=True, ssl_drops_values=False, needs_cfm_groups=True)),
+        ("ssl", "rfm", dict(masks_item_features=True, ssl_drops_values=True, needs_cfm_groups=False)),
+        ("ssl", "dropout_only", dict(masks_item_features=False, ssl_drops_values=True, needs_cfm_groups=False)),
+    ],
+)
 def test_config_properties_come_from_the_entries(method, augmentation, expected):
     config = cfg.config_from_dict({"name": "x", "method": method, "augmentation": augmentation})
     assert {key: getattr(config, key) for key in expected} == expected
 
 
 def test_every_entry_names_a_shipped_config_of_its_own_and_a_mask_function():
-    assert experiment.DEFAULT_CONFIGS == ("baseline", "fd", "so", "ssl_cfm", "ssl_rfm", "ssl_rfm_no_complement",
-                                          "ssl_cfm_no_dropout", "ssl_dropout_only")
+    assert experiment.DEFAULT_CONFIGS == (
+        "baseline",
+        "fd",
+        "so",
+        "ssl_cfm",
+        "ssl_rfm",
+        "ssl_rfm_no_complement",
+        "ssl_cfm_no_dropout",
+        "ssl_dropout_only",
+    )
     for name, entry in registry.AUGMENTATIONS.items():
         config = cfg.load_config(paths.CONFIGS_DIR / f"{entry.config}.yaml")
         assert (config.method, config.augmentation) == ("ssl", name)

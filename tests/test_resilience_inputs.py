@@ -7,6 +7,7 @@ Most cases call ``cli.main`` in this process (the same code path as the console 
 escaping exception would fail the test); one case per tool runs the real command in a subprocess
 to pin what a user sees on stderr.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,9 @@ import subprocess
 import sys
 
 import pytest
+import raw_fixtures
 import yaml
 
-import raw_fixtures
 from recsys_ssl import cli
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -28,8 +29,19 @@ def _csv_files(folder: pathlib.Path, **kwargs) -> dict:
 
 
 def _data_argv(files: dict, run_dir: pathlib.Path, name: str = "bad") -> list[str]:
-    argv = ["data", "--dataset", f"interactions_csv/{name}", "--interactions", str(files["interactions"]),
-            "--items", str(files["items"]), "--spec", str(files["spec"]), "--run-dir", str(run_dir)]
+    argv = [
+        "data",
+        "--dataset",
+        f"interactions_csv/{name}",
+        "--interactions",
+        str(files["interactions"]),
+        "--items",
+        str(files["items"]),
+        "--spec",
+        str(files["spec"]),
+        "--run-dir",
+        str(run_dir),
+    ]
     if "queries" in files:
         argv += ["--queries", str(files["queries"])]
     return argv
@@ -85,8 +97,10 @@ DATA_CASES = [
     ("empty items file", r"items.csv:1: empty file, expected a header row"),
     ("items header only", r"items.csv: no item id rows after the header"),
     ("items not UTF-8", r"items.csv:1: not UTF-8 text"),
-    ("every interaction has an unknown item",
-     "interactions.csv: no usable interactions (dropped: {'unknown item id (not in items.csv)': 9})"),
+    (
+        "every interaction has an unknown item",
+        "interactions.csv: no usable interactions (dropped: {'unknown item id (not in items.csv)': 9})",
+    ),
     ("spec does not match the data", "items.csv: column 'size'"),
     ("spec not valid YAML", "spec.yaml: not valid YAML"),
     ("items file missing", "items.csv does not exist"),
@@ -128,17 +142,19 @@ def test_after_a_failed_build_the_repaired_file_builds_everything(tmp_path, caps
     files["interactions"].write_text(good)
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    summary = json.loads(out[out.index("{\n"):])
+    summary = json.loads(out[out.index("{\n") :])
     assert summary["interactions"] == len(raw_fixtures.CSV_INTERACTIONS) and summary["dropped"] == {}
+
 
 @pytest.mark.timeout(60)
 def test_unknown_items_among_good_rows_are_a_counted_skip(tmp_path, capsys):
     files = _csv_files(tmp_path / "csv", extra_interaction_lines=("u2,zz1,70,train", "u3,zz2,80,test"))
     assert cli.main(_data_argv(files, tmp_path / "run", name="some_unknown")) == 0
     out = capsys.readouterr().out
-    summary = json.loads(out[out.index("{\n"):])  # TFDS prints its progress line first
+    summary = json.loads(out[out.index("{\n") :])  # TFDS prints its progress line first
     assert summary["dropped"] == {"unknown item id (not in items.csv)": 2}
     assert summary["interactions"] == len(raw_fixtures.CSV_INTERACTIONS)
+
 
 # -- the Beam jobs on the same kind of files -------------------------------------------------------
 def _beam_files(folder: pathlib.Path) -> dict:
@@ -146,13 +162,25 @@ def _beam_files(folder: pathlib.Path) -> dict:
     files = _csv_files(folder)
     region = dict(raw_fixtures.CSV_QUERIES)
     pairs = folder / "pairs.csv"
-    pairs.write_text("user,region,sku\n" + "".join(f"{u},{region[u]},{s}\n" for u, s, _, _ in raw_fixtures.CSV_INTERACTIONS))
+    pairs.write_text(
+        "user,region,sku\n" + "".join(f"{u},{region[u]},{s}\n" for u, s, _, _ in raw_fixtures.CSV_INTERACTIONS)
+    )
     return dict(files, pairs=pairs)
 
+
 def _beam_argv(stage: str, files: dict, out: pathlib.Path) -> list[str]:
-    argv = [stage, "--items-file", str(files["items"]), "--spec", str(files["spec"]), "--output-dir", str(out),
-            "--direct_running_mode=in_memory"]
+    argv = [
+        stage,
+        "--items-file",
+        str(files["items"]),
+        "--spec",
+        str(files["spec"]),
+        "--output-dir",
+        str(out),
+        "--direct_running_mode=in_memory",
+    ]
     return argv + (["--pairs-file", str(files["pairs"])] if stage == "stats" else [])
+
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("stage", ["stats", "mi"])

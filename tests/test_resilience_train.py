@@ -5,6 +5,7 @@ tests/test_resume.py pins the resume mechanics through ``train.run`` (fixture da
 step); this is the user's path: the CLI, a prepared dataset, the stats job's artifacts, a YAML
 config and the ``--steps`` override (which must survive the restart, not restart the count).
 """
+
 from __future__ import annotations
 
 import json
@@ -14,11 +15,10 @@ import signal
 import subprocess
 import sys
 
+import model_fixtures
 import pytest
 
 from recsys_ssl import cli
-
-import model_fixtures
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 STEPS = 300
@@ -38,18 +38,41 @@ def test_sigkilled_train_command_rerun_resumes_and_finishes(tmp_path, capsys):
     run_dir = tmp_path / "run"
     # The pipeline before training, in this process: the dataset and the stats job's artifacts.
     assert cli.main(["data", "--dataset", "synthetic_catalog/tiny", "--run-dir", str(run_dir)]) == 0
-    assert cli.main(["stats", "--dataset", "synthetic_catalog/tiny", "--run-dir", str(run_dir),
-                     "--direct_running_mode=in_memory"]) == 0
+    assert (
+        cli.main(
+            [
+                "stats",
+                "--dataset",
+                "synthetic_catalog/tiny",
+                "--run-dir",
+                str(run_dir),
+                "--direct_running_mode=in_memory",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     config = tmp_path / "tiny_baseline.yaml"
     config.write_text(CONFIG)
-    command = [sys.executable, "-m", "recsys_ssl.cli", "train", "--config", str(config), "--run-dir", str(run_dir),
-               "--steps", str(STEPS), "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "recsys_ssl.cli",
+        "train",
+        "--config",
+        str(config),
+        "--run-dir",
+        str(run_dir),
+        "--steps",
+        str(STEPS),
+        "--quiet",
+    ]
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     train_dir = run_dir / "train" / "tiny_baseline"
 
-    first = model_fixtures.sigkill_after_backup(command, train_dir / "backup", BACKUP_EVERY, BACKUP_EVERY,
-                                                env=env, cwd=ROOT)
+    first = model_fixtures.sigkill_after_backup(
+        command, train_dir / "backup", BACKUP_EVERY, BACKUP_EVERY, env=env, cwd=ROOT
+    )
     assert first.returncode == -signal.SIGKILL
     assert not (train_dir / "manifest.json").exists()  # a killed run published nothing
 

@@ -1,5 +1,6 @@
 """A training process killed with SIGKILL resumes from its last BackupAndRestore backup, and
 ends with the model an uninterrupted run with the same seed ends with (preemption-exact)."""
+
 from __future__ import annotations
 
 import json
@@ -9,26 +10,42 @@ import signal
 import subprocess
 import sys
 
-import pytest
-
 import model_fixtures
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _command(run_dir, method: str = "ssl", augmentation: str | None = "cfm", sleep: float = 0.05) -> list[str]:
     # 3 epochs x 40 steps, a backup every 10 steps, slowed down so the kill lands mid-run.
-    return [sys.executable, str(ROOT / "tests" / "model_fixtures.py"), "--run-dir", str(run_dir),
-            "--method", method, *(["--augmentation", augmentation] if augmentation else []), "--epochs", "3",
-            "--steps-per-epoch", "40", "--backup-every", "10", "--sleep-per-step", str(sleep)]
+    return [
+        sys.executable,
+        str(ROOT / "tests" / "model_fixtures.py"),
+        "--run-dir",
+        str(run_dir),
+        "--method",
+        method,
+        *(["--augmentation", augmentation] if augmentation else []),
+        "--epochs",
+        "3",
+        "--steps-per-epoch",
+        "40",
+        "--backup-every",
+        "10",
+        "--sleep-per-step",
+        str(sleep),
+    ]
 
 
 def _final_weights(run_dir, name):
     from recsys_ssl.tf_setup import tf
 
     reader = tf.train.load_checkpoint(str(pathlib.Path(run_dir) / "train" / name / "weights" / "final"))
-    return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
-            if "/.ATTRIBUTES/VARIABLE_VALUE" in key and "optimizer" not in key and "save_counter" not in key}
+    return {
+        key: reader.get_tensor(key)
+        for key in reader.get_variable_to_shape_map()
+        if "/.ATTRIBUTES/VARIABLE_VALUE" in key and "optimizer" not in key and "save_counter" not in key
+    }
 
 
 @pytest.mark.timeout(400)
@@ -38,15 +55,28 @@ def test_resumed_run_ends_with_the_uninterrupted_runs_model(tmp_path, method, au
 
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT))
     name = f"{method}_{augmentation}" if augmentation else method
-    straight = subprocess.run(_command(tmp_path / "straight", method, augmentation, sleep=0), env=env,
-                              capture_output=True, text=True, cwd=str(ROOT), timeout=200)
+    straight = subprocess.run(
+        _command(tmp_path / "straight", method, augmentation, sleep=0),
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=str(ROOT),
+        timeout=200,
+    )
     assert straight.returncode == 0, straight.stdout[-3000:] + straight.stderr[-3000:]
     backup = tmp_path / "killed" / "train" / name / "backup"
-    killed = model_fixtures.sigkill_after_backup(_command(tmp_path / "killed", method, augmentation), backup, 50, 10,
-                                                 env=env, cwd=str(ROOT))
+    killed = model_fixtures.sigkill_after_backup(
+        _command(tmp_path / "killed", method, augmentation), backup, 50, 10, env=env, cwd=str(ROOT)
+    )
     assert killed.returncode == -signal.SIGKILL
-    resumed = subprocess.run(_command(tmp_path / "killed", method, augmentation, sleep=0), env=env,
-                             capture_output=True, text=True, cwd=str(ROOT), timeout=200)
+    resumed = subprocess.run(
+        _command(tmp_path / "killed", method, augmentation, sleep=0),
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=str(ROOT),
+        timeout=200,
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     manifest = json.loads((tmp_path / "killed" / "train" / name / "manifest.json").read_text())
     assert 50 <= manifest["initial_step"] < 120 and manifest["steps"] == 120  # resumed mid-run (epoch 2 or 3)
@@ -71,5 +101,3 @@ def test_sigkilled_training_resumes_from_its_last_backup(tmp_path):
     assert manifest["initial_step"] >= 20, manifest["initial_step"]  # resumed, not restarted from 0
     assert manifest["initial_step"] % 10 == 0  # ... exactly at a backup
     assert manifest["steps"] == 120  # and finished the schedule
-
-

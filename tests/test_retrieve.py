@@ -1,4 +1,5 @@
 """`recsys-ssl retrieve`: batch queries from a JSON lines file to a JSON lines file."""
+
 from __future__ import annotations
 
 import json
@@ -6,8 +7,8 @@ import subprocess
 
 import numpy as np
 import pytest
-
 import test_export_fixtures as fx
+
 from recsys_ssl import index as index_lib
 from recsys_ssl import retrieve
 from recsys_ssl.tf_setup import tf
@@ -20,9 +21,28 @@ def test_batch_retrieval_matches_exact_search(tmp_path, tmp_path_factory):
     instances[3]["exclude"] = ["i0", "i1"]
     queries_file, out_file = tmp_path / "q.jsonl", tmp_path / "out" / "r.jsonl"
     queries_file.write_text("".join(json.dumps(i) + "\n" for i in instances) + "\n")  # a blank line is skipped
-    run = subprocess.run([fx.PYTHON, "-m", "recsys_ssl.cli", "retrieve", "--export-dir", str(export_dir),
-                          "--input", str(queries_file), "--output", str(out_file), "--k", "5", "--batch-size", "10"],
-                         cwd=fx.ROOT, capture_output=True, text=True, timeout=200)
+    run = subprocess.run(
+        [
+            fx.PYTHON,
+            "-m",
+            "recsys_ssl.cli",
+            "retrieve",
+            "--export-dir",
+            str(export_dir),
+            "--input",
+            str(queries_file),
+            "--output",
+            str(out_file),
+            "--k",
+            "5",
+            "--batch-size",
+            "10",
+        ],
+        cwd=fx.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     results = [json.loads(line) for line in out_file.read_text().splitlines()]
     assert [r["line"] for r in results] == list(range(1, 26))
@@ -45,17 +65,34 @@ def test_a_bad_query_line_is_named(tmp_path, tmp_path_factory):
     _, export_dir, _ = fx.exported(tmp_path_factory)
     queries_file = tmp_path / "q.jsonl"
     queries_file.write_text('{"user_id": "u1", "user_tags": []}\n{"user_id": "u1", "user_tags": "t1"}\n')
-    run = subprocess.run([fx.PYTHON, "-m", "recsys_ssl.cli", "retrieve", "--export-dir", str(export_dir),
-                          "--input", str(queries_file), "--output", str(tmp_path / "r.jsonl")],
-                         cwd=fx.ROOT, capture_output=True, text=True, timeout=200)
+    run = subprocess.run(
+        [
+            fx.PYTHON,
+            "-m",
+            "recsys_ssl.cli",
+            "retrieve",
+            "--export-dir",
+            str(export_dir),
+            "--input",
+            str(queries_file),
+            "--output",
+            str(tmp_path / "r.jsonl"),
+        ],
+        cwd=fx.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
     assert run.returncode == 2
     assert f"{queries_file}:2: input 'user_tags' is multi-valued" in run.stderr
     assert not (tmp_path / "r.jsonl").exists()
 
 
 def test_instances_are_padded_and_truncated_to_max_len():
-    signature = [{"name": "a", "kind": "categorical", "max_len": 0},
-                 {"name": "b", "kind": "multi_categorical", "max_len": 2}]
+    signature = [
+        {"name": "a", "kind": "categorical", "max_len": 0},
+        {"name": "b", "kind": "multi_categorical", "max_len": 2},
+    ]
     arrays = retrieve.instances_to_arrays([{"a": 7, "b": ["x", "y", "z"]}, {"a": "q", "b": []}], signature)
     assert arrays["a"].tolist() == [b"7", b"q"]
     assert arrays["b"].tolist() == [[b"x", b"y"], [b"", b""]]
@@ -69,9 +106,11 @@ def test_serving_path_never_imports_the_training_code(tmp_path_factory):
         "import sys\n"
         "from recsys_ssl import index\n"
         "from recsys_ssl.serve import cli\n"
-        f"app = cli.build_app(index.resolve_model_dir({str(export_dir)!r}, None), cli._parser().parse_args(['--poll-seconds', '0']))\n"
+        f"model_dir = index.resolve_model_dir({str(export_dir)!r}, None)\n"
+        "app = cli.build_app(model_dir, cli._parser().parse_args(['--poll-seconds', '0']))\n"
         "loaded = sorted(m for m in sys.modules if m.startswith('recsys_ssl.') and m.split('.')[1] in "
         "('train', 'model', 'towers', 'augment', 'losses', 'export'))\n"
-        "assert not loaded, loaded\n")
+        "assert not loaded, loaded\n"
+    )
     run = subprocess.run([fx.PYTHON, "-c", script], cwd=fx.ROOT, capture_output=True, text=True, timeout=200)
     assert run.returncode == 0, run.stderr[-2000:]

@@ -1,4 +1,5 @@
 """The HTTP server, as a subprocess, driven by a real HTTP client (requests)."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ import time
 import numpy as np
 import pytest
 import requests
-
 import test_export_fixtures as fx
+
 from recsys_ssl import index as index_lib
 from recsys_ssl.tf_setup import tf
 
@@ -18,8 +19,9 @@ from recsys_ssl.tf_setup import tf
 def server(tmp_path_factory):
     (query_tower, item_tower), _, _ = fx.exported(tmp_path_factory)
     export_dir = fx.copy_export(tmp_path_factory.mktemp("serve"), tmp_path_factory)
-    proc, url = fx.start_server(export_dir, "--poll-seconds", "0.3", "--max-batch", "8", "--max-k", "50",
-                                "--max-body-bytes", "20000")
+    proc, url = fx.start_server(
+        export_dir, "--poll-seconds", "0.3", "--max-batch", "8", "--max-k", "50", "--max-body-bytes", "20000"
+    )
     yield proc, url, export_dir, query_tower
     fx.stop_server(proc)
 
@@ -64,12 +66,16 @@ def test_query_model_embeddings_and_top_k_signature(server):
     r = requests.post(f"{url}/v1/models/query_model:predict", json={"instances": instances}, timeout=30)
     assert r.status_code == 200, r.text
     np.testing.assert_allclose(r.json()["predictions"], queries, atol=1e-5)
-    r = requests.post(f"{url}/v1/models/query_model:predict",
-                      json={"signature_name": "top_k", "instances": instances}, timeout=30)
+    r = requests.post(
+        f"{url}/v1/models/query_model:predict", json={"signature_name": "top_k", "instances": instances}, timeout=30
+    )
     assert [p["item_ids"] for p in r.json()["predictions"]] == expected_ids
     r = requests.get(f"{url}/v1/models/tiny", timeout=30)
-    assert r.json() == {"model_version_status": [
-        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
+    assert r.json() == {
+        "model_version_status": [
+            {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        ]
+    }
     meta = requests.get(f"{url}/v1/models/query_model/metadata", timeout=30).json()
     assert set(meta["metadata"]["signature_def"]["signature_def"]) == {"serving_default", "top_k"}
 
@@ -77,26 +83,112 @@ def test_query_model_embeddings_and_top_k_signature(server):
 BAD_REQUESTS = [
     # (what, method, path, body (bytes or JSON-able), status, words the error must contain)
     ("malformed JSON", "post", "/v1/models/tiny:predict", b'{"instances": [', 400, "malformed JSON"),
-    ("wrong input name", "post", "/v1/models/tiny:predict",
-     {"instances": [{"user_id": "u1", "user_tagz": []}]}, 400, "unknown input 'user_tagz'"),
-    ("missing input", "post", "/v1/models/tiny:predict", {"instances": [{"user_id": "u1"}]}, 400, "missing input 'user_tags'"),
-    ("k too large", "post", "/v1/models/tiny:predict", {"instances": fx.query_instances(1), "k": 51}, 400, "'k' must be"),
-    ("k not an int", "post", "/v1/models/tiny:predict", {"instances": fx.query_instances(1), "k": "5"}, 400, "'k' must be"),
-    ("unknown model", "post", "/v1/models/nope:predict", {"instances": fx.query_instances(1)}, 404, "model 'nope' not found"),
-    ("unknown version", "post", "/v1/models/tiny/versions/9:predict", {"instances": fx.query_instances(1)}, 404, "version '9'"),
-    ("batch too large", "post", "/v1/models/tiny:predict", {"instances": fx.query_instances(9)}, 400, "over the limit of 8"),
-    ("body too large", "post", "/v1/models/tiny:predict", {"instances": fx.query_instances(1), "pad": "x" * 30000}, 413, "over the limit"),
-    ("wrong type", "post", "/v1/models/tiny:predict",
-     {"instances": [{"user_id": ["u1"], "user_tags": []}]}, 400, "'user_id' is single-valued"),
+    (
+        "wrong input name",
+        "post",
+        "/v1/models/tiny:predict",
+        {"instances": [{"user_id": "u1", "user_tagz": []}]},
+        400,
+        "unknown input 'user_tagz'",
+    ),
+    (
+        "missing input",
+        "post",
+        "/v1/models/tiny:predict",
+        {"instances": [{"user_id": "u1"}]},
+        400,
+        "missing input 'user_tags'",
+    ),
+    (
+        "k too large",
+        "post",
+        "/v1/models/tiny:predict",
+        {"instances": fx.query_instances(1), "k": 51},
+        400,
+        "'k' must be",
+    ),
+    (
+        "k not an int",
+        "post",
+        "/v1/models/tiny:predict",
+        {"instances": fx.query_instances(1), "k": "5"},
+        400,
+        "'k' must be",
+    ),
+    (
+        "unknown model",
+        "post",
+        "/v1/models/nope:predict",
+        {"instances": fx.query_instances(1)},
+        404,
+        "model 'nope' not found",
+    ),
+    (
+        "unknown version",
+        "post",
+        "/v1/models/tiny/versions/9:predict",
+        {"instances": fx.query_instances(1)},
+        404,
+        "version '9'",
+    ),
+    (
+        "batch too large",
+        "post",
+        "/v1/models/tiny:predict",
+        {"instances": fx.query_instances(9)},
+        400,
+        "over the limit of 8",
+    ),
+    (
+        "body too large",
+        "post",
+        "/v1/models/tiny:predict",
+        {"instances": fx.query_instances(1), "pad": "x" * 30000},
+        413,
+        "over the limit",
+    ),
+    (
+        "wrong type",
+        "post",
+        "/v1/models/tiny:predict",
+        {"instances": [{"user_id": ["u1"], "user_tags": []}]},
+        400,
+        "'user_id' is single-valued",
+    ),
     ("not an object", "post", "/v1/models/tiny:predict", [1, 2], 400, "must be a JSON object"),
     ("both formats", "post", "/v1/models/tiny:predict", {"instances": [], "inputs": {}}, 400, "exactly one of"),
-    ("ragged columns", "post", "/v1/models/tiny:predict",
-     {"inputs": {"user_id": ["u1", "u2"], "user_tags": [[]]}}, 400, "same length"),
-    ("unknown field", "post", "/v1/models/tiny:predict", {"instances": fx.query_instances(1), "kk": 3}, 400, "unknown field 'kk'"),
-    ("unknown signature", "post", "/v1/models/query_model:predict",
-     {"signature_name": "nope", "instances": fx.query_instances(1)}, 400, "no signature 'nope'"),
-    ("bad exclude", "post", "/v1/models/tiny:predict",
-     {"instances": [dict(fx.query_instances(1)[0], exclude="i1")]}, 400, "'exclude' must be a list"),
+    (
+        "ragged columns",
+        "post",
+        "/v1/models/tiny:predict",
+        {"inputs": {"user_id": ["u1", "u2"], "user_tags": [[]]}},
+        400,
+        "same length",
+    ),
+    (
+        "unknown field",
+        "post",
+        "/v1/models/tiny:predict",
+        {"instances": fx.query_instances(1), "kk": 3},
+        400,
+        "unknown field 'kk'",
+    ),
+    (
+        "unknown signature",
+        "post",
+        "/v1/models/query_model:predict",
+        {"signature_name": "nope", "instances": fx.query_instances(1)},
+        400,
+        "no signature 'nope'",
+    ),
+    (
+        "bad exclude",
+        "post",
+        "/v1/models/tiny:predict",
+        {"instances": [dict(fx.query_instances(1)[0], exclude="i1")]},
+        400,
+        "'exclude' must be a list",
+    ),
     ("no route", "get", "/v2/whatever", None, 404, "no route"),
     ("GET predict", "get", "/v1/models/tiny:predict", None, 405, "needs POST"),
 ]
@@ -125,8 +217,23 @@ def test_items_added_with_index_add_are_served_at_once(server, tmp_path):
     new_items = [{"item_id": f"fresh{i}", "genre": f"g{i % 8}", "tags": [f"t{i % 12}", "t3"]} for i in range(20)]
     items_file = tmp_path / "new.jsonl"
     items_file.write_text("".join(json.dumps(i) + "\n" for i in new_items))
-    run = subprocess.run([fx.PYTHON, "-m", "recsys_ssl.cli", "index", "add", "--export-dir", str(export_dir),
-                          "--items", str(items_file)], cwd=fx.ROOT, capture_output=True, text=True, timeout=200)
+    run = subprocess.run(
+        [
+            fx.PYTHON,
+            "-m",
+            "recsys_ssl.cli",
+            "index",
+            "add",
+            "--export-dir",
+            str(export_dir),
+            "--items",
+            str(items_file),
+        ],
+        cwd=fx.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     deadline = time.time() + 60
     while requests.get(f"{url}/v1/models/tiny", timeout=30).json()["model_version_status"][0]["version"] != "2":
@@ -138,8 +245,9 @@ def test_items_added_with_index_add_are_served_at_once(server, tmp_path):
     assert got == expected_ids[0]
     # Every new item is retrievable: excluding all old items leaves exactly the new ones.
     old = [f"i{i}" for i in range(fx.NUM_ITEMS)]
-    r = requests.post(f"{url}/v1/models/tiny:predict",
-                      json={"instances": [dict(instance, exclude=old)], "k": 20}, timeout=30)
+    r = requests.post(
+        f"{url}/v1/models/tiny:predict", json={"instances": [dict(instance, exclude=old)], "k": 20}, timeout=30
+    )
     assert sorted(r.json()["predictions"][0]["item_ids"]) == sorted(i["item_id"] for i in new_items)
 
 
@@ -151,13 +259,19 @@ def test_concurrent_requests_each_get_their_own_answer(server):
     proc, url, export_dir, query_tower = server
     instances = fx.query_instances(24, seed=31)
     ks = [1 + i % 7 for i in range(len(instances))]
-    expected_ids, _, _ = _exact(query_tower, export_dir, instances, 7,
-                                version=requests.get(f"{url}/v1/models/tiny", timeout=30).json()["model_version_status"][0]["version"])
+    expected_ids, _, _ = _exact(
+        query_tower,
+        export_dir,
+        instances,
+        7,
+        version=requests.get(f"{url}/v1/models/tiny", timeout=30).json()["model_version_status"][0]["version"],
+    )
 
     def ask(i):
         with requests.Session() as session:
-            return session.post(f"{url}/v1/models/tiny:predict",
-                                json={"instances": [instances[i]], "k": ks[i]}, timeout=60).json()
+            return session.post(
+                f"{url}/v1/models/tiny:predict", json={"instances": [instances[i]], "k": ks[i]}, timeout=60
+            ).json()
 
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(ask, range(len(instances))))

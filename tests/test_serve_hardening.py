@@ -4,6 +4,7 @@ Each test is one of the problems a hand-written HTTP layer had (issue 16, proble
 by a real client against ``recsys-ssl serve`` in a subprocess (raw sockets where the problem is
 in the bytes); each failed on the ``http.server`` implementation and passes on uvicorn.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,8 @@ import urllib.parse
 import numpy as np
 import pytest
 import requests
-
 import test_export_fixtures as fx
+
 from recsys_ssl import index as index_lib
 
 TIMEOUT_S = 1.0  # --timeout-keep-alive and --timeout-body of the server under test
@@ -34,9 +35,20 @@ def server(tmp_path_factory):
     fx.exported(tmp_path_factory)
     export_dir = fx.copy_export(tmp_path_factory.mktemp("hardening"), tmp_path_factory)
     log: list[str] = []
-    proc, url = fx.start_server(export_dir, "--timeout-keep-alive", str(TIMEOUT_S), "--timeout-body", str(TIMEOUT_S),
-                                "--backlog", str(BACKLOG), "--poll-seconds", str(POLL_S), "--max-batch", "8",
-                                log=log)
+    proc, url = fx.start_server(
+        export_dir,
+        "--timeout-keep-alive",
+        str(TIMEOUT_S),
+        "--timeout-body",
+        str(TIMEOUT_S),
+        "--backlog",
+        str(BACKLOG),
+        "--poll-seconds",
+        str(POLL_S),
+        "--max-batch",
+        "8",
+        log=log,
+    )
     yield proc, url, export_dir, log
     fx.stop_server(proc)
 
@@ -66,7 +78,8 @@ def _metric(url: str, name: str, **labels) -> float:
     want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     for line in text.splitlines():
         if line.startswith(name + ("{" + want + "}" if want else " ")) or (
-                want and line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items())):
+            want and line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items())
+        ):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
@@ -84,14 +97,18 @@ def test_an_integer_of_5000_digits_is_a_400_not_a_500(server):
 @pytest.mark.timeout(120)
 def test_a_content_length_of_unicode_digits_is_a_400(server):
     proc, url, _, _ = server
-    code, body = _status_and_body(_raw(url, "POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\n"
-                                            "Content-Length: \u00b2\r\n\r\n".encode()))
+    code, body = _status_and_body(
+        _raw(url, "POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\nContent-Length: \u00b2\r\n\r\n".encode())
+    )
     assert code == 400 and "Content-Length" in body["error"], body
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("headers", [b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
-                                     b"Content-Length: 5\r\nContent-Length: 40\r\n"], ids=["cl+te", "two-cl"])
+@pytest.mark.parametrize(
+    "headers",
+    [b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", b"Content-Length: 5\r\nContent-Length: 40\r\n"],
+    ids=["cl+te", "two-cl"],
+)
 def test_ambiguous_framing_is_rejected_and_nothing_is_smuggled(server, headers):
     proc, url, _, _ = server
     smuggled = b"GET /v1/models/tiny HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -126,9 +143,15 @@ def test_the_listen_backlog_holds_a_burst_of_new_connections(server):
         barrier.wait()
         start = time.perf_counter()
         try:
-            statuses.append(_status_and_body(_raw(url, b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\n"
-                                                       b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
-                                                       % (len(body), body)))[0])
+            statuses.append(
+                _status_and_body(
+                    _raw(
+                        url,
+                        b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\n"
+                        b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body),
+                    )
+                )[0]
+            )
         except OSError as error:  # a reset connection: what a full backlog does
             statuses.append(repr(error))
         latencies.append(time.perf_counter() - start)
@@ -162,7 +185,7 @@ def test_idle_and_half_sent_connections_are_closed_within_the_timeout(server):
         if i % 3 == 1:
             sock.sendall(b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\n")
         elif i % 3 == 2:
-            sock.sendall(b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"inst")
+            sock.sendall(b'POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"inst')
         opened.append((i % 3, sock))
     opened_at = time.monotonic()
     assert _threads(proc.pid) <= threads_before + 2  # no thread per connection
@@ -170,7 +193,9 @@ def test_idle_and_half_sent_connections_are_closed_within_the_timeout(server):
     # Valid requests are answered meanwhile.
     with requests.Session() as session:
         for _ in range(20):
-            r = session.post(f"{url}/v1/models/tiny:predict", json={"instances": fx.query_instances(1), "k": 3}, timeout=30)
+            r = session.post(
+                f"{url}/v1/models/tiny:predict", json={"instances": fx.query_instances(1), "k": 3}, timeout=30
+            )
             assert r.status_code == 200, r.text
 
     closed_by = {}
@@ -228,10 +253,14 @@ def test_versions_with_wrong_files_are_never_served_and_are_shown_failed(server)
     # ScaNN's own copy of the items with the wrong dimension, and one of the right dimension but wrong values.
     staging = _copy_version(export_dir, 20)
     embeddings = np.load(staging / "index" / "dataset.npy")
-    np.save(staging / "index" / "dataset.npy", np.random.default_rng(0).normal(size=(len(embeddings), 3)).astype(np.float32))
+    np.save(
+        staging / "index" / "dataset.npy", np.random.default_rng(0).normal(size=(len(embeddings), 3)).astype(np.float32)
+    )
     _publish(staging, 20)
     staging = _copy_version(export_dir, 21)
-    np.save(staging / "index" / "dataset.npy", np.random.default_rng(1).normal(size=embeddings.shape).astype(np.float32))
+    np.save(
+        staging / "index" / "dataset.npy", np.random.default_rng(1).normal(size=embeddings.shape).astype(np.float32)
+    )
     _publish(staging, 21)
     # Embeddings that do not match the manifest's checksum.
     staging = _copy_version(export_dir, 22)
@@ -314,8 +343,13 @@ def test_an_internal_error_is_a_500_with_one_log_line_and_the_traceback_only_wit
         async def send(message):
             sent.append(message)
 
-        scope = {"type": "http", "http_version": "1.1", "method": "POST", "path": "/v1/models/tiny:predict",
-                 "headers": [(b"content-length", str(len(body)).encode())]}
+        scope = {
+            "type": "http",
+            "http_version": "1.1",
+            "method": "POST",
+            "path": "/v1/models/tiny:predict",
+            "headers": [(b"content-length", str(len(body)).encode())],
+        }
         asyncio.run(app(scope, receive, send))
         return sent[0]["status"], json.loads(sent[1]["body"])
 
@@ -332,19 +366,30 @@ def test_an_internal_error_is_a_500_with_one_log_line_and_the_traceback_only_wit
         app.close()
         assert status == 500 and answer == {"error": "internal error: RuntimeError"}  # no internals to clients
         messages = [r.getMessage() for r in caplog.records if r.name == "recsys_ssl.serve"]
-        assert any("internal error on POST /v1/models/tiny:predict: RuntimeError: the index is gone" in m
-                   for m in messages), messages
+        assert any(
+            "internal error on POST /v1/models/tiny:predict: RuntimeError: the index is gone" in m for m in messages
+        ), messages
         assert any("Traceback" in m for m in messages) == debug, messages
 
 
 # -- 9: flags -----------------------------------------------------------------------------------------
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("flags,words", [(["--port", "99999"], "outside 0-65535"),
-                                         (["--port", "http"], "not a port number"),
-                                         (["--backlog", "0"], "must be > 0")])
+@pytest.mark.parametrize(
+    "flags,words",
+    [
+        (["--port", "99999"], "outside 0-65535"),
+        (["--port", "http"], "not a port number"),
+        (["--backlog", "0"], "must be > 0"),
+    ],
+)
 def test_a_bad_flag_is_a_one_line_error(tmp_path, flags, words):
-    run = subprocess.run([fx.PYTHON, "-m", "recsys_ssl.cli", "serve", "--export-dir", str(tmp_path), *flags],
-                         cwd=fx.ROOT, capture_output=True, text=True, timeout=100)
+    run = subprocess.run(
+        [fx.PYTHON, "-m", "recsys_ssl.cli", "serve", "--export-dir", str(tmp_path), *flags],
+        cwd=fx.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
     assert run.returncode == 2 and words in run.stderr, run.stderr
     assert "Traceback" not in run.stderr + run.stdout
 
@@ -352,8 +397,13 @@ def test_a_bad_flag_is_a_one_line_error(tmp_path, flags, words):
 @pytest.mark.timeout(120)
 def test_a_port_in_use_is_a_one_line_error(server, tmp_path_factory):
     proc, url, export_dir, _ = server
-    run = subprocess.run([fx.PYTHON, "-m", "recsys_ssl.cli", "serve", "--export-dir", str(export_dir),
-                          "--port", str(_address(url)[1])], cwd=fx.ROOT, capture_output=True, text=True, timeout=100)
+    run = subprocess.run(
+        [fx.PYTHON, "-m", "recsys_ssl.cli", "serve", "--export-dir", str(export_dir), "--port", str(_address(url)[1])],
+        cwd=fx.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
     assert run.returncode == 2 and "cannot listen on" in run.stderr, run.stderr
     assert "Traceback" not in run.stderr + run.stdout
 
@@ -369,8 +419,12 @@ def test_worker_processes_share_the_port_and_answer_the_same(tmp_path_factory):
         instances = fx.query_instances(4, seed=41)
         answers = []
         for _ in range(12):  # a new connection each: the kernel hands them to either worker
-            r = requests.post(f"{url}/v1/models/tiny:predict", json={"instances": instances, "k": 5},
-                              headers={"Connection": "close"}, timeout=60)
+            r = requests.post(
+                f"{url}/v1/models/tiny:predict",
+                json={"instances": instances, "k": 5},
+                headers={"Connection": "close"},
+                timeout=60,
+            )
             assert r.status_code == 200, r.text
             answers.append(r.json())
         assert all(a == answers[0] for a in answers)

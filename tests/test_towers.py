@@ -1,4 +1,5 @@
 """Towers: lookups, pooling that ignores padding, the masked embedding, L2-normalised output."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,8 +11,9 @@ from recsys_ssl.towers import FeatureEmbedding, Tower, build_towers
 
 SINGLE = features.Feature(name="colour", kind="categorical", embedding_dim=3)
 MULTI = features.Feature(name="tags", kind="multi_categorical", embedding_dim=3, max_len=3)
-HASHED = features.Feature(name="city", kind="categorical", embedding_dim=2,
-                          vocab=features.Vocabulary(source="hash", buckets=5))
+HASHED = features.Feature(
+    name="city", kind="categorical", embedding_dim=2, vocab=features.Vocabulary(source="hash", buckets=5)
+)
 VOCAB = {"colour": ["red", "green"], "tags": ["x", "y", "z"]}
 
 
@@ -56,8 +58,11 @@ def _tower(masked_embedding="learned"):
     return Tower([SINGLE, MULTI, HASHED], VOCAB, [8, 4], masked_embedding=masked_embedding, name="item_tower")
 
 
-BATCH = {"colour": tf.constant(["red", "green"]), "tags": tf.constant([["x", "", ""], ["y", "z", ""]]),
-         "city": tf.constant(["a", "b"])}
+BATCH = {
+    "colour": tf.constant(["red", "green"]),
+    "tags": tf.constant([["x", "", ""], ["y", "z", ""]]),
+    "city": tf.constant(["a", "b"]),
+}
 
 
 def test_masked_embedding_replaces_exactly_the_masked_features():
@@ -103,8 +108,9 @@ def test_dropping_on_ids_equals_dropping_the_strings():
     keep = augment.dropout_keep_masks({"tags": looked_up["tags"][1]}, 0.5, seed)
     dropped = dict(BATCH, tags=tf.where(keep["tags"], BATCH["tags"], ""))  # the dropped strings, as padding
     mask = tf.constant([True, False, False])
-    np.testing.assert_allclose(tower.encode(looked_up, mask, keep).numpy(),
-                               tower(dropped, feature_mask=mask).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        tower.encode(looked_up, mask, keep).numpy(), tower(dropped, feature_mask=mask).numpy(), rtol=1e-6
+    )
 
 
 def test_encode_views_equals_encoding_each_view():
@@ -113,21 +119,33 @@ def test_encode_views_equals_encoding_each_view():
     tower = _tower()
     looked_up = tower.lookup(BATCH)
     masks = [tf.constant([True, False, False]), tf.constant([False, True, True])]
-    keeps = [augment.dropout_keep_masks({"tags": looked_up["tags"][1]}, 0.5, tf.constant([s, 1], tf.int64))
-             for s in (1, 2)]
+    keeps = [
+        augment.dropout_keep_masks({"tags": looked_up["tags"][1]}, 0.5, tf.constant([s, 1], tf.int64)) for s in (1, 2)
+    ]
     views = tower.encode_views(looked_up, masks, keeps)
     for view, mask, keep in zip(views, masks, keeps):
         np.testing.assert_allclose(view.numpy(), tower.encode(looked_up, mask, keep).numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_a_query_history_shares_the_item_id_table():
-    spec = features.spec_from_dict({
-        "name": "shared", "query_key": "user", "item_key": "item",
-        "query_features": [{"name": "user", "kind": "categorical", "embedding_dim": 2},
-                           {"name": "history", "kind": "multi_categorical", "max_len": 2, "embedding_dim": 3,
-                            "shares_embedding": "item"}],
-        "item_features": [{"name": "item", "kind": "categorical", "embedding_dim": 3}],
-    })
+    spec = features.spec_from_dict(
+        {
+            "name": "shared",
+            "query_key": "user",
+            "item_key": "item",
+            "query_features": [
+                {"name": "user", "kind": "categorical", "embedding_dim": 2},
+                {
+                    "name": "history",
+                    "kind": "multi_categorical",
+                    "max_len": 2,
+                    "embedding_dim": 3,
+                    "shares_embedding": "item",
+                },
+            ],
+            "item_features": [{"name": "item", "kind": "categorical", "embedding_dim": 3}],
+        }
+    )
     # The history's own vocabulary is ignored: it reads item ids through the item table.
     query, item = build_towers(spec, {"user": ["u"], "history": ["zzz"], "item": ["a", "b"]}, [4], [4])
     history_layer = query.embeddings[1]
@@ -145,5 +163,7 @@ def test_a_query_history_shares_the_item_id_table():
     tf.keras.optimizers.SGD(1.0).apply_gradients(zip(grads, query.trainable_variables))
     assert not np.allclose(item({"item": tf.constant(["b"])}).numpy(), before)
     names = [v.name for v in query.trainable_variables + item.trainable_variables]
-    assert sum("table_item" in n for n in names) == 2 and len({id(v) for v in query.trainable_variables
-                                                                + item.trainable_variables}) == len(names) - 1
+    assert (
+        sum("table_item" in n for n in names) == 2
+        and len({id(v) for v in query.trainable_variables + item.trainable_variables}) == len(names) - 1
+    )

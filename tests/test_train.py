@@ -1,4 +1,5 @@
 """``recsys-ssl train`` end to end on the tiny synthetic catalog; configs; ``load_trained``."""
+
 from __future__ import annotations
 
 import collections
@@ -8,15 +9,22 @@ import pathlib
 import numpy as np
 import pytest
 
-from recsys_ssl import artifacts
+from recsys_ssl import artifacts, train
 from recsys_ssl import config as cfg
-from recsys_ssl import train
 from recsys_ssl.datasets import inputs, item_sampler
 from recsys_ssl.paths import CONFIGS_DIR
 from recsys_ssl.tf_setup import tf
 
-METHOD_FILES = ["baseline", "fd", "so", "ssl_rfm", "ssl_rfm_no_complement", "ssl_cfm", "ssl_cfm_no_dropout",
-                "ssl_dropout_only"]
+METHOD_FILES = [
+    "baseline",
+    "fd",
+    "so",
+    "ssl_rfm",
+    "ssl_rfm_no_complement",
+    "ssl_cfm",
+    "ssl_cfm_no_dropout",
+    "ssl_dropout_only",
+]
 
 
 @pytest.mark.parametrize("name", METHOD_FILES)
@@ -25,7 +33,7 @@ def test_every_method_has_a_valid_config(name):
     assert config.name == name
     assert config.method == name.split("_")[0] if name.startswith("ssl") else config.method == name
     if config.method == "ssl":
-        assert config.augmentation == name[len("ssl_"):]
+        assert config.augmentation == name[len("ssl_") :]
 
 
 def test_config_errors_name_the_file_and_field(tmp_path):
@@ -42,7 +50,9 @@ def test_config_errors_name_the_file_and_field(tmp_path):
 
 
 def test_schedule_steps_override_epochs():
-    config = cfg.with_overrides(cfg.load_config(CONFIGS_DIR / "baseline.yaml"), {"train.batch_size": 512, "train.epochs": 8})
+    config = cfg.with_overrides(
+        cfg.load_config(CONFIGS_DIR / "baseline.yaml"), {"train.batch_size": 512, "train.epochs": 8}
+    )
     assert train.schedule(config, 5120) == (8, 10)
     assert train.schedule(cfg.replace(config, train={"steps": 25}), 5120) == (5, 5)  # exact: 5 x 5
     assert train.schedule(cfg.replace(config, train={"steps": 60}), 5120) == (6, 10)
@@ -65,10 +75,15 @@ def _write_stats_and_mi(run_dir: pathlib.Path, dataset) -> None:
         files[f"vocab/{feature.name}.txt"] = artifacts.vocab_text(ranked)
         vocab_sizes[feature.name] = len(ranked)
     seen = collections.Counter(v.decode() for v in pairs[spec.item_key])
-    frequencies = sorted(((i.decode(), seen.get(i.decode(), 0)) for i in items[spec.item_key]), key=lambda kv: (-kv[1], kv[0]))
+    frequencies = sorted(
+        ((i.decode(), seen.get(i.decode(), 0)) for i in items[spec.item_key]), key=lambda kv: (-kv[1], kv[0])
+    )
     files[artifacts.ITEM_FREQUENCIES] = artifacts.item_frequencies_text(frequencies)
-    files[artifacts.MANIFEST] = artifacts.dumps_json(artifacts.make_manifest(
-        "stats", dataset=dataset.name, spec=spec.to_dict(), inputs={}, counts={"vocab_sizes": vocab_sizes}))
+    files[artifacts.MANIFEST] = artifacts.dumps_json(
+        artifacts.make_manifest(
+            "stats", dataset=dataset.name, spec=spec.to_dict(), inputs={}, counts={"vocab_sizes": vocab_sizes}
+        )
+    )
     artifacts.write_files(run_dir / "stats", files)
     names = spec.mi_features
     groups = dataset.metadata.get("planted_groups") or []
@@ -90,8 +105,21 @@ def run_dir(tmp_path_factory):
 
 @pytest.mark.timeout(240)
 def test_cli_trains_ssl_cfm_and_load_trained_restores_it(run_dir, capsys):
-    argv = ["--config", str(CONFIGS_DIR / "ssl_cfm.yaml"), "--run-dir", str(run_dir), "--dataset",
-            "synthetic_catalog/tiny", "--steps", "30", "--batch-size", "64", "--name", "cfm_smoke", "--quiet"]
+    argv = [
+        "--config",
+        str(CONFIGS_DIR / "ssl_cfm.yaml"),
+        "--run-dir",
+        str(run_dir),
+        "--dataset",
+        "synthetic_catalog/tiny",
+        "--steps",
+        "30",
+        "--batch-size",
+        "64",
+        "--name",
+        "cfm_smoke",
+        "--quiet",
+    ]
     assert train.main(argv) == 0
     assert "trained cfm_smoke: 30 steps" in capsys.readouterr().out
     directory = run_dir / "train" / "cfm_smoke"
@@ -136,8 +164,11 @@ def test_missing_stats_say_which_job_to_run(run_dir, tmp_path):
 @pytest.mark.parametrize("name", METHOD_FILES)
 def test_a_few_hundred_steps_on_the_synthetic_catalog_lower_both_losses(run_dir, name):
     """Every shipped method config, on the synthetic catalog through the real data path: 200 steps."""
-    config = cfg.replace(cfg.load_config(CONFIGS_DIR / f"{name}.yaml"), top={"dataset": "synthetic_catalog/tiny"},
-                         train={"batch_size": 64})
+    config = cfg.replace(
+        cfg.load_config(CONFIGS_DIR / f"{name}.yaml"),
+        top={"dataset": "synthetic_catalog/tiny"},
+        train={"batch_size": 64},
+    )
     data = train.load_training_data(config, run_dir)
     tf.keras.utils.set_random_seed(0)
     model = train.build_model(config, data)

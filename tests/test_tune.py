@@ -1,5 +1,6 @@
 """Early stopping on validation recall, ``recsys-ssl tune`` (kill -9 and resume, bad input) and
 the tuned-config round trip, on real tiny data (TFDS synthetic_catalog/tiny, Optuna on SQLite)."""
+
 import os
 import pathlib
 import signal
@@ -10,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from test_experiment_integration import write_stats
 
 from recsys_ssl import config as cfg
 from recsys_ssl import evaluate, train, tune
@@ -17,8 +19,6 @@ from recsys_ssl.callbacks import ValidationRecall
 from recsys_ssl.datasets import inputs
 from recsys_ssl.paths import RunLayout
 from recsys_ssl.tf_setup import tf
-
-from test_experiment_integration import write_stats
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIG = """\
@@ -66,8 +66,22 @@ def tiny_run(tmp_path_factory):
 
 
 def _tune_command(run_dir, config, trials):
-    return [sys.executable, "-m", "recsys_ssl.cli", "tune", "--dataset", "synthetic_catalog/tiny", "--config",
-            str(config), "--trials", str(trials), "--max-epochs", "6", "--run-dir", str(run_dir)]
+    return [
+        sys.executable,
+        "-m",
+        "recsys_ssl.cli",
+        "tune",
+        "--dataset",
+        "synthetic_catalog/tiny",
+        "--config",
+        str(config),
+        "--trials",
+        str(trials),
+        "--max-epochs",
+        "6",
+        "--run-dir",
+        str(run_dir),
+    ]
 
 
 def _states(db):
@@ -87,8 +101,9 @@ def _env():
 def test_tune_killed_with_sigkill_resumes_and_its_config_round_trips(tiny_run):
     run_dir, config = tiny_run
     db = tune.study_dir(run_dir, "tiny_baseline", "full") / "study.sqlite3"
-    process = subprocess.Popen(_tune_command(run_dir, config, 4), cwd=ROOT, env=_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _tune_command(run_dir, config, 4), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     # Kill during a trial that runs after at least one finished.
     while time.time() < deadline and process.poll() is None:
@@ -117,7 +132,9 @@ def test_tune_killed_with_sigkill_resumes_and_its_config_round_trips(tiny_run):
     assert tuned.dataset == "synthetic_catalog/tiny" and tuned.train.batch_size and tuned.train.epochs
     import optuna
 
-    best = optuna.load_study(study_name="synthetic_catalog/tiny:tiny_baseline:full", storage=f"sqlite:///{db}").best_value
+    best = optuna.load_study(
+        study_name="synthetic_catalog/tiny:tiny_baseline:full", storage=f"sqlite:///{db}"
+    ).best_value
     val = cfg.replace(tuned, top={"dataset": "synthetic_catalog/tiny-val"})
     data = train.load_training_data(val, run_dir)
     tf.keras.backend.clear_session()
@@ -138,8 +155,9 @@ def test_tune_bad_input_fails_with_one_line(tiny_run, tmp_path):
         (["--set", "train.stpes=3"], "train.stpes: unknown field"),
     ]
     for extra, message in cases:
-        result = subprocess.run(_tune_command(run_dir, config, 1) + extra, cwd=ROOT, env=_env(), capture_output=True,
-                                text=True)
+        result = subprocess.run(
+            _tune_command(run_dir, config, 1) + extra, cwd=ROOT, env=_env(), capture_output=True, text=True
+        )
         assert result.returncode == 2 and message in result.stderr, (extra, result.stderr[-1000:])
         assert "Traceback" not in result.stderr
     foreign = tmp_path / "study.sqlite3"
@@ -155,12 +173,15 @@ def test_search_space_fits_the_catalog_and_the_method():
     ssl = {k.field: k for k in tune.search_space(cfg.load_config("ssl_cfm"), 2000, 300, 5)}
     assert ssl["ssl.batch_size"].choices == (64, 128) and ssl["ssl.cfm_group_size"].high == 4
     assert set(knobs) < set(ssl)  # SSL searches the baseline's space plus its own
-    config = tune.apply_params(baseline, {"model.hidden_width": 512, "model.embedding_dim": 32, "main.temperature": 0.2})
+    config = tune.apply_params(
+        baseline, {"model.hidden_width": 512, "model.embedding_dim": 32, "main.temperature": 0.2}
+    )
     assert config.model.query_hidden == config.model.item_hidden == [512, 32] and config.main.temperature == 0.2
 
 
 def test_embedding_scale_scales_every_feature_table_of_the_model():
     import model_fixtures
+
     from recsys_ssl.model import TwoTowerModel
 
     data = model_fixtures.training_data()
@@ -174,9 +195,17 @@ def test_embedding_scale_scales_every_feature_table_of_the_model():
 
 def test_warm_start_params_take_the_known_config_then_the_study_config():
     ssl = cfg.with_overrides(cfg.load_config("ssl_cfm"), {"ssl.temperature": 0.2, "ssl.cfm_group_size": 2})
-    warm = cfg.with_overrides(cfg.load_config("baseline"), {
-        "train.learning_rate": 0.0777, "train.optimizer": "adam", "train.batch_size": 100,  # 100: not a choice
-        "model.query_hidden": [128, 64], "model.item_hidden": [128, 64], "ssl.alpha": 9.0})
+    warm = cfg.with_overrides(
+        cfg.load_config("baseline"),
+        {
+            "train.learning_rate": 0.0777,
+            "train.optimizer": "adam",
+            "train.batch_size": 100,  # 100: not a choice
+            "model.query_hidden": [128, 64],
+            "model.item_hidden": [128, 64],
+            "ssl.alpha": 9.0,
+        },
+    )
     knobs = tune.search_space(ssl, num_pairs=20000, num_items=1000, num_item_features=5)
     params = tune.warm_start_params(knobs, warm, ssl, {"ssl.alpha": 0.05})
     assert params["train.learning_rate"] == 0.0777 and params["train.optimizer"] == "adam"
@@ -195,8 +224,13 @@ def test_seeds_per_trial_and_warm_start(tiny_run, tmp_path):
     warm.write_text(CONFIG.replace("learning_rate: 0.1", "learning_rate: 0.0777"))
     command = _tune_command(run_dir, config, 1)
     command[command.index("--max-epochs") + 1] = "2"
-    result = subprocess.run(command + ["--seeds-per-trial", "2", "--warm-start", str(warm)], cwd=ROOT, env=_env(),
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        command + ["--seeds-per-trial", "2", "--warm-start", str(warm)],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     db = tune.study_dir(run_dir, "tiny_baseline", "full") / "study.sqlite3"
     study = optuna.load_study(study_name="synthetic_catalog/tiny:tiny_baseline:full:2seeds", storage=f"sqlite:///{db}")

@@ -7,21 +7,29 @@ slice), each "mean ± std (relative change vs the baseline)". A cell is marked `
 difference from the baseline's mean exceeds two of the baseline's standard deviations (the issue's
 significance rule); nothing here is recomputed from runs, it only reads the summary.
 """
+
 from __future__ import annotations
 
 import json
 import sys
 
-COLUMNS = (("recall@10", "Recall@10"), ("recall@50", "Recall@50"), ("map@50", "MAP@50"),
-           ("head/recall@50", "head R@50"), ("tail/recall@50", "tail R@50"))
+COLUMNS = (
+    ("recall@10", "Recall@10"),
+    ("recall@50", "Recall@50"),
+    ("map@50", "MAP@50"),
+    ("head/recall@50", "head R@50"),
+    ("tail/recall@50", "tail R@50"),
+)
 REGIMES = (("full", "full"), ("10pct", "10%"))
 
 
 def compact_table(results: dict, baseline: str = "baseline") -> str:
     summary = {(r["group"], r["regime"], r["metric"]): r for r in results["summary"] if not r.get("sweep")}
     groups = list(dict.fromkeys(r["group"] for r in results["summary"] if not r.get("sweep")))
-    lines = ["| method | data | " + " | ".join(title for _, title in COLUMNS) + " |",
-             "|---|---|" + "---|" * len(COLUMNS)]
+    lines = [
+        "| method | data | " + " | ".join(title for _, title in COLUMNS) + " |",
+        "|---|---|" + "---|" * len(COLUMNS),
+    ]
     for regime, regime_title in REGIMES:
         for group in groups:
             cells = []

@@ -10,6 +10,7 @@ All feature values are strings: a single-valued feature is a scalar ``tf.string`
 multi-valued one a 1-D ``tf.string`` of any length (possibly empty). Pairs also carry an
 int64 ``timestamp``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -101,8 +102,14 @@ def temporal_split(
     return order, is_test, position
 
 
-def validation_split(query_ids: np.ndarray, timestamps: np.ndarray, tie_keys: np.ndarray, time_ordered: bool,
-                     fraction: float = VALIDATION_FRACTION, seed: int = VALIDATION_SEED) -> np.ndarray:
+def validation_split(
+    query_ids: np.ndarray,
+    timestamps: np.ndarray,
+    tie_keys: np.ndarray,
+    time_ordered: bool,
+    fraction: float = VALIDATION_FRACTION,
+    seed: int = VALIDATION_SEED,
+) -> np.ndarray:
     """The validation carve-out of a TRAIN split: [N] bool, True for the pairs held out.
 
     Per query, ceil(fraction * n_q) of its n_q train interactions: the last ones by
@@ -167,8 +174,11 @@ def pair_split_generators(builder, table: PairsTable, query_columns: dict, item_
     """
     empty = [split for split in PAIRS_SPLITS if len(table.splits[split]) == 0]
     builder.info.metadata["empty_splits"] = empty
-    return {split: builder._generate_examples(pair_examples(table, split, query_columns, item_columns))
-            for split in PAIRS_SPLITS if split not in empty}
+    return {
+        split: builder._generate_examples(pair_examples(table, split, query_columns, item_columns))
+        for split in PAIRS_SPLITS
+        if split not in empty
+    }
 
 
 def pair_examples(

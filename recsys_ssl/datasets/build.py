@@ -8,6 +8,7 @@
 The summary: examples per split, items, queries, the features, the share of train pairs
 that go to the 20% most popular items, and every dropped row count.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,14 +20,22 @@ from recsys_ssl import paths
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recsys-ssl data", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="synthetic_catalog/10k",
-                        help="synthetic_catalog/{tiny,10k,100k,1m}, movielens/{100k,1m}-{user-item,item-item}, "
-                             "interactions_csv/<name> (default: %(default)s)")
-    parser.add_argument("--run-dir", default=paths.DEFAULT_RUN_DIR, help="the run's artifact folder (default: %(default)s)")
+    parser = argparse.ArgumentParser(
+        prog="recsys-ssl data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--dataset",
+        default="synthetic_catalog/10k",
+        help="synthetic_catalog/{tiny,10k,100k,1m}, movielens/{100k,1m}-{user-item,item-item}, "
+        "interactions_csv/<name> (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--run-dir", default=paths.DEFAULT_RUN_DIR, help="the run's artifact folder (default: %(default)s)"
+    )
     parser.add_argument("--data-dir", default=None, help="raw data root holding movielens-100k/ (MovieLens only)")
-    parser.add_argument("--tfds-dir", default=None, help="TFDS data_dir (default: $RECSYS_SSL_TFDS_DIR, else <run-dir>/tfds)")
+    parser.add_argument(
+        "--tfds-dir", default=None, help="TFDS data_dir (default: $RECSYS_SSL_TFDS_DIR, else <run-dir>/tfds)"
+    )
     csv_group = parser.add_argument_group("interactions_csv")
     csv_group.add_argument("--interactions", help="CSV: query id, item id, optional timestamp / split columns")
     csv_group.add_argument("--items", help="CSV: one row per item with its features")
@@ -80,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             print("recsys-ssl data: interactions_csv needs --interactions, --items and --spec", file=sys.stderr)
             return 2
         if all(given):
-            csv_configs = interactions_csv.make_configs(csv_name, args.interactions, args.items, args.spec,
-                                                        queries=args.queries, split_column=args.split_column)
+            csv_configs = interactions_csv.make_configs(
+                csv_name, args.interactions, args.items, args.spec, queries=args.queries, split_column=args.split_column
+            )
     start = time.time()
     # Bad input raises FileNotFoundError / ValueError naming the file, line or column; the CLI
     # router (recsys_ssl.cli) turns it into one `recsys-ssl data: error: ...` line, exit 2.

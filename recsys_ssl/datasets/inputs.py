@@ -19,6 +19,7 @@ of its train pairs by time, or a seeded random 10% when the data has no time ord
 ``test`` is the carve-out. It never touches the original test split. ``tune`` and early
 stopping read it; statistics (vocabularies, frequencies) stay those of the base dataset.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -149,8 +150,10 @@ class ValidationView:
 
     @property
     def pairs_dir(self) -> str:
-        raise ValueError(f"{self.name} is a validation view of {self.base.name}: run the statistics and MI jobs "
-                         f"on {self.base.name} (the view reads them)")
+        raise ValueError(
+            f"{self.name} is a validation view of {self.base.name}: run the statistics and MI jobs "
+            f"on {self.base.name} (the view reads them)"
+        )
 
     items_dir = property(lambda self: self.base.items_dir)
 
@@ -172,17 +175,25 @@ class ValidationView:
         item_ids = columns[self.spec.item_key]
         # Ties in time break by item id, numerically when every id is an integer (as the evaluator orders ids).
         numeric = len(item_ids) > 0 and all(i.isdigit() for i in item_ids)
-        held_out = _common.validation_split(columns[self.spec.query_key], columns[_common.TIMESTAMP],
-                                            item_ids.astype(np.int64) if numeric else item_ids, self.time_ordered)
+        held_out = _common.validation_split(
+            columns[self.spec.query_key],
+            columns[_common.TIMESTAMP],
+            item_ids.astype(np.int64) if numeric else item_ids,
+            self.time_ordered,
+        )
         return frozenset(self._keys(columns)[held_out].tolist())
 
     def _source(self, split: str) -> tuple[str, bool]:
         """(the base split a view split reads, whether it keeps the held-out pairs)."""
-        return {"train": ("train", False), "train_10pct": ("train_10pct", False), "test": ("train", True)}[_check_split(split)]
+        return {"train": ("train", False), "train_10pct": ("train_10pct", False), "test": ("train", True)}[
+            _check_split(split)
+        ]
 
     def _mask(self, columns: dict[str, np.ndarray], held_out: bool) -> np.ndarray:
         keys = self.validation_keys
-        inside = np.fromiter((k in keys for k in self._keys(columns)), dtype=bool, count=len(columns[_common.TIMESTAMP]))
+        inside = np.fromiter(
+            (k in keys for k in self._keys(columns)), dtype=bool, count=len(columns[_common.TIMESTAMP])
+        )
         return inside if held_out else ~inside
 
     @functools.cached_property
@@ -190,8 +201,10 @@ class ValidationView:
         """Examples per view split, from one key-column read per base split (not one per call)."""
         key_names = [self.spec.query_key, self.spec.item_key, _common.TIMESTAMP]
         held = {base: self._mask(self.base.pair_columns(base, key_names), True) for base in ("train", "train_10pct")}
-        return {split: int(held[base].sum() if keep else (~held[base]).sum())
-                for split, (base, keep) in ((s, self._source(s)) for s in SPLITS)}
+        return {
+            split: int(held[base].sum() if keep else (~held[base]).sum())
+            for split, (base, keep) in ((s, self._source(s)) for s in SPLITS)
+        }
 
     def num_examples(self, split: str) -> int:
         return self._counts[_check_split(split)]
@@ -208,8 +221,11 @@ class ValidationView:
         base_split, held_out = self._source(split)
         keys = sorted(self.validation_keys)
         table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(tf.constant(keys or [b""], tf.string),
-                                                tf.ones(max(1, len(keys)), tf.int64)), default_value=0)
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(keys or [b""], tf.string), tf.ones(max(1, len(keys)), tf.int64)
+            ),
+            default_value=0,
+        )
         q, i = self.spec.query_key, self.spec.item_key
 
         def wanted(x):
@@ -226,8 +242,9 @@ def _check_split(split: str) -> str:
     return split
 
 
-def dataset_arrays(dataset: tf.data.Dataset, spec: features_lib.FeatureSpec | None = None,
-                   chunk: int = 8192) -> dict[str, np.ndarray]:
+def dataset_arrays(
+    dataset: tf.data.Dataset, spec: features_lib.FeatureSpec | None = None, chunk: int = 8192
+) -> dict[str, np.ndarray]:
     """An unbatched dataset of string features in memory: feature -> [N] numpy array.
 
     Scalars become object arrays of bytes (int64 stays int64); 1-D features object arrays of
@@ -244,7 +261,9 @@ def dataset_arrays(dataset: tf.data.Dataset, spec: features_lib.FeatureSpec | No
     for name, values in parts.items():
         rank = dataset.element_spec[name].shape.rank
         if rank == 0:
-            out[name] = np.concatenate(values) if values else np.zeros(0, dtype=dataset.element_spec[name].dtype.as_numpy_dtype)
+            out[name] = (
+                np.concatenate(values) if values else np.zeros(0, dtype=dataset.element_spec[name].dtype.as_numpy_dtype)
+            )
         else:
             column = np.empty(len(values), dtype=object)
             column[:] = values
@@ -256,8 +275,10 @@ def parse_name(name: str) -> tuple[str, str]:
     builder, _, config = name.partition("/")
     if builder not in DATASET_FAMILIES or not config:
         patterns = [family.pattern for family in DATASET_FAMILIES.values()] + list(NAMED_CSV)
-        raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(patterns)}; any of them with a "
-                         f"{VALIDATION_SUFFIX!r} suffix for its validation carve-out")
+        raise ValueError(
+            f"unknown dataset {name!r}: expected one of {', '.join(patterns)}; any of them with a "
+            f"{VALIDATION_SUFFIX!r} suffix for its validation carve-out"
+        )
     return builder, config
 
 
@@ -276,17 +297,26 @@ def _load_named_csv(name: str, data_dir, raw_data_dir) -> Dataset:
     """A :data:`NAMED_CSV` catalog: its raw files under the raw data root, built once as interactions_csv/<name>."""
     named = NAMED_CSV[name]
     root = pathlib.Path(data_dir or paths.tfds_dir()) / "interactions_csv"
-    prepared = all((root / c / str(_common.VERSION) / "dataset_info.json").exists()
-                   for c in (name, _common.items_config_name(name)))
+    prepared = all(
+        (root / c / str(_common.VERSION) / "dataset_info.json").exists()
+        for c in (name, _common.items_config_name(name))
+    )
     csv_configs = None
     if not prepared:
         folder = paths.raw_data_root(str(raw_data_dir) if raw_data_dir else None) / named.folder
         if not folder.is_dir():
-            raise FileNotFoundError(f"dataset {name!r} reads {folder}/ ({named.interactions}, {named.items}); "
-                                    f"pass --data-dir or set {paths.DATA_ENV} to the folder that holds {named.folder}/")
+            raise FileNotFoundError(
+                f"dataset {name!r} reads {folder}/ ({named.interactions}, {named.items}); "
+                f"pass --data-dir or set {paths.DATA_ENV} to the folder that holds {named.folder}/"
+            )
         csv_configs = interactions_csv.make_configs(
-            name, folder / named.interactions, folder / named.items, paths.SPECS_DIR / named.spec,
-            queries=folder / named.queries if named.queries else None, split_column=named.split_column)
+            name,
+            folder / named.interactions,
+            folder / named.items,
+            paths.SPECS_DIR / named.spec,
+            queries=folder / named.queries if named.queries else None,
+            split_column=named.split_column,
+        )
     dataset = load_dataset(f"interactions_csv/{name}", data_dir, raw_data_dir, csv_configs=csv_configs)
     return dataclasses.replace(dataset, name=name)
 
@@ -294,13 +324,20 @@ def _load_named_csv(name: str, data_dir, raw_data_dir) -> Dataset:
 def _prepare(builder: tfds.core.DatasetBuilder, manual_dir: pathlib.Path | None = None) -> None:
     if builder.is_prepared():
         return
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=str(manual_dir) if manual_dir else None, try_download_gcs=False))
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+            manual_dir=str(manual_dir) if manual_dir else None, try_download_gcs=False
+        )
+    )
 
 
-def load_dataset(name: str = DEFAULT_DATASET, data_dir: str | os.PathLike | None = None,
-                 raw_data_dir: str | os.PathLike | None = None, *,
-                 csv_configs: tuple | None = None) -> Dataset:
+def load_dataset(
+    name: str = DEFAULT_DATASET,
+    data_dir: str | os.PathLike | None = None,
+    raw_data_dir: str | os.PathLike | None = None,
+    *,
+    csv_configs: tuple | None = None,
+) -> Dataset:
     """The handle of a dataset, built with TFDS (never downloading) if it is not prepared yet.
 
     data_dir: TFDS data_dir (default ``paths.tfds_dir()``).
@@ -338,8 +375,13 @@ def _load_movielens(name: str, config: str, data_dir: str, raw_data_dir, csv_con
         manual_dir = movielens.default_manual_dir(release, str(raw_data_dir) if raw_data_dir else None)
         _prepare(items, manual_dir)
         _prepare(pairs, manual_dir)
-    return Dataset(name, movielens.spec_for(task), pairs, items,
-                   validation_of=base_name(name) if pairs.builder_config.validation else None)
+    return Dataset(
+        name,
+        movielens.spec_for(task),
+        pairs,
+        items,
+        validation_of=base_name(name) if pairs.builder_config.validation else None,
+    )
 
 
 def _load_interactions_csv(name: str, config: str, data_dir: str, raw_data_dir, csv_configs) -> Dataset:
@@ -350,18 +392,30 @@ def _load_interactions_csv(name: str, config: str, data_dir: str, raw_data_dir, 
         if csv_configs is None:
             raise FileNotFoundError(
                 f"interactions_csv/{config} is not prepared in {data_dir}; build it first: recsys-ssl data "
-                f"--dataset interactions_csv/{config} --interactions F --items F [--queries F] --spec S")
+                f"--dataset interactions_csv/{config} --interactions F --items F [--queries F] --spec S"
+            )
         for csv_config in reversed(csv_configs):  # items first, as the others
             _prepare(interactions_csv.InteractionsCsv(config=csv_config, data_dir=data_dir))
     pairs, items = (tfds.builder_from_directory(str(d)) for d in dirs)
     metadata = pairs.info.metadata
     if csv_configs is not None:
-        wanted = {"interactions": csv_configs[0].interactions, "items": csv_configs[0].items,
-                  "queries": csv_configs[0].queries}
+        wanted = {
+            "interactions": csv_configs[0].interactions,
+            "items": csv_configs[0].items,
+            "queries": csv_configs[0].queries,
+        }
         if wanted != metadata.get("files"):
-            logging.warning("interactions_csv/%s is already prepared in %s from %s; not rebuilding from %s "
-                            "(delete that folder to rebuild)", config, root, metadata.get("files"), wanted)
-    spec = features_lib.spec_from_dict(metadata["spec"], source=metadata.get("spec_path") or f"interactions_csv/{config}")
+            logging.warning(
+                "interactions_csv/%s is already prepared in %s from %s; not rebuilding from %s "
+                "(delete that folder to rebuild)",
+                config,
+                root,
+                metadata.get("files"),
+                wanted,
+            )
+    spec = features_lib.spec_from_dict(
+        metadata["spec"], source=metadata.get("spec_path") or f"interactions_csv/{config}"
+    )
     return Dataset(name, spec, pairs, items)
 
 
@@ -379,8 +433,9 @@ class DatasetFamily:
 # builder -> family: a new dataset family is one entry and one loader (catalogs that are CSV
 # files under the raw data root are one NAMED_CSV entry instead).
 DATASET_FAMILIES: dict[str, DatasetFamily] = {
-    "synthetic_catalog": DatasetFamily(f"synthetic_catalog/<size> ({', '.join(synthetic_catalog.SIZES)})",
-                                       _load_synthetic),
+    "synthetic_catalog": DatasetFamily(
+        f"synthetic_catalog/<size> ({', '.join(synthetic_catalog.SIZES)})", _load_synthetic
+    ),
     "movielens": DatasetFamily("movielens/<100k|1m>-<user-item|item-item>", _load_movielens),
     "interactions_csv": DatasetFamily("interactions_csv/<name>", _load_interactions_csv),
 }
@@ -484,15 +539,22 @@ def _read_columns_from_records(dataset: "Dataset", split: str, names: list[str])
         builder = dataset.pairs_builder
         features = builder.info.features
         integers = {name for name in names if features[name].shape == () and features[name].tf_dtype == tf.int64}
-        if any(features[name].shape not in ((), (None,)) or features[name].tf_dtype != tf.string
-               for name in names if name not in integers):
+        if any(
+            features[name].shape not in ((), (None,)) or features[name].tf_dtype != tf.string
+            for name in names
+            if name not in integers
+        ):
             return None
         # Multi-valued features: the spec's max_len, truncated and padded with "" as inputs.batch does.
         widths = {name: dataset.spec.feature(name).max_len for name in names if features[name].shape == (None,)}
         info = builder.info.splits[split]
         files = [str(pathlib.Path(builder.data_dir) / f) for f in info.filenames]
-        parse = {name: tf.io.VarLenFeature(tf.string) if name in widths
-                 else tf.io.FixedLenFeature([], tf.int64 if name in integers else tf.string) for name in names}
+        parse = {
+            name: tf.io.VarLenFeature(tf.string)
+            if name in widths
+            else tf.io.FixedLenFeature([], tf.int64 if name in integers else tf.string)
+            for name in names
+        }
 
         def parse_batch(records):
             parsed = tf.io.parse_example(records, parse)
@@ -506,8 +568,12 @@ def _read_columns_from_records(dataset: "Dataset", split: str, names: list[str])
         for batch in records.as_numpy_iterator():
             for name in names:
                 columns[name].append(batch[name])
-        out = {name: (np.concatenate(parts) if name in integers else np.concatenate(parts).astype(object)) if parts
-               else np.zeros(0, np.int64 if name in integers else object) for name, parts in columns.items()}
+        out = {
+            name: (np.concatenate(parts) if name in integers else np.concatenate(parts).astype(object))
+            if parts
+            else np.zeros(0, np.int64 if name in integers else object)
+            for name, parts in columns.items()
+        }
     except (AttributeError, KeyError, TypeError, ValueError, tf.errors.OpError) as error:
         logging.getLogger(__name__).info("reading %s through tf.data (%s: %s)", split, type(error).__name__, error)
         return None

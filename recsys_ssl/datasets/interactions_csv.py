@@ -21,6 +21,7 @@ and the column; a malformed row (field count, non-integer timestamp, bad split v
 duplicate id) raises ValueError naming file and line; interactions whose item (or query, when a
 queries file is given) is unknown are dropped and counted in the metadata (``dropped``).
 """
+
 from __future__ import annotations
 
 import collections
@@ -55,13 +56,28 @@ class InteractionsCsvConfig(tfds.core.BuilderConfig):
     seed: int = 0
 
 
-def make_configs(name: str, interactions: str, items: str, spec: str, queries: str | None = None,
-                 split_column: str | None = None, seed: int = 0) -> tuple[InteractionsCsvConfig, InteractionsCsvConfig]:
+def make_configs(
+    name: str,
+    interactions: str,
+    items: str,
+    spec: str,
+    queries: str | None = None,
+    split_column: str | None = None,
+    seed: int = 0,
+) -> tuple[InteractionsCsvConfig, InteractionsCsvConfig]:
     """The (pairs, items) configs of one CSV dataset called ``name``."""
-    common = dict(interactions=str(interactions), items=str(items), queries=str(queries or ""), spec=str(spec),
-                  split_column=split_column or "", seed=seed)
-    return (InteractionsCsvConfig(name=name, kind=_common.PAIRS, **common),
-            InteractionsCsvConfig(name=_common.items_config_name(name), kind=_common.ITEMS, **common))
+    common = dict(
+        interactions=str(interactions),
+        items=str(items),
+        queries=str(queries or ""),
+        spec=str(spec),
+        split_column=split_column or "",
+        seed=seed,
+    )
+    return (
+        InteractionsCsvConfig(name=name, kind=_common.PAIRS, **common),
+        InteractionsCsvConfig(name=_common.items_config_name(name), kind=_common.ITEMS, **common),
+    )
 
 
 def _read_csv(path: pathlib.Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
@@ -86,10 +102,14 @@ def _read_csv(path: pathlib.Path) -> tuple[list[str], Iterator[tuple[int, list[s
                     if not fields:  # a blank line
                         continue
                     if len(fields) != len(header):
-                        raise CsvRowError(f"{path}:{reader.line_num}: expected {len(header)} fields ({header}), got {len(fields)}: {fields}")
+                        raise CsvRowError(
+                            f"{path}:{reader.line_num}: expected {len(header)} fields ({header}), "
+                            f"got {len(fields)}: {fields}"
+                        )
                     yield reader.line_num, fields
             except UnicodeDecodeError as error:  # decoded in blocks: the line is where the bad block starts
                 raise CsvRowError(f"{path}:{reader.line_num + 1}: not UTF-8 text ({error})") from None
+
     return header, rows()
 
 
@@ -138,7 +158,9 @@ def read_csvs(config: InteractionsCsvConfig, spec: features_lib.FeatureSpec) -> 
     header, rows = _read_csv(queries_path)
     query_key, item_key = spec.feature(spec.query_key), spec.feature(spec.item_key)
     if config.queries:
-        queries, query_index = _read_table(pathlib.Path(config.queries), spec, spec.query_features, spec.query_key, "query id")
+        queries, query_index = _read_table(
+            pathlib.Path(config.queries), spec, spec.query_features, spec.query_key, "query id"
+        )
         features_lib.check_columns(spec, header, (query_key, item_key), str(queries_path))
         per_row_query = ()
     else:
@@ -147,7 +169,9 @@ def read_csvs(config: InteractionsCsvConfig, spec: features_lib.FeatureSpec) -> 
         per_row_query = [(f, header.index(f.csv_column)) for f in spec.query_features]
     for column, role in ((spec.timestamp, "timestamp"), (config.split_column, "split column")):
         if column and column not in header:
-            raise features_lib.SpecError(f"{queries_path}: {role} column {column!r} is missing; the header has {header}")
+            raise features_lib.SpecError(
+                f"{queries_path}: {role} column {column!r} is missing; the header has {header}"
+            )
     q_pos, i_pos = header.index(query_key.csv_column), header.index(item_key.csv_column)
     t_pos = header.index(spec.timestamp) if spec.timestamp else None
     s_pos = header.index(config.split_column) if config.split_column else None
@@ -178,8 +202,10 @@ def read_csvs(config: InteractionsCsvConfig, spec: features_lib.FeatureSpec) -> 
         item_rows.append(item_row)
 
     if not item_rows:  # nothing to train or evaluate on: say why rather than build empty splits
-        raise CsvRowError(f"{queries_path}: no usable interactions"
-                          + (f" (dropped: {dict(dropped)})" if dropped else " (no rows after the header)"))
+        raise CsvRowError(
+            f"{queries_path}: no usable interactions"
+            + (f" (dropped: {dict(dropped)})" if dropped else " (no rows after the header)")
+        )
     if queries is None:
         queries = _query_columns([feature for feature, _ in per_row_query], row_queries)
     item_rows_arr = np.asarray(item_rows, dtype=np.int64)
@@ -189,8 +215,12 @@ def read_csvs(config: InteractionsCsvConfig, spec: features_lib.FeatureSpec) -> 
         _, test_mask, _ = _common.temporal_split(np.asarray(query_groups, dtype=np.int64), timestamps_arr, tie)
     else:
         test_mask = np.asarray(is_test, dtype=bool)
-    table = _common.PairsTable(np.asarray(query_rows, dtype=np.int64), item_rows_arr, timestamps_arr,
-                               _common.make_splits(test_mask, config.seed))
+    table = _common.PairsTable(
+        np.asarray(query_rows, dtype=np.int64),
+        item_rows_arr,
+        timestamps_arr,
+        _common.make_splits(test_mask, config.seed),
+    )
     return CsvData(items=items, queries=queries, pairs=table, dropped=dict(dropped))
 
 
@@ -237,14 +267,19 @@ class InteractionsCsv(_common.LocalBuilder, skip_registration=True):
         spec = self._spec()
         features = _common.pairs_features(spec) if config.kind == _common.PAIRS else _common.items_features(spec)
         metadata = tfds.core.MetadataDict(
-            spec=spec.to_dict(), spec_path=config.spec,
+            spec=spec.to_dict(),
+            spec_path=config.spec,
             files={"interactions": config.interactions, "items": config.items, "queries": config.queries},
-            split=(f"column {config.split_column}" if config.split_column else "per query by time, last ceil(20%) to test"),
+            split=(
+                f"column {config.split_column}" if config.split_column else "per query by time, last ceil(20%) to test"
+            ),
             # Whether pair order means time (a timestamp column, or file order without a split
             # column): the validation carve-out then holds out the latest pairs, else a random draw.
-            time_ordered=bool(spec.timestamp) or not config.split_column)
-        return tfds.core.DatasetInfo(builder=self, description=__doc__, features=features, metadata=metadata,
-                                     disable_shuffling=True)
+            time_ordered=bool(spec.timestamp) or not config.split_column,
+        )
+        return tfds.core.DatasetInfo(
+            builder=self, description=__doc__, features=features, metadata=metadata, disable_shuffling=True
+        )
 
     def _split_generators(self, dl_manager: Any):
         config = self.builder_config
@@ -257,9 +292,12 @@ class InteractionsCsv(_common.LocalBuilder, skip_registration=True):
         if config.kind == _common.ITEMS:
             return {_common.ITEMS_SPLIT: self._generate_examples(_common.item_examples(items))}
         table = data.pairs
-        counts.update(table.split_counts(), pairs=int(len(table.item_rows)),
-                      queries=int(len(np.unique(data.queries[spec.query_key]))) if len(table.item_rows) else 0,
-                      head_share=_common.popularity_head_share(table.item_rows[table.splits["train"]], num_items))
+        counts.update(
+            table.split_counts(),
+            pairs=int(len(table.item_rows)),
+            queries=int(len(np.unique(data.queries[spec.query_key]))) if len(table.item_rows) else 0,
+            head_share=_common.popularity_head_share(table.item_rows[table.splits["train"]], num_items),
+        )
         return _common.pair_split_generators(self, table, data.queries, items)
 
     def _generate_examples(self, examples):  # the generators are made in _split_generators

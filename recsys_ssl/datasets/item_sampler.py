@@ -6,6 +6,7 @@ head items. Each batch is drawn without replacement: the corpus is reshuffled ev
 and cut into full batches (the last partial batch of a pass is dropped, so no batch holds an
 item twice, and every item is equally likely to be dropped, which keeps the marginal uniform).
 """
+
 from __future__ import annotations
 
 from typing import Mapping
@@ -31,8 +32,13 @@ def pad_item_arrays(item_arrays: Mapping[str, np.ndarray], spec: fs.FeatureSpec)
     return {feature.name: fs.dense_column(item_arrays[feature.name], feature) for feature in spec.item_features}
 
 
-def uniform_item_batches(item_arrays: Mapping[str, np.ndarray], spec: fs.FeatureSpec, batch_size: int,
-                         seed: int | None = None, padded: bool = False) -> tf.data.Dataset:
+def uniform_item_batches(
+    item_arrays: Mapping[str, np.ndarray],
+    spec: fs.FeatureSpec,
+    batch_size: int,
+    seed: int | None = None,
+    padded: bool = False,
+) -> tf.data.Dataset:
     """An endless tf.data.Dataset of item batches, uniform over the corpus, no repeats in a batch.
 
     Yields dicts of [B] tf.string (single-valued) and [B, max_len] tf.string (multi-valued).

@@ -43,6 +43,7 @@ a malformed row (wrong number of fields, non-integer id, duplicate id) raises Va
 naming file and line. Ratings of unknown users or movies are dropped and counted in the
 metadata (``dropped``) and the build summary.
 """
+
 from __future__ import annotations
 
 import collections
@@ -63,14 +64,51 @@ RAW_FILES = {"100k": ("u.data", "u.item", "u.user"), "1m": ("ratings.dat", "movi
 TASKS = ("user-item", "item-item")
 SPECS = {"user-item": "movielens_user_item", "item-item": "movielens_item_item"}
 AGE_BUCKETS = (1, 18, 25, 35, 45, 50, 56)
-ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-                 "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
-                 "War", "Western")
+ML100K_GENRES = (
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
 # ml-1m's users.dat codes occupations; the texts of its README (as TFDS's movielens/1m-*).
-ML1M_OCCUPATIONS = ("other/not specified", "academic/educator", "artist", "clerical/admin", "college/grad student",
-                    "customer service", "doctor/health care", "executive/managerial", "farmer", "homemaker",
-                    "K-12 student", "lawyer", "programmer", "retired", "sales/marketing", "scientist",
-                    "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer")
+ML1M_OCCUPATIONS = (
+    "other/not specified",
+    "academic/educator",
+    "artist",
+    "clerical/admin",
+    "college/grad student",
+    "customer service",
+    "doctor/health care",
+    "executive/managerial",
+    "farmer",
+    "homemaker",
+    "K-12 student",
+    "lawyer",
+    "programmer",
+    "retired",
+    "sales/marketing",
+    "scientist",
+    "self-employed",
+    "technician/engineer",
+    "tradesman/craftsman",
+    "unemployed",
+    "writer",
+)
 SEED = 0  # of the 10% train sample and the write order
 RECENT_FEATURE = "user_recent_movie_ids"  # user -> item query feature: the user's latest movies
 RECENT_LENGTH = 10
@@ -129,7 +167,9 @@ def _rows(path: pathlib.Path, separator: str, num_fields: int, encoding: str, co
             fields = line.split(separator)
             if len(fields) != num_fields:
                 raise RawFileError(
-                    f"{path}:{line_no}: expected {num_fields} fields separated by {separator!r}, got {len(fields)}: {line[:200]!r}")
+                    f"{path}:{line_no}: expected {num_fields} fields separated by {separator!r}, "
+                    f"got {len(fields)}: {line[:200]!r}"
+                )
             yield line_no, fields
 
 
@@ -159,7 +199,8 @@ def _check_files(version: str, manual_dir: pathlib.Path) -> list[pathlib.Path]:
         if not path.is_file():
             raise FileNotFoundError(
                 f"MovieLens {version}: raw file {path.name} not found in manual_dir {manual_dir} "
-                f"(expected {', '.join(RAW_FILES[version])}).\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+                f"(expected {', '.join(RAW_FILES[version])}).\n{MANUAL_DOWNLOAD_INSTRUCTIONS}"
+            )
     return files
 
 
@@ -173,13 +214,23 @@ def _columns(records: list[dict]) -> dict[str, np.ndarray]:
 
 
 def _movie(movie_id: int, genres: list[str], year: str, title: str) -> dict:
-    return {"movie_id": str(movie_id), "movie_genres": genres, "movie_release_year": year,
-            "movie_release_decade": decade(year), "movie_title_tokens": title_tokens(title)}
+    return {
+        "movie_id": str(movie_id),
+        "movie_genres": genres,
+        "movie_release_year": year,
+        "movie_release_decade": decade(year),
+        "movie_title_tokens": title_tokens(title),
+    }
 
 
 def _user(user_id: int, age: int, gender: str, occupation: str, zip_code: str) -> dict:
-    return {"user_id": str(user_id), "bucketized_user_age": age_bucket(age), "user_gender": gender,
-            "user_occupation_text": occupation, "user_zip_prefix": zip_code[:3]}
+    return {
+        "user_id": str(user_id),
+        "bucketized_user_age": age_bucket(age),
+        "user_gender": gender,
+        "user_occupation_text": occupation,
+        "user_zip_prefix": zip_code[:3],
+    }
 
 
 def _add_unique(index: dict, key: int, path: pathlib.Path, line_no: int, what: str) -> None:
@@ -214,10 +265,15 @@ def read_raw(version: str, manual_dir: str | pathlib.Path) -> RawMovieLens:
         timestamps.append(timestamp)
 
     return RawMovieLens(
-        items=_columns(movies), users=_columns(users),
-        user_rows=np.asarray(user_rows, dtype=np.int64), item_rows=np.asarray(item_rows, dtype=np.int64),
+        items=_columns(movies),
+        users=_columns(users),
+        user_rows=np.asarray(user_rows, dtype=np.int64),
+        item_rows=np.asarray(item_rows, dtype=np.int64),
         timestamps=np.asarray(timestamps, dtype=np.int64),
-        item_ids=np.asarray(list(movie_index), dtype=np.int64), dropped=dict(dropped), skipped=dict(skipped))
+        item_ids=np.asarray(list(movie_index), dtype=np.int64),
+        dropped=dict(dropped),
+        skipped=dict(skipped),
+    )
 
 
 def _read_movies(version: str, movies_path: pathlib.Path, skipped: collections.Counter) -> tuple[list, dict]:
@@ -249,13 +305,20 @@ def _read_users(version: str, users_path: pathlib.Path, skipped: collections.Cou
         user_id = _parse_int(fields[0], users_path, line_no, "user id")
         _add_unique(user_index, user_id, users_path, line_no, "user id")
         if version == "100k":
-            age, gender, occupation, zip_code = _parse_int(fields[1], users_path, line_no, "age"), fields[2], fields[3], fields[4]
+            age, gender, occupation, zip_code = (
+                _parse_int(fields[1], users_path, line_no, "age"),
+                fields[2],
+                fields[3],
+                fields[4],
+            )
         else:
             gender, zip_code = fields[1], fields[4]
             age = _parse_int(fields[2], users_path, line_no, "age")
             code = _parse_int(fields[3], users_path, line_no, "occupation")
             if not 0 <= code < len(ML1M_OCCUPATIONS):
-                raise RawFileError(f"{users_path}:{line_no}: occupation code {code} is not in 0..{len(ML1M_OCCUPATIONS) - 1}")
+                raise RawFileError(
+                    f"{users_path}:{line_no}: occupation code {code} is not in 0..{len(ML1M_OCCUPATIONS) - 1}"
+                )
             occupation = ML1M_OCCUPATIONS[code]
         users.append(_user(user_id, age, gender, occupation, zip_code))
     return users, user_index
@@ -265,8 +328,9 @@ def train_part(raw: RawMovieLens) -> RawMovieLens:
     """``raw`` restricted to the interactions of the protocol's train part (the validation carve-out's input)."""
     _, is_test, _ = _common.temporal_split(raw.user_rows, raw.timestamps, raw.item_ids[raw.item_rows])
     keep = ~is_test
-    return dataclasses.replace(raw, user_rows=raw.user_rows[keep], item_rows=raw.item_rows[keep],
-                               timestamps=raw.timestamps[keep])
+    return dataclasses.replace(
+        raw, user_rows=raw.user_rows[keep], item_rows=raw.item_rows[keep], timestamps=raw.timestamps[keep]
+    )
 
 
 def recent_movies(raw: RawMovieLens, order: np.ndarray, is_test: np.ndarray, length: int = RECENT_LENGTH) -> np.ndarray:
@@ -289,26 +353,45 @@ def recent_movies(raw: RawMovieLens, order: np.ndarray, is_test: np.ndarray, len
         num_train = int(np.count_nonzero(train_sorted[start:end]))  # the train part is a prefix
         for rank in range(end - start):
             visible = min(rank, num_train)
-            out[order[start + rank]] = list(movie_ids[start + max(0, visible - length):start + visible][::-1])
+            out[order[start + rank]] = list(movie_ids[start + max(0, visible - length) : start + visible][::-1])
     return out
 
 
-def user_item_pairs(raw: RawMovieLens, seed: int = SEED, recent_length: int = RECENT_LENGTH,
-                    test_fraction: float = _common.TEST_FRACTION) -> _common.PairsTable:
+def user_item_pairs(
+    raw: RawMovieLens,
+    seed: int = SEED,
+    recent_length: int = RECENT_LENGTH,
+    test_fraction: float = _common.TEST_FRACTION,
+) -> _common.PairsTable:
     """The protocol split of user -> movie interactions, each with the user's recent movies."""
-    order, is_test, _ = _common.temporal_split(raw.user_rows, raw.timestamps, raw.item_ids[raw.item_rows], test_fraction)
-    return _common.PairsTable(raw.user_rows, raw.item_rows, raw.timestamps, _common.make_splits(is_test, seed),
-                              pair_columns={RECENT_FEATURE: recent_movies(raw, order, is_test, recent_length)})
+    order, is_test, _ = _common.temporal_split(
+        raw.user_rows, raw.timestamps, raw.item_ids[raw.item_rows], test_fraction
+    )
+    return _common.PairsTable(
+        raw.user_rows,
+        raw.item_rows,
+        raw.timestamps,
+        _common.make_splits(is_test, seed),
+        pair_columns={RECENT_FEATURE: recent_movies(raw, order, is_test, recent_length)},
+    )
 
 
-def item_item_pairs(raw: RawMovieLens, seed: int = SEED, test_fraction: float = _common.TEST_FRACTION) -> _common.PairsTable:
+def item_item_pairs(
+    raw: RawMovieLens, seed: int = SEED, test_fraction: float = _common.TEST_FRACTION
+) -> _common.PairsTable:
     """Seed -> next movie pairs per user; a pair is test iff its target is in the user's test part."""
-    order, is_test, _ = _common.temporal_split(raw.user_rows, raw.timestamps, raw.item_ids[raw.item_rows], test_fraction)
+    order, is_test, _ = _common.temporal_split(
+        raw.user_rows, raw.timestamps, raw.item_ids[raw.item_rows], test_fraction
+    )
     users = raw.user_rows[order]
     same_user = users[1:] == users[:-1]  # consecutive interactions of one user
     seeds, targets = order[:-1][same_user], order[1:][same_user]
-    return _common.PairsTable(raw.item_rows[seeds], raw.item_rows[targets], raw.timestamps[targets],
-                              _common.make_splits(is_test[targets], seed))
+    return _common.PairsTable(
+        raw.item_rows[seeds],
+        raw.item_rows[targets],
+        raw.timestamps[targets],
+        _common.make_splits(is_test[targets], seed),
+    )
 
 
 def seed_columns(items: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -346,13 +429,21 @@ class Movielens(_common.LocalBuilder, skip_registration=True):
     VERSION = _common.VERSION
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
     BUILDER_CONFIGS = [
-        MovieLensConfig(name=f"{release}-{task}", release=release, task=task,
-                        description=f"MovieLens {release}: {task}")
-        for release in RAW_DIRS for task in TASKS + ("items",)
+        MovieLensConfig(
+            name=f"{release}-{task}", release=release, task=task, description=f"MovieLens {release}: {task}"
+        )
+        for release in RAW_DIRS
+        for task in TASKS + ("items",)
     ] + [
-        MovieLensConfig(name=f"{release}-{task}-val", release=release, task=task, validation=True,
-                        description=f"MovieLens {release}: {task}, validation carve-out of the train part")
-        for release in RAW_DIRS for task in TASKS
+        MovieLensConfig(
+            name=f"{release}-{task}-val",
+            release=release,
+            task=task,
+            validation=True,
+            description=f"MovieLens {release}: {task}, validation carve-out of the train part",
+        )
+        for release in RAW_DIRS
+        for task in TASKS
     ]
     DEFAULT_CONFIG_NAME = "100k-user-item"
 
@@ -362,10 +453,17 @@ class Movielens(_common.LocalBuilder, skip_registration=True):
             features = _common.items_features(spec_for("user-item"))
         else:
             features = _common.pairs_features(spec_for(config.task))
-        metadata = tfds.core.MetadataDict(spec=SPECS.get(config.task, SPECS["user-item"]), release=config.release,
-                                          task=config.task)
-        return tfds.core.DatasetInfo(builder=self, description=__doc__, features=features, metadata=metadata,
-                                     homepage="https://grouplens.org/datasets/movielens/", disable_shuffling=True)
+        metadata = tfds.core.MetadataDict(
+            spec=SPECS.get(config.task, SPECS["user-item"]), release=config.release, task=config.task
+        )
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=__doc__,
+            features=features,
+            metadata=metadata,
+            homepage="https://grouplens.org/datasets/movielens/",
+            disable_shuffling=True,
+        )
 
     def _split_generators(self, dl_manager: Any):
         config = self.builder_config
@@ -373,7 +471,8 @@ class Movielens(_common.LocalBuilder, skip_registration=True):
         if manual_dir is None or not pathlib.Path(manual_dir).is_dir():
             raise FileNotFoundError(
                 f"MovieLens {config.release}: manual_dir {manual_dir} does not exist; it must hold "
-                f"{', '.join(RAW_FILES[config.release])}.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+                f"{', '.join(RAW_FILES[config.release])}.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}"
+            )
         raw = read_raw(config.release, pathlib.Path(manual_dir))
         if config.validation:
             held_out = len(raw.user_rows)
@@ -390,8 +489,11 @@ class Movielens(_common.LocalBuilder, skip_registration=True):
             table, queries = user_item_pairs(raw, test_fraction=fraction), raw.users
         else:
             table, queries = item_item_pairs(raw, test_fraction=fraction), seed_columns(raw.items)
-        counts.update(table.split_counts(), pairs=int(len(table.item_rows)),
-                      head_share=_common.popularity_head_share(table.item_rows[table.splits["train"]], num_items))
+        counts.update(
+            table.split_counts(),
+            pairs=int(len(table.item_rows)),
+            head_share=_common.popularity_head_share(table.item_rows[table.splits["train"]], num_items),
+        )
         return _common.pair_split_generators(self, table, queries, items)
 
     def _generate_examples(self, examples):  # the generators are made in _split_generators

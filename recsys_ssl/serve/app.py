@@ -6,6 +6,7 @@ traceback only with ``debug``). Nothing here blocks the event loop on TensorFlow
 retrieval goes through the :class:`~recsys_ssl.serve.batching.Batcher`, the query and item
 models through a small thread pool.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -19,8 +20,16 @@ from concurrent.futures import ThreadPoolExecutor
 from recsys_ssl.retrieve import RequestError
 from recsys_ssl.serve.batching import Batcher
 from recsys_ssl.serve.metrics import Metrics
-from recsys_ssl.serve.predict import (ITEM_MODEL, QUERY_MODEL, RETRIEVAL, Limits, metadata, parse_retrieval, predict,
-                                      retrieval_output)
+from recsys_ssl.serve.predict import (
+    ITEM_MODEL,
+    QUERY_MODEL,
+    RETRIEVAL,
+    Limits,
+    metadata,
+    parse_retrieval,
+    predict,
+    retrieval_output,
+)
 from recsys_ssl.serve.versions import ModelState
 
 log = logging.getLogger("recsys_ssl.serve")
@@ -51,8 +60,15 @@ class App:
     body_timeout_s: a request whose body does not arrive within it gets a 408 and is closed.
     """
 
-    def __init__(self, state: ModelState, limits: Limits, metrics: Metrics, batcher: Batcher | None = None,
-                 body_timeout_s: float = 10.0, debug: bool = False):
+    def __init__(
+        self,
+        state: ModelState,
+        limits: Limits,
+        metrics: Metrics,
+        batcher: Batcher | None = None,
+        body_timeout_s: float = 10.0,
+        debug: bool = False,
+    ):
         self.state, self.limits, self.metrics, self.batcher = state, limits, metrics, batcher
         self.body_timeout_s = body_timeout_s
         self.debug = debug
@@ -101,8 +117,10 @@ class App:
             if method == "GET" and not rest and failed:
                 return "status", 200, {"model_version_status": failed}, False
             reason = f" ({failed[0]['status']['error_message']})" if failed else ""
-            raise HttpError(404, f"version {version!r} of model {name!r} is not available{reason}; "
-                                 f"serving version {retriever.version}")
+            raise HttpError(
+                404,
+                f"version {version!r} of model {name!r} is not available{reason}; serving version {retriever.version}",
+            )
         if method == "GET":
             if rest == ":predict":
                 raise HttpError(405, "predict needs POST")
@@ -117,8 +135,12 @@ class App:
             rows, columnar, k = parse_retrieval(retriever, body, self.limits)
             return route, 200, retrieval_output(*await self.batcher.retrieve(retriever, rows, k), columnar), False
         loop = asyncio.get_running_loop()
-        return route, 200, await loop.run_in_executor(self._models_pool, predict, retriever, model, body,
-                                                      self.limits), False
+        return (
+            route,
+            200,
+            await loop.run_in_executor(self._models_pool, predict, retriever, model, body, self.limits),
+            False,
+        )
 
     def _route(self, path: str) -> tuple[str, str, str | None, str]:
         match = _ROUTE.match(path)
@@ -130,8 +152,9 @@ class App:
         elif name in (QUERY_MODEL, ITEM_MODEL):
             model = name
         else:
-            raise HttpError(404, f"model {name!r} not found; serving "
-                                 f"{[self.state.model_name, RETRIEVAL, QUERY_MODEL, ITEM_MODEL]}")
+            raise HttpError(
+                404, f"model {name!r} not found; serving {[self.state.model_name, RETRIEVAL, QUERY_MODEL, ITEM_MODEL]}"
+            )
         return model, name, match["version"], match["rest"] or ""
 
     async def _read_body(self, scope, receive) -> bytes:

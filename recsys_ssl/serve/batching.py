@@ -6,6 +6,7 @@ queries): under load the per-call overhead is shared, and when idle a request wa
 ``max_wait_s`` (default 0: no wait at all). No thread per connection: the event loop parses
 and validates, the compute thread only runs TensorFlow and ScaNN (both release the GIL).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -32,8 +33,13 @@ class Batcher:
     observe(queries, seconds) is called once per batch (metrics).
     """
 
-    def __init__(self, max_queries: int = 256, max_wait_s: float = 0.0,
-                 observe: Callable[[int, float], None] | None = None, concurrency: int = 1):
+    def __init__(
+        self,
+        max_queries: int = 256,
+        max_wait_s: float = 0.0,
+        observe: Callable[[int, float], None] | None = None,
+        concurrency: int = 1,
+    ):
         self.max_queries = max(int(max_queries), 1)
         self.max_wait_s = max(float(max_wait_s), 0.0)
         self.observe = observe or (lambda queries, seconds: None)

@@ -1,4 +1,5 @@
 """``recsys-ssl serve``: flags -> the app on uvicorn (see the package docstring for the API)."""
+
 from __future__ import annotations
 
 import argparse
@@ -40,12 +41,14 @@ def _positive(kind):
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
         return value
+
     return parse
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recsys-ssl serve",
-                                     description="HTTP server with TF Serving's REST API over an export (uvicorn).")
+    parser = argparse.ArgumentParser(
+        prog="recsys-ssl serve", description="HTTP server with TF Serving's REST API over an export (uvicorn)."
+    )
     add = parser.add_argument
     add("--run-dir", default=DEFAULT_RUN_DIR)
     add("--export-dir", default=None, help="export root (default <run-dir>/export)")
@@ -55,26 +58,58 @@ def _parser() -> argparse.ArgumentParser:
     add("--max-body-bytes", type=_positive(int), default=1 << 20, help="larger bodies get a 413")
     add("--max-batch", type=_positive(int), default=256, help="queries per request")
     add("--max-k", type=_positive(int), default=100)
-    add("--batch-max-queries", type=_positive(int), default=256,
-        help="queries per retrieval batch (one query-tower call and one ScaNN search)")
-    add("--batch-max-wait-ms", type=float, default=0.0,
-        help="how long a batch waits to fill (default 0: it takes what queued while the last one ran)")
-    add("--batch-concurrency", type=_positive(int), default=1,
-        help="retrieval batches computed at once (each on its own thread; TensorFlow and ScaNN release the GIL)")
-    add("--no-batching", dest="batching", action="store_false",
-        help="answer each retrieval request on its own instead of batching concurrent ones")
-    add("--timeout-keep-alive", type=_positive(float), default=5.0,
-        help="seconds an idle connection, or an unfinished request head, is kept before it is closed")
+    add(
+        "--batch-max-queries",
+        type=_positive(int),
+        default=256,
+        help="queries per retrieval batch (one query-tower call and one ScaNN search)",
+    )
+    add(
+        "--batch-max-wait-ms",
+        type=float,
+        default=0.0,
+        help="how long a batch waits to fill (default 0: it takes what queued while the last one ran)",
+    )
+    add(
+        "--batch-concurrency",
+        type=_positive(int),
+        default=1,
+        help="retrieval batches computed at once (each on its own thread; TensorFlow and ScaNN release the GIL)",
+    )
+    add(
+        "--no-batching",
+        dest="batching",
+        action="store_false",
+        help="answer each retrieval request on its own instead of batching concurrent ones",
+    )
+    add(
+        "--timeout-keep-alive",
+        type=_positive(float),
+        default=5.0,
+        help="seconds an idle connection, or an unfinished request head, is kept before it is closed",
+    )
     add("--timeout-body", type=_positive(float), default=10.0, help="seconds for a request body to arrive (408)")
     add("--backlog", type=_positive(int), default=2048, help="listen queue of new connections (capped by somaxconn)")
-    add("--limit-concurrency", type=_positive(int), default=None,
-        help="connections + requests in flight before new requests get a 503 (default: no limit)")
-    add("--workers", type=_positive(int), default=1,
-        help="server processes sharing the port (each loads the model; /metrics is per process)")
+    add(
+        "--limit-concurrency",
+        type=_positive(int),
+        default=None,
+        help="connections + requests in flight before new requests get a 503 (default: no limit)",
+    )
+    add(
+        "--workers",
+        type=_positive(int),
+        default=1,
+        help="server processes sharing the port (each loads the model; /metrics is per process)",
+    )
     add("--poll-seconds", type=float, default=5.0, help="how often to look for a newer version (0: never)")
-    add("--tf-threads", type=int, default=1,
+    add(
+        "--tf-threads",
+        type=int,
+        default=1,
         help="TensorFlow intra- and inter-op threads (0: TF's default). A query is a tiny graph: "
-             "concurrency comes from batching concurrent requests, more op threads only contend for the cores")
+        "concurrency comes from batching concurrent requests, more op threads only contend for the cores",
+    )
     add("--access-log", action="store_true", help="one log line per request")
     add("--debug", action="store_true", help="log the full traceback of internal errors")
     return parser
@@ -105,8 +140,16 @@ def build_app(model_dir, args: argparse.Namespace) -> App:
     metrics.served_version.labels(state.model_name).set(state.version)
     metrics.failed_versions.set(len(state.failed))
     limits = Limits(args.max_body_bytes, args.max_batch, args.max_k)
-    batcher = (Batcher(args.batch_max_queries, args.batch_max_wait_ms / 1000, metrics.observe_batch,
-                       concurrency=args.batch_concurrency) if args.batching else None)
+    batcher = (
+        Batcher(
+            args.batch_max_queries,
+            args.batch_max_wait_ms / 1000,
+            metrics.observe_batch,
+            concurrency=args.batch_concurrency,
+        )
+        if args.batching
+        else None
+    )
     return App(state, limits, metrics, batcher, body_timeout_s=args.timeout_body, debug=args.debug)
 
 
@@ -126,14 +169,19 @@ def main(argv: list[str]) -> int:
     model_dir = index_lib.resolve_model_dir(args.export_dir or RunLayout(args.run_dir).export, args.model_name)
     sock = server.listening_socket(args.host, args.port, args.backlog)
     host, port = sock.getsockname()[:2]
-    common = dict(timeout_keep_alive=args.timeout_keep_alive, backlog=args.backlog,
-                  limit_concurrency=args.limit_concurrency, access_log=args.access_log)
+    common = dict(
+        timeout_keep_alive=args.timeout_keep_alive,
+        backlog=args.backlog,
+        limit_concurrency=args.limit_concurrency,
+        access_log=args.access_log,
+    )
     if args.workers > 1:
         if not index_lib.versions(model_dir):
             raise FileNotFoundError(f"{model_dir}: no complete export version")
         os.environ[_WORKER_ARGS] = json.dumps({"model_dir": str(model_dir), "args": vars(args)})
-        config = server.uvicorn_config("recsys_ssl.serve.cli:app_from_environment", None, workers=args.workers,
-                                       factory=True, **common)
+        config = server.uvicorn_config(
+            "recsys_ssl.serve.cli:app_from_environment", None, workers=args.workers, factory=True, **common
+        )
         print(f"serving on http://{host}:{port} model dir {model_dir} ({args.workers} worker processes)", flush=True)
     else:
         set_tf_threads(args.tf_threads)
@@ -144,8 +192,11 @@ def main(argv: list[str]) -> int:
             raise
         r = app.state.retriever
         config = server.uvicorn_config(app, app.metrics, **common)
-        print(f"serving on http://{host}:{port} model {app.state.model_name!r} version {r.version} "
-              f"({r.index.size} items, index {r.index.config.algorithm})", flush=True)
+        print(
+            f"serving on http://{host}:{port} model {app.state.model_name!r} version {r.version} "
+            f"({r.index.size} items, index {r.index.config.algorithm})",
+            flush=True,
+        )
     try:
         server.run(config, sock)
     finally:

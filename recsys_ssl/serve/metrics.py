@@ -16,10 +16,18 @@ Routes are a closed set (``ROUTES``), so a scan of random paths cannot grow the 
 Each registry is private to its server (tests start several); with ``--workers N`` every
 worker process has its own, and a scrape reaches one of them.
 """
+
 from __future__ import annotations
 
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
-                               disable_created_metrics, generate_latest)
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
 disable_created_metrics()  # no *_created series: one timestamp per counter and label set is noise here
 
@@ -35,18 +43,28 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("recsys_ssl_requests", "HTTP requests answered", ["route", "code"], registry=r)
-        self.latency = Histogram("recsys_ssl_request_seconds", "Request latency, body read to response",
-                                 ["route"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.batch_queries = Histogram("recsys_ssl_batch_queries", "Queries per retrieval batch",
-                                       buckets=_BATCH_BUCKETS, registry=r)
-        self.batch_seconds = Histogram("recsys_ssl_batch_seconds", "Compute time of one retrieval batch",
-                                       buckets=_LATENCY_BUCKETS, registry=r)
-        self.served_version = Gauge("recsys_ssl_served_version", "The export version being served", ["model"],
-                                    registry=r)
-        self.reloads = Counter("recsys_ssl_reloads", "Version loads (integrity checks included)", ["result"],
-                               registry=r)
-        self.failed_versions = Gauge("recsys_ssl_failed_versions",
-                                     "Versions that failed to load and wait for their files to change", registry=r)
+        self.latency = Histogram(
+            "recsys_ssl_request_seconds",
+            "Request latency, body read to response",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_queries = Histogram(
+            "recsys_ssl_batch_queries", "Queries per retrieval batch", buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.batch_seconds = Histogram(
+            "recsys_ssl_batch_seconds", "Compute time of one retrieval batch", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.served_version = Gauge(
+            "recsys_ssl_served_version", "The export version being served", ["model"], registry=r
+        )
+        self.reloads = Counter(
+            "recsys_ssl_reloads", "Version loads (integrity checks included)", ["result"], registry=r
+        )
+        self.failed_versions = Gauge(
+            "recsys_ssl_failed_versions", "Versions that failed to load and wait for their files to change", registry=r
+        )
         for result in ("success", "failure"):
             self.reloads.labels(result)  # both series exist from the start (a 0 is a reading too)
         # Children resolved once: a label lookup per request costs more than the observation.

@@ -6,6 +6,7 @@ the answer. :func:`predict` answers any request synchronously (the query and ite
 retrieval without batching). Every bad field raises :class:`~recsys_ssl.retrieve.RequestError`
 naming it.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -131,11 +132,16 @@ def retrieval_output(ids: list[list[str]], scores: list[np.ndarray], columnar: b
 
 def metadata(retriever: Retriever, model: str, name: str) -> dict:
     def inputs(signature):
-        return {f["name"]: {"dtype": "DT_STRING", "shape": [-1, -1] if f["kind"] == "multi_categorical" else [-1]}
-                for f in signature}
+        return {
+            f["name"]: {"dtype": "DT_STRING", "shape": [-1, -1] if f["kind"] == "multi_categorical" else [-1]}
+            for f in signature
+        }
 
     dim = retriever.index.dim
-    retrieval_out = {"item_ids": {"dtype": "DT_STRING", "shape": [-1, -1]}, "scores": {"dtype": "DT_FLOAT", "shape": [-1, -1]}}
+    retrieval_out = {
+        "item_ids": {"dtype": "DT_STRING", "shape": [-1, -1]},
+        "scores": {"dtype": "DT_FLOAT", "shape": [-1, -1]},
+    }
     embedding_out = {"embedding": {"dtype": "DT_FLOAT", "shape": [-1, dim]}}
     if model == ITEM_MODEL:
         defs = {"serving_default": {"inputs": inputs(retriever.item_signature), "outputs": embedding_out}}
@@ -144,10 +150,16 @@ def metadata(retriever: Retriever, model: str, name: str) -> dict:
         if retriever.query_top_k is not None:
             defs["top_k"] = {"inputs": inputs(retriever.query_signature), "outputs": retrieval_out}
     else:
-        defs = {"serving_default": {"inputs": inputs(retriever.query_signature) | {EXCLUDE: {"dtype": "DT_STRING", "shape": [-1, -1], "optional": True}},
-                                    "outputs": retrieval_out}}
-    return {"model_spec": {"name": name, "signature_name": "", "version": str(retriever.version)},
-            "metadata": {"signature_def": {"signature_def": defs}},
-            "corpus_size": retriever.index.size, "k": retriever.k}
-
-
+        defs = {
+            "serving_default": {
+                "inputs": inputs(retriever.query_signature)
+                | {EXCLUDE: {"dtype": "DT_STRING", "shape": [-1, -1], "optional": True}},
+                "outputs": retrieval_out,
+            }
+        }
+    return {
+        "model_spec": {"name": name, "signature_name": "", "version": str(retriever.version)},
+        "metadata": {"signature_def": {"signature_def": defs}},
+        "corpus_size": retriever.index.size,
+        "k": retriever.k,
+    }

@@ -13,6 +13,7 @@ What this module adds to uvicorn's httptools protocol, and why:
   answered with the server's JSON error body and the connection closed, 405 for an unknown
   method, and counted in ``/metrics``.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -97,14 +98,15 @@ class Protocol(HttpToolsProtocol):
     def _reject(self, status: int, message: str) -> None:
         self._cancel_head_timer()
         body = json.dumps({"error": message}).encode()
-        head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
-                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode()
+        head = (
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        ).encode()
         self.transport.write(head + body)
         self.transport.close()
         log.info("rejected a request from %s: %s", "%s:%d" % self.client if self.client else "?", message)
         if self.metrics is not None:
             self.metrics.observe_request("other", status, 0.0)
-
 
 
 def protocol_class(metrics: Metrics | None) -> type[asyncio.Protocol]:
@@ -132,27 +134,52 @@ def log_config(access_log: bool) -> dict:
     """One line per event on stdout: uvicorn's, the access log (when on), and ours."""
     handler = {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "line"}
     return {
-        "version": 1, "disable_existing_loggers": False,
+        "version": 1,
+        "disable_existing_loggers": False,
         "formatters": {"line": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
         "handlers": {"stdout": handler},
         "loggers": {
             "uvicorn": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
-            "uvicorn.access": {"handlers": ["stdout"], "level": "INFO" if access_log else "WARNING", "propagate": False},
+            "uvicorn.access": {
+                "handlers": ["stdout"],
+                "level": "INFO" if access_log else "WARNING",
+                "propagate": False,
+            },
             "recsys_ssl.serve": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
         },
     }
 
 
-def uvicorn_config(app, metrics: Metrics | None, *, timeout_keep_alive: float, backlog: int,
-                   limit_concurrency: int | None, access_log: bool, workers: int = 1,
-                   factory: bool = False) -> uvicorn.Config:
+def uvicorn_config(
+    app,
+    metrics: Metrics | None,
+    *,
+    timeout_keep_alive: float,
+    backlog: int,
+    limit_concurrency: int | None,
+    access_log: bool,
+    workers: int = 1,
+    factory: bool = False,
+) -> uvicorn.Config:
     # --workers processes import the protocol by name (a class made here would not reach them).
     http = protocol_class(metrics) if workers == 1 else f"{__name__}:Protocol"
     return uvicorn.Config(
-        app, factory=factory, http=http, ws="none", lifespan="off", loop="auto",
-        timeout_keep_alive=timeout_keep_alive, backlog=backlog, limit_concurrency=limit_concurrency,
-        access_log=access_log, log_config=log_config(access_log), workers=workers,
-        server_header=False, date_header=False, timeout_graceful_shutdown=10)
+        app,
+        factory=factory,
+        http=http,
+        ws="none",
+        lifespan="off",
+        loop="auto",
+        timeout_keep_alive=timeout_keep_alive,
+        backlog=backlog,
+        limit_concurrency=limit_concurrency,
+        access_log=access_log,
+        log_config=log_config(access_log),
+        workers=workers,
+        server_header=False,
+        date_header=False,
+        timeout_graceful_shutdown=10,
+    )
 
 
 def run(config: uvicorn.Config, sock: socket.socket) -> None:

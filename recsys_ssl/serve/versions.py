@@ -17,6 +17,7 @@ paths, sizes and mtimes: :func:`fingerprint`), not on every poll. The poller ser
 highest version that loads; requests see the old or the new version whole (one reference
 swap).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,8 +49,11 @@ class FailedVersion:
     error_message: str
 
     def status(self) -> dict:
-        return {"version": str(self.version), "state": "END",
-                "status": {"error_code": self.error_code, "error_message": self.error_message}}
+        return {
+            "version": str(self.version),
+            "state": "END",
+            "status": {"error_code": self.error_code, "error_message": self.error_message},
+        }
 
 
 def fingerprint(path: pathlib.Path) -> tuple:
@@ -75,18 +79,26 @@ def load_checked(path: pathlib.Path, smoke_items: int = 4) -> Retriever:
     """Loads one version and proves it whole (module docstring); raises IntegrityError."""
     manifest = index_lib.read_manifest(path)
     if str(manifest.get("version")) != path.name:
-        raise IntegrityError("FAILED_PRECONDITION", f"{path}: the manifest says version {manifest.get('version')!r}, "
-                                                    f"the folder is {path.name!r} (a copied version folder?)")
+        raise IntegrityError(
+            "FAILED_PRECONDITION",
+            f"{path}: the manifest says version {manifest.get('version')!r}, "
+            f"the folder is {path.name!r} (a copied version folder?)",
+        )
     try:
         retriever = Retriever(path)
     except Exception as error:  # missing or unreadable files: say which, in one line
-        raise IntegrityError("NOT_FOUND" if isinstance(error, FileNotFoundError) else "DATA_LOSS",
-                             f"{path}: cannot load: {type(error).__name__}: {error}") from None
+        raise IntegrityError(
+            "NOT_FOUND" if isinstance(error, FileNotFoundError) else "DATA_LOSS",
+            f"{path}: cannot load: {type(error).__name__}: {error}",
+        ) from None
     expected = manifest.get("embedding_checksum")
     embeddings = retriever.index.embeddings
     if expected and index_lib.embedding_checksum(embeddings) != expected:
-        raise IntegrityError("DATA_LOSS", f"{path / index_lib.INDEX_DIR / index_lib.EMBEDDINGS_FILE}: the item "
-                                          f"embeddings do not match the manifest's embedding_checksum")
+        raise IntegrityError(
+            "DATA_LOSS",
+            f"{path / index_lib.INDEX_DIR / index_lib.EMBEDDINGS_FILE}: the item "
+            f"embeddings do not match the manifest's embedding_checksum",
+        )
     _smoke_search(path, retriever, smoke_items)
     return retriever
 
@@ -96,29 +108,40 @@ def _smoke_search(path: pathlib.Path, retriever: Retriever, smoke_items: int) ->
     try:
         query = retriever.embed_queries([smoke_instance(retriever.query_signature)])
     except Exception as error:
-        raise IntegrityError("FAILED_PRECONDITION", f"{path}: the query model fails on a smoke query: "
-                                                    f"{type(error).__name__}: {error}") from None
+        raise IntegrityError(
+            "FAILED_PRECONDITION", f"{path}: the query model fails on a smoke query: {type(error).__name__}: {error}"
+        ) from None
     if query.shape != (1, index.dim):
-        raise IntegrityError("FAILED_PRECONDITION", f"{path}: the query model outputs {list(query.shape[1:])}-d "
-                                                    f"embeddings, the index holds {index.dim}-d items")
+        raise IntegrityError(
+            "FAILED_PRECONDITION",
+            f"{path}: the query model outputs {list(query.shape[1:])}-d "
+            f"embeddings, the index holds {index.dim}-d items",
+        )
     rows = np.linspace(0, index.size - 1, num=min(smoke_items, index.size)).astype(int)
     queries = np.concatenate([query, index.embeddings[rows]]).astype(np.float32)
     k = min(retriever.k, index.size)
     try:
         ids, scores = index.search(queries, k)
     except Exception as error:
-        raise IntegrityError("DATA_LOSS", f"{path}: the ScaNN searcher fails a smoke search: "
-                                          f"{type(error).__name__}: {error}") from None
+        raise IntegrityError(
+            "DATA_LOSS", f"{path}: the ScaNN searcher fails a smoke search: {type(error).__name__}: {error}"
+        ) from None
     row_of = index.searcher.docid_to_id
     for q, got_ids, got_scores in zip(queries, ids, scores):
         if len(got_ids) != k or len(set(got_ids)) != k or any(i not in row_of for i in got_ids):
-            raise IntegrityError("DATA_LOSS", f"{path}: a smoke search returned {len(got_ids)} ids, "
-                                              f"{len(set(got_ids))} distinct, expected {k} ids of the corpus")
+            raise IntegrityError(
+                "DATA_LOSS",
+                f"{path}: a smoke search returned {len(got_ids)} ids, "
+                f"{len(set(got_ids))} distinct, expected {k} ids of the corpus",
+            )
         exact = index.embeddings[[row_of[i] for i in got_ids]] @ q
         if not np.allclose(got_scores, exact, atol=1e-3, rtol=1e-3):
-            raise IntegrityError("DATA_LOSS", f"{path}: the ScaNN searcher's scores disagree with "
-                                              f"{index_lib.EMBEDDINGS_FILE} (max difference "
-                                              f"{float(np.max(np.abs(got_scores - exact))):.3g})")
+            raise IntegrityError(
+                "DATA_LOSS",
+                f"{path}: the ScaNN searcher's scores disagree with "
+                f"{index_lib.EMBEDDINGS_FILE} (max difference "
+                f"{float(np.max(np.abs(got_scores - exact))):.3g})",
+            )
 
 
 class ModelState:
@@ -127,8 +150,13 @@ class ModelState:
     ``on_reload(ok: bool, version: int)`` is called after every load attempt (metrics).
     """
 
-    def __init__(self, model_dir, poll_seconds: float = 5.0, log: Callable[[str], None] = print,
-                 on_reload: Callable[[bool, int], None] | None = None):
+    def __init__(
+        self,
+        model_dir,
+        poll_seconds: float = 5.0,
+        log: Callable[[str], None] = print,
+        on_reload: Callable[[bool, int], None] | None = None,
+    ):
         self.model_dir = pathlib.Path(model_dir)
         self.log = log
         self.on_reload = on_reload or (lambda ok, version: None)
@@ -139,8 +167,9 @@ class ModelState:
         if self.retriever is None:
             found = index_lib.versions(self.model_dir)
             if not found:
-                raise FileNotFoundError(f"{self.model_dir}: no complete export version "
-                                        f"(a numbered folder with {index_lib.MANIFEST})")
+                raise FileNotFoundError(
+                    f"{self.model_dir}: no complete export version (a numbered folder with {index_lib.MANIFEST})"
+                )
             raise ValueError("no version loads: " + "; ".join(f.error_message for f in self.failed.values()))
         self.model_name = self.retriever.manifest["model_name"]
         self._stop = threading.Event()
@@ -171,15 +200,19 @@ class ModelState:
                     retriever = load_checked(path)
                 except Exception as error:  # recorded and reported; the served version stays
                     code = error.code if isinstance(error, IntegrityError) else "UNKNOWN"
-                    message = str(error) if isinstance(error, IntegrityError) else f"{path}: {type(error).__name__}: {error}"
+                    message = (
+                        str(error) if isinstance(error, IntegrityError) else f"{path}: {type(error).__name__}: {error}"
+                    )
                     self.failed[version] = FailedVersion(version, print_, code, message)
                     self.log(f"version {version} not loaded ({code}): {message}")
                     self.on_reload(False, version)
                     continue
                 self.failed.pop(version, None)
                 self.retriever = retriever  # one reference swap: requests see old or new, whole.
-                self.log(f"now serving version {version} ({retriever.index.size} items, "
-                         f"loaded and checked in {time.perf_counter() - start:.2f}s)")
+                self.log(
+                    f"now serving version {version} ({retriever.index.size} items, "
+                    f"loaded and checked in {time.perf_counter() - start:.2f}s)"
+                )
                 self.on_reload(True, version)
                 return True
             return False
@@ -196,8 +229,11 @@ class ModelState:
 
         With ``version``, only that version's entry (None when it is neither served nor failed).
         """
-        served = {"version": str(self.retriever.version), "state": "AVAILABLE",
-                  "status": {"error_code": "OK", "error_message": ""}}
+        served = {
+            "version": str(self.retriever.version),
+            "state": "AVAILABLE",
+            "status": {"error_code": "OK", "error_message": ""},
+        }
         entries = [served] + [f.status() for f in sorted(self.failed.values(), key=lambda f: -f.version)]
         if version is None:
             return entries

@@ -14,6 +14,7 @@ movies) with counts from ``train`` and from ``train_10pct``, the reference a 10%
 has to beat; and for an item -> item ranker learned from the pairs of one split alone (each
 pair's history votes for its target), which shows how much a 10%-data model could learn.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,21 +54,25 @@ def pair_co_occurrence(table, rows: np.ndarray, item_ids: np.ndarray, last: int 
     for pair in rows:
         history = table.pair_columns[movielens.RECENT_FEATURE][pair][:last]  # movie-id strings, newest first
         for age, movie in enumerate(history):
-            counts[row_of[movie], table.item_rows[pair]] += 0.9 ** age
+            counts[row_of[movie], table.item_rows[pair]] += 0.9**age
     return counts
 
 
 def recency_votes(train: list[np.ndarray], users: list[int], votes_of: np.ndarray, last: int) -> np.ndarray:
     """[Q, N]: each user's last ``last`` train movies vote with their rows of ``votes_of``, weight 0.9**age."""
-    return np.stack([(0.9 ** np.arange(len(recent))) @ votes_of[recent]
-                     for recent in (train[u][::-1][:last] for u in users)])
+    return np.stack(
+        [(0.9 ** np.arange(len(recent))) @ votes_of[recent] for recent in (train[u][::-1][:last] for u in users)]
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None, help="raw data root (default: $RECSYS_SSL_DATA or ../shared/data)")
-    parser.add_argument("--validation", action="store_true",
-                        help="score the validation carve-out (the protocol's train part split again) instead of test")
+    parser.add_argument(
+        "--validation",
+        action="store_true",
+        help="score the validation carve-out (the protocol's train part split again) instead of test",
+    )
     args = parser.parse_args()
     raw = movielens.read_raw("100k", paths.raw_data_root(args.data_dir) / movielens.RAW_DIRS["100k"])
     if args.validation:
@@ -81,10 +86,18 @@ def main() -> None:
     def report(label: str, scores: np.ndarray) -> None:
         # Scores as [Q, N] "embeddings" against the identity: the evaluator's top-K, exclusions and slices.
         metrics = evaluate.retrieval_metrics(
-            scores, np.eye(num_items), [test[u] for u in users], [train[u] for u in users],
-            {"head": head, "tail": ~head}, ks=(50,), normalize=False)
-        print(f"{label}: Recall@50 {metrics['recall@50']:.4f} "
-              f"head {metrics['slices']['head']['recall@50']:.4f} tail {metrics['slices']['tail']['recall@50']:.4f}")
+            scores,
+            np.eye(num_items),
+            [test[u] for u in users],
+            [train[u] for u in users],
+            {"head": head, "tail": ~head},
+            ks=(50,),
+            normalize=False,
+        )
+        print(
+            f"{label}: Recall@50 {metrics['recall@50']:.4f} "
+            f"head {metrics['slices']['head']['recall@50']:.4f} tail {metrics['slices']['tail']['recall@50']:.4f}"
+        )
 
     # Most popular: scores = training counts (of train, or of the 10% sample models see at 10% data).
     table = movielens.user_item_pairs(raw)
@@ -94,8 +107,10 @@ def main() -> None:
         report(f"most popular ({split:11s} counts, {len(rows)} pairs)", np.tile(split_counts, (len(users), 1)))
         # The split's pairs alone: their histories vote for their targets (no popularity discount).
         learned = pair_co_occurrence(table, table.splits[split], raw.item_ids)
-        report(f"pair history -> target ({split:11s})",
-               recency_votes(train, users, learned, 5) + 1e-6 * split_counts[None, :])
+        report(
+            f"pair history -> target ({split:11s})",
+            recency_votes(train, users, learned, 5) + 1e-6 * split_counts[None, :],
+        )
     cooc = {w: co_occurrence(train, num_items, w) for w in (10, 30)}
     for window, last, beta in ((10, 5, 0.0), (10, 5, 0.5), (10, 10, 0.5), (30, 5, 0.5)):
         votes = recency_votes(train, users, cooc[window], last)
