@@ -134,6 +134,13 @@ def to_query_arrays(instances: list[dict]) -> dict[str, np.ndarray]:
     )
 
 
+def run_cli(*args: str, timeout: float = 200) -> subprocess.CompletedProcess:
+    """``recsys-ssl <args>`` in a subprocess from the repository root; output captured as text."""
+    return subprocess.run(
+        [PYTHON, "-m", "recsys_ssl.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def start_server(export_dir, *extra: str, env=None, log: list | None = None):
     """Starts `recsys-ssl serve --port 0` in a subprocess; returns (process, base_url).
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import numpy as np
 import pytest
@@ -103,23 +102,7 @@ def test_index_add_cli_writes_a_new_version_holding_the_new_items(tmp_path, tmp_
     ]
     items_file = tmp_path / "new.jsonl"
     items_file.write_text("".join(json.dumps(i) + "\n" for i in new_items))
-    run = subprocess.run(
-        [
-            fx.PYTHON,
-            "-m",
-            "recsys_ssl.cli",
-            "index",
-            "add",
-            "--export-dir",
-            str(export_dir),
-            "--items",
-            str(items_file),
-        ],
-        cwd=fx.ROOT,
-        capture_output=True,
-        text=True,
-        timeout=200,
-    )
+    run = fx.run_cli("index", "add", "--export-dir", str(export_dir), "--items", str(items_file))
     assert run.returncode == 0, run.stderr[-3000:]
     assert index_lib.versions(export_dir / "tiny") == [1, 2]
     manifest = fx.read_json(export_dir / "tiny" / "2" / "manifest.json")
@@ -144,23 +127,7 @@ def test_index_add_names_the_bad_line(tmp_path, tmp_path_factory):
     export_dir = fx.copy_export(tmp_path, tmp_path_factory)
     items_file = tmp_path / "bad.jsonl"
     items_file.write_text('{"item_id": "x", "genre": "g1", "tags": []}\n{"item_id": "y", "tags": []}\n')
-    run = subprocess.run(
-        [
-            fx.PYTHON,
-            "-m",
-            "recsys_ssl.cli",
-            "index",
-            "add",
-            "--export-dir",
-            str(export_dir),
-            "--items",
-            str(items_file),
-        ],
-        cwd=fx.ROOT,
-        capture_output=True,
-        text=True,
-        timeout=200,
-    )
+    run = fx.run_cli("index", "add", "--export-dir", str(export_dir), "--items", str(items_file))
     assert run.returncode == 2
     assert f"{items_file}:2: missing input 'genre'" in run.stderr
     assert index_lib.versions(export_dir / "tiny") == [1]

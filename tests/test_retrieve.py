@@ -21,27 +21,18 @@ def test_batch_retrieval_matches_exact_search(tmp_path, tmp_path_factory):
     instances[3]["exclude"] = ["i0", "i1"]
     queries_file, out_file = tmp_path / "q.jsonl", tmp_path / "out" / "r.jsonl"
     queries_file.write_text("".join(json.dumps(i) + "\n" for i in instances) + "\n")  # a blank line is skipped
-    run = subprocess.run(
-        [
-            fx.PYTHON,
-            "-m",
-            "recsys_ssl.cli",
-            "retrieve",
-            "--export-dir",
-            str(export_dir),
-            "--input",
-            str(queries_file),
-            "--output",
-            str(out_file),
-            "--k",
-            "5",
-            "--batch-size",
-            "10",
-        ],
-        cwd=fx.ROOT,
-        capture_output=True,
-        text=True,
-        timeout=200,
+    run = fx.run_cli(
+        "retrieve",
+        "--export-dir",
+        str(export_dir),
+        "--input",
+        str(queries_file),
+        "--output",
+        str(out_file),
+        "--k",
+        "5",
+        "--batch-size",
+        "10",
     )
     assert run.returncode == 0, run.stderr[-3000:]
     results = [json.loads(line) for line in out_file.read_text().splitlines()]
@@ -65,23 +56,8 @@ def test_a_bad_query_line_is_named(tmp_path, tmp_path_factory):
     _, export_dir, _ = fx.exported(tmp_path_factory)
     queries_file = tmp_path / "q.jsonl"
     queries_file.write_text('{"user_id": "u1", "user_tags": []}\n{"user_id": "u1", "user_tags": "t1"}\n')
-    run = subprocess.run(
-        [
-            fx.PYTHON,
-            "-m",
-            "recsys_ssl.cli",
-            "retrieve",
-            "--export-dir",
-            str(export_dir),
-            "--input",
-            str(queries_file),
-            "--output",
-            str(tmp_path / "r.jsonl"),
-        ],
-        cwd=fx.ROOT,
-        capture_output=True,
-        text=True,
-        timeout=200,
+    run = fx.run_cli(
+        "retrieve", "--export-dir", str(export_dir), "--input", str(queries_file), "--output", str(tmp_path / "r.jsonl")
     )
     assert run.returncode == 2
     assert f"{queries_file}:2: input 'user_tags' is multi-valued" in run.stderr

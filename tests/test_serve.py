@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 
 import numpy as np
@@ -217,23 +216,7 @@ def test_items_added_with_index_add_are_served_at_once(server, tmp_path):
     new_items = [{"item_id": f"fresh{i}", "genre": f"g{i % 8}", "tags": [f"t{i % 12}", "t3"]} for i in range(20)]
     items_file = tmp_path / "new.jsonl"
     items_file.write_text("".join(json.dumps(i) + "\n" for i in new_items))
-    run = subprocess.run(
-        [
-            fx.PYTHON,
-            "-m",
-            "recsys_ssl.cli",
-            "index",
-            "add",
-            "--export-dir",
-            str(export_dir),
-            "--items",
-            str(items_file),
-        ],
-        cwd=fx.ROOT,
-        capture_output=True,
-        text=True,
-        timeout=200,
-    )
+    run = fx.run_cli("index", "add", "--export-dir", str(export_dir), "--items", str(items_file))
     assert run.returncode == 0, run.stderr[-3000:]
     deadline = time.time() + 60
     while requests.get(f"{url}/v1/models/tiny", timeout=30).json()["model_version_status"][0]["version"] != "2":
