@@ -165,23 +165,54 @@ def test_oracle_config_relevance_is_a_function_of_item_features(oracle_10k):
     assert features["slices"]["tail"]["recall@50"] >= 0.95 * full["slices"]["tail"]["recall@50"]
 
 
-def test_command_adds_oracle_and_share_to_metrics_json(tmp_path):
-    """``python -m recsys_ssl.oracle --name``: TFDS data, the evaluator's layout, and the share of the oracle."""
-    import json
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A run folder holding synthetic_catalog/tiny under <run>/tfds, and the oracle's metrics on it."""
+    from recsys_ssl.paths import tfds_dir
 
-    from recsys_ssl.paths import RunLayout, tfds_dir
+    run_dir = tmp_path_factory.mktemp("run")
+    dataset = inputs.load_dataset("synthetic_catalog/tiny", data_dir=str(tfds_dir(run_dir)))
+    return run_dir, dataset, oracle.dataset_recall(dataset, ks=(10, 50))
 
-    dataset = inputs.load_dataset("synthetic_catalog/tiny", data_dir=str(tfds_dir(tmp_path)))
-    own = oracle.dataset_recall(dataset, ks=(10, 50))
-    assert own["recall@50"] == pytest.approx(_config_recall("tiny", ks=(10, 50))["recall@50"])
+
+def _fake_method(own: dict) -> dict:
+    """A model's metrics.json whose head / tail Recall@50 are half the oracle's (overall: equal)."""
     method = {key: own[key] for key in ("recall@10", "recall@50", "map@10", "map@50", "counts", "definition")}
     method["slices"] = {s: {**own["slices"][s], "recall@50": own["slices"][s]["recall@50"] / 2} for s in ("head", "tail")}
     method.update(dataset="synthetic_catalog/tiny", split="test", mode=evaluate.USER_ITEM, per_pair=False,
                   head_fraction=evaluate.PROTOCOL_HEAD_FRACTION)
-    evaluate.write_metrics(tmp_path, "half", method)
-    assert oracle.main(["--run-dir", str(tmp_path), "--name", "half"]) == 0
-    written = json.loads((RunLayout(tmp_path).eval("half") / "metrics.json").read_text())
+    return method
+
+
+def test_command_adds_oracle_and_share_to_metrics_json(tiny_run):
+    """``python -m recsys_ssl.oracle --name``: TFDS data, the evaluator's layout, and the share of the oracle."""
+    import json
+
+    from recsys_ssl.paths import RunLayout
+
+    run_dir, _, own = tiny_run
+    assert own["recall@50"] == pytest.approx(_config_recall("tiny", ks=(10, 50))["recall@50"])
+    evaluate.write_metrics(run_dir, "half", _fake_method(own))
+    assert oracle.main(["--run-dir", str(run_dir), "--name", "half"]) == 0
+    written = json.loads((RunLayout(run_dir).eval("half") / "metrics.json").read_text())
     assert written["oracle"]["slices"]["tail"]["recall@50"] == pytest.approx(own["slices"]["tail"]["recall@50"])
     assert written["share_of_oracle"]["tail"]["recall@50"] == pytest.approx(0.5)
     assert written["share_of_oracle"]["overall"]["recall@10"] == pytest.approx(1.0)
     assert "oracle" in oracle.format_report(written)
+
+
+def test_evaluate_run_with_oracle_writes_it_next_to_the_model(tiny_run, monkeypatch):
+    """The ``recsys-ssl evaluate --oracle`` hook (the model side stubbed: its metrics are given)."""
+    import types
+
+    from recsys_ssl import checkpoints
+
+    run_dir, _, own = tiny_run
+    trained = types.SimpleNamespace(config=types.SimpleNamespace(dataset="synthetic_catalog/tiny", to_dict=dict))
+    monkeypatch.setattr(checkpoints, "load_trained", lambda *args: trained)
+    monkeypatch.setattr(evaluate, "evaluate_model", lambda *args, **kwargs: _fake_method(own))
+    without = evaluate.run(run_dir, "stub", ks=(10, 50))
+    assert "oracle" not in without
+    metrics = evaluate.run(run_dir, "stub", ks=(10, 50), oracle=True)
+    assert metrics["share_of_oracle"]["tail"]["recall@50"] == pytest.approx(0.5)
+    assert metrics["oracle"]["recall@50"] == pytest.approx(own["recall@50"])
