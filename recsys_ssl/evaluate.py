@@ -671,8 +671,12 @@ def run(
     raw_data_dir: str | None = None,
     batch_size: int = 1024,
     per_pair: bool | None = None,
+    oracle: bool = False,
 ) -> dict[str, Any]:
-    """Loads <run_dir>/train/<name>, evaluates it on its dataset, writes eval/<name>/metrics.json."""
+    """Loads <run_dir>/train/<name>, evaluates it on its dataset, writes eval/<name>/metrics.json.
+
+    oracle: also score the synthetic catalog's oracle (``recsys_ssl/oracle.py``: keys ``oracle``, ``share_of_oracle``).
+    """
     from recsys_ssl.checkpoints import load_trained
     from recsys_ssl.datasets import inputs
     from recsys_ssl.paths import RunLayout, tfds_dir
@@ -686,6 +690,10 @@ def run(
     )
     metrics["name"] = name
     metrics["config"] = trained.config.to_dict()
+    if oracle:
+        from recsys_ssl import oracle as oracle_lib
+
+        oracle_lib.attach(metrics, dataset, split)
     write_metrics(run_dir, name, metrics)
     return metrics
 
@@ -713,6 +721,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dataset", help="evaluate on this dataset instead of the one the model was trained on")
     parser.add_argument("--data-dir", help="raw data root (for MovieLens / CSV datasets not yet prepared)")
     parser.add_argument("--batch-size", type=int, default=1024, help="embedding batch size")
+    parser.add_argument("--oracle", action="store_true",
+                        help="synthetic_catalog only: the generator's oracle and the model's share of its recall")
     args = parser.parse_args(argv)
     if args.name:
         name = args.name
@@ -725,11 +735,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = run(
         args.run_dir, name, split=args.split, ks=args.ks, head_fraction=args.head_fraction, mode=args.mode,
         dataset_name=args.dataset, raw_data_dir=args.data_dir, batch_size=args.batch_size, per_pair=args.per_pair,
+        oracle=args.oracle,
     )
     print(f"{name} on {metrics['dataset']} ({metrics['split']}, {metrics['mode']}, "
           f"{metrics['counts']['queries']} queries x {metrics['counts']['items']} items, "
           f"head = top {metrics['head_fraction']:.0%} = {metrics['head_items']} items) in {metrics['seconds']:.2f} s")
     print(format_table(metrics))
+    if "oracle" in metrics:
+        from recsys_ssl import oracle as oracle_lib
+
+        print(oracle_lib.format_report(metrics))
     print(f"wrote {pathlib.Path(args.run_dir) / 'eval' / name / 'metrics.json'}")
     return 0
 
