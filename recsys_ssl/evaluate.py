@@ -38,6 +38,7 @@ training are tail. Training counts are computed from the dataset's ``train`` spl
 source of truth, the same definition as the statistics job's ``item_frequencies.tsv``,
 which is cross-checked when present).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -207,7 +208,9 @@ def _flatten_sets(sets: Sequence[Iterable[int]], num_items: int, what: str) -> t
     bad = (items < 0) | (items >= num_items)
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{what}[{rows[first]}] has item index {items[first]}, outside the corpus of {num_items} items")
+        raise ValueError(
+            f"{what}[{rows[first]}] has item index {items[first]}, outside the corpus of {num_items} items"
+        )
     # One key per (query, item), sorted (by query, then item); repeats dropped. A plain sort
     # plus a neighbour comparison: faster here than np.unique's hashing.
     keys = np.sort(rows * num_items + items)
@@ -258,8 +261,14 @@ def retrieval_metrics(
     excl_rows, excl_cols = no_exclusions if exclude is None else _flatten_sets(exclude, num_items, "exclude")
     # Column of the k-th rank for each cut-off (a cut-off beyond the corpus size is the corpus).
     kcols = {k: min(k, num_items) - 1 for k in ks}
-    ranked = _rank(queries, items, (test_rows, test_cols), (excl_rows, excl_cols), kcols,
-                   chunk_size or max(1, _CHUNK_ELEMENTS // max(num_items, 1)))
+    ranked = _rank(
+        queries,
+        items,
+        (test_rows, test_cols),
+        (excl_rows, excl_cols),
+        kcols,
+        chunk_size or max(1, _CHUNK_ELEMENTS // max(num_items, 1)),
+    )
     result: dict[str, Any] = {}
     for k in ks:
         recall = ranked.hits[k] / test_sizes
@@ -269,8 +278,9 @@ def retrieval_metrics(
         if return_per_query:
             result.setdefault("per_query", {})[f"hits@{k}"] = ranked.hits[k]
             result["per_query"][f"ap@{k}"] = ap
-    result["slices"] = {name: _slice_recall(np.asarray(mask, bool), kcols, test_cols, ranked)
-                        for name, mask in slices.items()}
+    result["slices"] = {
+        name: _slice_recall(np.asarray(mask, bool), kcols, test_cols, ranked) for name, mask in slices.items()
+    }
     result["counts"] = {
         "queries": num_queries,
         "items": num_items,
@@ -291,8 +301,14 @@ METRIC_DEFINITIONS = {
 }
 
 
-def _check_metric_inputs(queries: np.ndarray, items: np.ndarray, test_items: Sequence, exclude: Sequence | None,
-                         ks: Sequence[int], slices: Mapping[str, np.ndarray] | None) -> tuple[list[int], dict]:
+def _check_metric_inputs(
+    queries: np.ndarray,
+    items: np.ndarray,
+    test_items: Sequence,
+    exclude: Sequence | None,
+    ks: Sequence[int],
+    slices: Mapping[str, np.ndarray] | None,
+) -> tuple[list[int], dict]:
     """``retrieval_metrics``' argument checks; returns the sorted distinct cut-offs and the slices."""
     if queries.ndim != 2 or items.ndim != 2 or queries.shape[1] != items.shape[1]:
         raise ValueError(f"need [Q, D] queries and [N, D] items, got {queries.shape} and {items.shape}")
@@ -322,14 +338,20 @@ class _Ranked:
     excluded_targets: int  # test items also excluded: never retrievable, so misses
 
 
-def _rank(queries: np.ndarray, items: np.ndarray, test: tuple[np.ndarray, np.ndarray],
-          excluded: tuple[np.ndarray, np.ndarray], kcols: Mapping[int, int], chunk: int) -> _Ranked:
+def _rank(
+    queries: np.ndarray,
+    items: np.ndarray,
+    test: tuple[np.ndarray, np.ndarray],
+    excluded: tuple[np.ndarray, np.ndarray],
+    kcols: Mapping[int, int],
+    chunk: int,
+) -> _Ranked:
     """Scores ``chunk`` queries at a time against every item and counts the hits in the top ranks.
 
     test / excluded: (query rows, item columns), sorted by row; ``kcols``: cut-off -> its rank column.
     """
     (test_rows, test_cols), (excl_rows, excl_cols) = test, excluded
-    num_queries, num_items = len(queries), len(items)
+    num_queries = len(queries)
     kmax = max(kcols.values()) + 1 if kcols else 0
     hits = {k: np.zeros(num_queries, np.int64) for k in kcols}
     ap_sums = {k: np.zeros(num_queries, np.float64) for k in kcols}
@@ -358,8 +380,13 @@ def _rank(queries: np.ndarray, items: np.ndarray, test: tuple[np.ndarray, np.nda
         r, rank = np.nonzero(rel)
         hit_items.append(top[r, rank])
         hit_ranks.append(rank)
-    return _Ranked(hits, ap_sums, np.concatenate(hit_items) if hit_items else np.zeros(0, np.int64),
-                   np.concatenate(hit_ranks) if hit_ranks else np.zeros(0, np.int64), excluded_targets)
+    return _Ranked(
+        hits,
+        ap_sums,
+        np.concatenate(hit_items) if hit_items else np.zeros(0, np.int64),
+        np.concatenate(hit_ranks) if hit_ranks else np.zeros(0, np.int64),
+        excluded_targets,
+    )
 
 
 def _slice_recall(mask: np.ndarray, kcols: Mapping[int, int], test_cols: np.ndarray, ranked: _Ranked) -> dict[str, Any]:
@@ -389,7 +416,9 @@ def resolve_mode(mode: str, query_key: str, item_key: str) -> str:
     return ITEM_ITEM if query_key in (item_key, f"seed_{item_key}") else USER_ITEM
 
 
-def group_by_query(query_keys: Sequence[Any], item_keys: Sequence[Any], item_index: Mapping[bytes, int]) -> dict[str, Any]:
+def group_by_query(
+    query_keys: Sequence[Any], item_keys: Sequence[Any], item_index: Mapping[bytes, int]
+) -> dict[str, Any]:
     """Groups interactions by query.
 
     query_keys, item_keys: [P] the pairs' query and item ids (bytes or str).
@@ -452,7 +481,9 @@ def prepare_queries(
         train_of = dict(zip(train["queries"].tolist(), train["items"]))
         exclude = [train_of.get(q, np.zeros(0, np.int64)) for q in queries.tolist()]
     elif mode == ITEM_ITEM:
-        exclude = [np.array([item_index[q]], np.int64) if q in item_index else np.zeros(0, np.int64) for q in queries.tolist()]
+        exclude = [
+            np.array([item_index[q]], np.int64) if q in item_index else np.zeros(0, np.int64) for q in queries.tolist()
+        ]
     else:
         raise ValueError(f"mode must be {USER_ITEM!r} or {ITEM_ITEM!r}, got {mode!r}")
     return {
@@ -472,8 +503,9 @@ def prepare_queries(
 # -- the model side -----------------------------------------------------------------------------
 
 
-def _embed(tower, features: Mapping[str, np.ndarray], rows: np.ndarray, batch_size: int, desc: str,
-           quiet: bool = False) -> np.ndarray:
+def _embed(
+    tower, features: Mapping[str, np.ndarray], rows: np.ndarray, batch_size: int, desc: str, quiet: bool = False
+) -> np.ndarray:
     """tower(...) over the selected rows, batch by batch: [len(rows), D] float32."""
     from tqdm import tqdm
 
@@ -488,8 +520,9 @@ def _embed(tower, features: Mapping[str, np.ndarray], rows: np.ndarray, batch_si
         call = tf.function(lambda batch: tower(batch, training=False), reduce_retracing=True)
         tower._recsys_ssl_embed = call
     out = []
-    for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch", leave=False,
-                      disable=quiet or len(rows) <= batch_size):
+    for start in tqdm(
+        range(0, len(rows), batch_size), desc=desc, unit="batch", leave=False, disable=quiet or len(rows) <= batch_size
+    ):
         take = rows[start : start + batch_size]
         out.append(call({name: tf.constant(values[take]) for name, values in features.items()}).numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
@@ -537,13 +570,24 @@ def evaluate_model(
 
     spec = dataset.spec
     started = time.perf_counter()
-    corpus = inputs.collect_columns(inputs.batch(dataset.items(), spec, batch_size, features=spec.item_feature_names),
-                                    spec.item_feature_names)
+    corpus = inputs.collect_columns(
+        inputs.batch(dataset.items(), spec, batch_size, features=spec.item_feature_names), spec.item_feature_names
+    )
     train = dataset.pair_columns("train", [spec.query_key, spec.item_key])
     test = dataset.pair_columns(split, list(dict.fromkeys(spec.query_feature_names + [spec.item_key])))
     result = evaluate_arrays(
-        trained, spec, corpus, (train[spec.query_key], train[spec.item_key]), test, ks=ks, head_fraction=head_fraction,
-        mode=mode, batch_size=batch_size, stats_dir=stats_dir, num_buckets=num_buckets, per_pair=per_pair,
+        trained,
+        spec,
+        corpus,
+        (train[spec.query_key], train[spec.item_key]),
+        test,
+        ks=ks,
+        head_fraction=head_fraction,
+        mode=mode,
+        batch_size=batch_size,
+        stats_dir=stats_dir,
+        num_buckets=num_buckets,
+        per_pair=per_pair,
     )
     result.update(dataset=getattr(dataset, "name", None), split=split, seconds=round(time.perf_counter() - started, 3))
     return result
@@ -583,15 +627,19 @@ def evaluate_arrays(
     started = time.perf_counter()
     item_ids = list(corpus[item_key])
     item_features = {f: np.asarray(corpus[f]) for f in spec.item_feature_names}
-    item_embeddings = _embed(trained.model.item_tower, item_features, np.arange(len(item_ids)), batch_size, "embed items",
-                             quiet)
+    item_embeddings = _embed(
+        trained.model.item_tower, item_features, np.arange(len(item_ids)), batch_size, "embed items", quiet
+    )
     per_pair = mode == ITEM_ITEM if per_pair is None else per_pair
     prepared = prepare_queries((test_pairs[query_key], test_pairs[item_key]), train_pairs, item_ids, mode, per_pair)
     query_features = {f: np.asarray(test_pairs[f]) for f in spec.query_feature_names}
-    query_embeddings = _embed(trained.model.query_tower, query_features, prepared["first_pair"], batch_size,
-                              "embed queries", quiet)
+    query_embeddings = _embed(
+        trained.model.query_tower, query_features, prepared["first_pair"], batch_size, "embed queries", quiet
+    )
     slices = popularity_slices(prepared["train_counts"], item_ids, head_fraction, num_buckets)
-    result = retrieval_metrics(query_embeddings, item_embeddings, prepared["test_items"], prepared["exclude"], slices, ks=ks)
+    result = retrieval_metrics(
+        query_embeddings, item_embeddings, prepared["test_items"], prepared["exclude"], slices, ks=ks
+    )
     for name, count in prepared["dropped"].items():
         if count and not quiet:
             print(f"warning: {count} {name.replace('_', ' ')} (not evaluated)", file=sys.stderr)
@@ -602,7 +650,9 @@ def evaluate_arrays(
         head_items=int(slices["head"].sum()),
         dropped=prepared["dropped"],
         popularity_source="train split",
-        stats_item_frequencies=_stats_agreement(stats_dir, [fs.as_bytes(i) for i in item_ids], prepared["train_counts"]),
+        stats_item_frequencies=_stats_agreement(
+            stats_dir, [fs.as_bytes(i) for i in item_ids], prepared["train_counts"]
+        ),
         seconds=round(time.perf_counter() - started, 3),
     )
     return result
@@ -611,8 +661,9 @@ def evaluate_arrays(
 # -- reporting and the CLI ------------------------------------------------------------------
 
 
-def format_table(metrics: Mapping[str, Any] | None = None, *,
-                 by_method: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+def format_table(
+    metrics: Mapping[str, Any] | None = None, *, by_method: Mapping[str, Mapping[str, Any]] | None = None
+) -> str:
     """A plain-text table: rows overall / head / tail, columns Recall@K (and MAP@K overall).
 
     ``by_method`` (name -> metrics; ``metrics`` is then ignored): the rows of every method,
@@ -685,8 +736,15 @@ def run(
     dataset_name = dataset_name or trained.config.dataset
     dataset = inputs.load_dataset(dataset_name, data_dir=str(tfds_dir(run_dir)), raw_data_dir=raw_data_dir)
     metrics = evaluate_model(
-        trained, dataset, split, ks=ks, head_fraction=head_fraction, mode=mode, batch_size=batch_size,
-        stats_dir=RunLayout(run_dir).stats, per_pair=per_pair,
+        trained,
+        dataset,
+        split,
+        ks=ks,
+        head_fraction=head_fraction,
+        mode=mode,
+        batch_size=batch_size,
+        stats_dir=RunLayout(run_dir).stats,
+        per_pair=per_pair,
     )
     metrics["name"] = name
     metrics["config"] = trained.config.to_dict()
@@ -711,18 +769,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", default="test", help="the split to evaluate (default: test)")
     parser.add_argument("--ks", type=int, nargs="+", default=list(DEFAULT_KS), help="cut-offs K (default: 10 50 100)")
     parser.add_argument(
-        "--head-fraction", type=float, default=PROTOCOL_HEAD_FRACTION,
+        "--head-fraction",
+        type=float,
+        default=PROTOCOL_HEAD_FRACTION,
         help="head = this fraction of the most frequent training items (0.2: PROTOCOL.md, 0.1: the paper)",
     )
-    parser.add_argument("--mode", choices=MODES, default="auto",
-                        help="user-item excludes the user's train items; item-item the seed item (auto: from the spec)")
-    parser.add_argument("--per-pair", action=argparse.BooleanOptionalAction, default=None,
-                        help="every test pair is its own query (default: yes for item-item, no for user-item)")
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default="auto",
+        help="user-item excludes the user's train items; item-item the seed item (auto: from the spec)",
+    )
+    parser.add_argument(
+        "--per-pair",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="every test pair is its own query (default: yes for item-item, no for user-item)",
+    )
     parser.add_argument("--dataset", help="evaluate on this dataset instead of the one the model was trained on")
     parser.add_argument("--data-dir", help="raw data root (for MovieLens / CSV datasets not yet prepared)")
     parser.add_argument("--batch-size", type=int, default=1024, help="embedding batch size")
-    parser.add_argument("--oracle", action="store_true",
-                        help="synthetic_catalog only: the generator's oracle and the model's share of its recall")
+    parser.add_argument(
+        "--oracle",
+        action="store_true",
+        help="synthetic_catalog only: the generator's oracle and the model's share of its recall",
+    )
     args = parser.parse_args(argv)
     if args.name:
         name = args.name
@@ -733,13 +804,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         parser.error("pass --name or --config")
     metrics = run(
-        args.run_dir, name, split=args.split, ks=args.ks, head_fraction=args.head_fraction, mode=args.mode,
-        dataset_name=args.dataset, raw_data_dir=args.data_dir, batch_size=args.batch_size, per_pair=args.per_pair,
+        args.run_dir,
+        name,
+        split=args.split,
+        ks=args.ks,
+        head_fraction=args.head_fraction,
+        mode=args.mode,
+        dataset_name=args.dataset,
+        raw_data_dir=args.data_dir,
+        batch_size=args.batch_size,
+        per_pair=args.per_pair,
         oracle=args.oracle,
     )
-    print(f"{name} on {metrics['dataset']} ({metrics['split']}, {metrics['mode']}, "
-          f"{metrics['counts']['queries']} queries x {metrics['counts']['items']} items, "
-          f"head = top {metrics['head_fraction']:.0%} = {metrics['head_items']} items) in {metrics['seconds']:.2f} s")
+    print(
+        f"{name} on {metrics['dataset']} ({metrics['split']}, {metrics['mode']}, "
+        f"{metrics['counts']['queries']} queries x {metrics['counts']['items']} items, "
+        f"head = top {metrics['head_fraction']:.0%} = {metrics['head_items']} items) in {metrics['seconds']:.2f} s"
+    )
     print(format_table(metrics))
     if "oracle" in metrics:
         from recsys_ssl import oracle as oracle_lib

@@ -20,6 +20,7 @@ synthetic_catalog/oracle_10k [--name EXP ...]`` prints the oracle's Recall@K and
 ``oracle`` / ``share_of_oracle`` to each named ``eval/<name>/metrics.json``;
 ``recsys-ssl evaluate --oracle`` does the same for the model it evaluates.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,14 +82,15 @@ def log_partition(x: np.ndarray, z: np.ndarray) -> np.ndarray:
     block = max(1, _BLOCK_ELEMENTS // max(len(z), 1))
     z = z.astype(np.float64)
     for lo in range(0, len(x), block):
-        logits = x[lo:lo + block].astype(np.float64) @ z.T
+        logits = x[lo : lo + block].astype(np.float64) @ z.T
         top = logits.max(axis=1)
-        out[lo:lo + block] = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
+        out[lo : lo + block] = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
     return out
 
 
-def from_latents(item_ids: np.ndarray, query_ids: np.ndarray, x: np.ndarray, z: np.ndarray,
-                 log_prior: np.ndarray) -> Oracle:
+def from_latents(
+    item_ids: np.ndarray, query_ids: np.ndarray, x: np.ndarray, z: np.ndarray, log_prior: np.ndarray
+) -> Oracle:
     """The oracle of p(item) ∝ exp(log_prior), p(q | item) = softmax_q(<z_q, x_item>) (z: latents / T)."""
     log_z = log_partition(x, z)
     item_vectors = np.concatenate([x.astype(np.float64), (log_prior - log_z)[:, None]], axis=1)
@@ -98,17 +100,25 @@ def from_latents(item_ids: np.ndarray, query_ids: np.ndarray, x: np.ndarray, z: 
 
 def config_of(name: str) -> sc.SyntheticCatalogConfig:
     """The builder config of ``synthetic_catalog/<config>`` (or ``<config>``; a ``-val`` view has its base's)."""
-    config = name[len(PREFIX):] if name.startswith(PREFIX) else name
-    config = config[:-len(VALIDATION_SUFFIX)] if config.endswith(VALIDATION_SUFFIX) else config
+    config = name[len(PREFIX) :] if name.startswith(PREFIX) else name
+    config = config[: -len(VALIDATION_SUFFIX)] if config.endswith(VALIDATION_SUFFIX) else config
     if config not in sc.SIZES:
         raise ValueError(f"no oracle for {name!r}: only synthetic_catalog/<config>, configs {list(sc.SIZES)}")
     return sc.SyntheticCatalog.builder_configs[config]
 
 
-def from_generator(items: dict[str, np.ndarray], *, seed: int = 0, num_queries: int = 2_000,
-                   zipf_exponent: float = 1.0, temperature: float = sc.TEMPERATURE,
-                   item_noise: float = sc.ITEM_NOISE, query_noise: float = sc.QUERY_NOISE,
-                   unit_queries: bool = False, features_only: bool = False) -> Oracle:
+def from_generator(
+    items: dict[str, np.ndarray],
+    *,
+    seed: int = 0,
+    num_queries: int = 2_000,
+    zipf_exponent: float = 1.0,
+    temperature: float = sc.TEMPERATURE,
+    item_noise: float = sc.ITEM_NOISE,
+    query_noise: float = sc.QUERY_NOISE,
+    unit_queries: bool = False,
+    features_only: bool = False,
+) -> Oracle:
     """The oracle of ``sc.generate_pairs(items, ...)`` called with the same keyword arguments.
 
     features_only: item latents without the per-item noise (from the item's features alone).
@@ -122,11 +132,17 @@ def from_generator(items: dict[str, np.ndarray], *, seed: int = 0, num_queries: 
 def from_config(config: sc.SyntheticCatalogConfig | str, features_only: bool = False) -> Oracle:
     """The oracle of a builder config (or its name) of the synthetic catalog."""
     config = config_of(config) if isinstance(config, str) else config
-    return from_generator(sc.generate_items(config.num_items, config.seed), seed=config.seed,
-                          num_queries=config.num_queries, zipf_exponent=config.zipf_exponent,
-                          temperature=config.temperature, item_noise=config.item_noise,
-                          query_noise=config.query_noise, unit_queries=config.unit_queries,
-                          features_only=features_only)
+    return from_generator(
+        sc.generate_items(config.num_items, config.seed),
+        seed=config.seed,
+        num_queries=config.num_queries,
+        zipf_exponent=config.zipf_exponent,
+        temperature=config.temperature,
+        item_noise=config.item_noise,
+        query_noise=config.query_noise,
+        unit_queries=config.unit_queries,
+        features_only=features_only,
+    )
 
 
 def oracle_recall(
@@ -154,8 +170,9 @@ def oracle_recall(
     slices = evaluate.popularity_slices(prepared["train_counts"], item_ids, head_fraction, num_buckets)
     query_vectors = oracle.query_vectors[oracle.rows(prepared["queries"], "query")]
     item_vectors = oracle.item_vectors[oracle.rows(item_ids, "item")]
-    result = evaluate.retrieval_metrics(query_vectors, item_vectors, prepared["test_items"], prepared["exclude"],
-                                        slices, ks=ks, normalize=False)
+    result = evaluate.retrieval_metrics(
+        query_vectors, item_vectors, prepared["test_items"], prepared["exclude"], slices, ks=ks, normalize=False
+    )
     result.update(mode=mode, per_pair=per_pair, head_fraction=head_fraction, head_items=int(slices["head"].sum()))
     return result
 
@@ -164,13 +181,23 @@ def share_of_oracle(method: Mapping[str, Any], oracle: Mapping[str, Any]) -> dic
     """method R@K / oracle R@K for overall, head and tail (None where the oracle's is 0 or missing)."""
     ks = method["definition"]["ks"]
     rows = {"overall": (method, oracle)}
-    rows.update({s: (method["slices"][s], oracle["slices"][s]) for s in ("head", "tail")
-                 if s in method.get("slices", {}) and s in oracle.get("slices", {})})
+    rows.update(
+        {
+            s: (method["slices"][s], oracle["slices"][s])
+            for s in ("head", "tail")
+            if s in method.get("slices", {}) and s in oracle.get("slices", {})
+        }
+    )
     out = {}
     for name, (m, o) in rows.items():
-        out[name] = {f"recall@{k}": (m[f"recall@{k}"] / o[f"recall@{k}"]
-                                     if m.get(f"recall@{k}") is not None and o.get(f"recall@{k}") else None)
-                     for k in ks}
+        out[name] = {
+            f"recall@{k}": (
+                m[f"recall@{k}"] / o[f"recall@{k}"]
+                if m.get(f"recall@{k}") is not None and o.get(f"recall@{k}")
+                else None
+            )
+            for k in ks
+        }
     return out
 
 
@@ -190,8 +217,13 @@ def dataset_recall(dataset, split: str = "test", **kwargs) -> dict[str, Any]:
     corpus_ids = dataset.item_arrays()[spec.item_key]
     train = dataset.pair_columns("train", [spec.query_key, spec.item_key])
     test = dataset.pair_columns(split, [spec.query_key, spec.item_key])
-    return oracle_recall(from_config(dataset.name), corpus_ids, (train[spec.query_key], train[spec.item_key]),
-                         (test[spec.query_key], test[spec.item_key]), **kwargs)
+    return oracle_recall(
+        from_config(dataset.name),
+        corpus_ids,
+        (train[spec.query_key], train[spec.item_key]),
+        (test[spec.query_key], test[spec.item_key]),
+        **kwargs,
+    )
 
 
 def attach(metrics: dict[str, Any], dataset, split: str = "test") -> dict[str, Any]:
@@ -199,9 +231,14 @@ def attach(metrics: dict[str, Any], dataset, split: str = "test") -> dict[str, A
 
     The oracle is scored with the model's own K, head fraction, mode and per_pair.
     """
-    oracle = dataset_recall(dataset, split, ks=metrics["definition"]["ks"],
-                            head_fraction=metrics.get("head_fraction", evaluate.PROTOCOL_HEAD_FRACTION),
-                            mode=metrics.get("mode", evaluate.USER_ITEM), per_pair=bool(metrics.get("per_pair", False)))
+    oracle = dataset_recall(
+        dataset,
+        split,
+        ks=metrics["definition"]["ks"],
+        head_fraction=metrics.get("head_fraction", evaluate.PROTOCOL_HEAD_FRACTION),
+        mode=metrics.get("mode", evaluate.USER_ITEM),
+        per_pair=bool(metrics.get("per_pair", False)),
+    )
     metrics["oracle"] = summary(oracle)
     metrics["share_of_oracle"] = share_of_oracle(metrics, oracle)
     return metrics
@@ -220,7 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m recsys_ssl.oracle",
         description="The synthetic catalog's oracle Recall@K (overall / head / tail); with --name, adds it and "
-        "each method's share of it to <run-dir>/eval/<name>/metrics.json.")
+        "each method's share of it to <run-dir>/eval/<name>/metrics.json.",
+    )
     parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help="the pipeline run's folder (default: %(default)s)")
     parser.add_argument("--dataset", help="synthetic_catalog/<config> (default: each named model's dataset)")
     parser.add_argument("--name", nargs="*", default=[], help="evaluated experiments whose metrics.json to extend")

@@ -1,18 +1,22 @@
 """The synthetic catalog's oracle: a hand-made catalog, exactness against the sampler, the oracle configs."""
+
 import hashlib
 
 import numpy as np
 import pytest
 
 from recsys_ssl import evaluate, oracle
-from recsys_ssl.datasets import inputs, synthetic_catalog as sc
+from recsys_ssl.datasets import inputs
+from recsys_ssl.datasets import synthetic_catalog as sc
 
 # Hand-made: 3 queries x 5 items, p(item | query) written out; ids given as bytes / str on purpose.
-HAND_P = np.array([
-    [0.40, 0.30, 0.15, 0.10, 0.05],  # u0
-    [0.05, 0.10, 0.15, 0.30, 0.40],  # u1
-    [0.50, 0.10, 0.10, 0.10, 0.20],  # u2
-])
+HAND_P = np.array(
+    [
+        [0.40, 0.30, 0.15, 0.10, 0.05],  # u0
+        [0.05, 0.10, 0.15, 0.30, 0.40],  # u1
+        [0.50, 0.10, 0.10, 0.10, 0.20],  # u2
+    ]
+)
 HAND_ITEMS = [b"i0", b"i1", b"i2", b"i3", b"i4"]
 HAND_QUERIES = [b"u0", b"u1", b"u2"]
 HAND_TRAIN = (["u0", "u1", "u1"], ["i0", "i0", "i4"])  # counts i0: 2, i4: 1 -> head (20% of 5 = 1 item) = {i0}
@@ -21,8 +25,9 @@ HAND_TEST = (["u0", "u0", "u1", "u1", "u2", "u2"], ["i1", "i3", "i3", "i2", "i0"
 
 def _hand_oracle() -> oracle.Oracle:
     # One-hot queries against log-probability items: dot = log p(item | query) exactly.
-    return oracle.Oracle(np.array(HAND_ITEMS, dtype=object), np.array(HAND_QUERIES, dtype=object),
-                         np.eye(3), np.log(HAND_P).T.copy())
+    return oracle.Oracle(
+        np.array(HAND_ITEMS, dtype=object), np.array(HAND_QUERIES, dtype=object), np.eye(3), np.log(HAND_P).T.copy()
+    )
 
 
 def test_hand_made_catalog_recall_computed_by_hand():
@@ -44,8 +49,12 @@ def test_hand_made_catalog_recall_computed_by_hand():
     assert got["slices"]["tail"]["recall@2"] == pytest.approx(4 / 5)
     assert got["counts"]["excluded_pairs"] == 3 and got["head_items"] == 1
 
-    method = {"recall@1": 0.25, "recall@2": 0.5, "definition": {"ks": [1, 2]},
-              "slices": {"head": {"recall@1": 0.5, "recall@2": 1.0}, "tail": {"recall@1": 0.1, "recall@2": 0.2}}}
+    method = {
+        "recall@1": 0.25,
+        "recall@2": 0.5,
+        "definition": {"ks": [1, 2]},
+        "slices": {"head": {"recall@1": 0.5, "recall@2": 1.0}, "tail": {"recall@1": 0.1, "recall@2": 0.2}},
+    }
     share = oracle.share_of_oracle(method, got)
     assert share["tail"]["recall@2"] == pytest.approx(0.25) and share["tail"]["recall@1"] == pytest.approx(0.25)
     assert share["overall"]["recall@2"] == pytest.approx(0.6) and share["head"]["recall@1"] == pytest.approx(0.5)
@@ -129,8 +138,9 @@ def _config_recall(name: str, features_only: bool = False, ks=(50,)) -> dict:
         rows = table.splits[split]
         return query_ids[table.query_rows[rows]], item_ids[table.item_rows[rows]]
 
-    return oracle.oracle_recall(oracle.from_config(config, features_only=features_only), item_ids,
-                                pairs("train"), pairs("test"), ks=ks)
+    return oracle.oracle_recall(
+        oracle.from_config(config, features_only=features_only), item_ids, pairs("train"), pairs("test"), ks=ks
+    )
 
 
 @pytest.fixture(scope="module")
@@ -178,9 +188,16 @@ def tiny_run(tmp_path_factory):
 def _fake_method(own: dict) -> dict:
     """A model's metrics.json whose head / tail Recall@50 are half the oracle's (overall: equal)."""
     method = {key: own[key] for key in ("recall@10", "recall@50", "map@10", "map@50", "counts", "definition")}
-    method["slices"] = {s: {**own["slices"][s], "recall@50": own["slices"][s]["recall@50"] / 2} for s in ("head", "tail")}
-    method.update(dataset="synthetic_catalog/tiny", split="test", mode=evaluate.USER_ITEM, per_pair=False,
-                  head_fraction=evaluate.PROTOCOL_HEAD_FRACTION)
+    method["slices"] = {
+        s: {**own["slices"][s], "recall@50": own["slices"][s]["recall@50"] / 2} for s in ("head", "tail")
+    }
+    method.update(
+        dataset="synthetic_catalog/tiny",
+        split="test",
+        mode=evaluate.USER_ITEM,
+        per_pair=False,
+        head_fraction=evaluate.PROTOCOL_HEAD_FRACTION,
+    )
     return method
 
 

@@ -35,6 +35,7 @@ Recall@50 .59 / .34 against .11 / .002), with the same items, Zipf law and ranks
 **Split.** Per query, the latest ceil(20%) pairs by (timestamp, item id) are ``test``,
 the rest ``train``; ``train_10pct`` is a uniform 10% sample of ``train`` (same test set).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,8 +56,19 @@ PLANTED_GROUPS: list[list[str]] = [
     ["price_bucket", "monetization"],
 ]
 INDEPENDENT_FEATURES = ["title_tokens", "release_year"]
-ITEM_FEATURES = ["item_id", "category", "subcategory", "developer", "tags", "title_tokens",
-                 "country", "language", "price_bucket", "monetization", "release_year"]
+ITEM_FEATURES = [
+    "item_id",
+    "category",
+    "subcategory",
+    "developer",
+    "tags",
+    "title_tokens",
+    "country",
+    "language",
+    "price_bucket",
+    "monetization",
+    "release_year",
+]
 MULTI_VALUED = ("tags", "title_tokens")
 QUERY_FEATURES = ["query_id", "query_segment", "query_country"]
 
@@ -67,20 +79,34 @@ TAGS_PER_CATEGORY = 8
 NUM_WORDS = 400
 COUNTRIES = ["US", "IN", "BR", "DE", "JP", "GB", "FR", "MX", "KR", "ID", "ES", "IT"]
 LANGUAGES = ["en", "hi", "pt", "de", "ja", "fr", "es", "ko", "id", "it"]
-MAIN_LANGUAGE = {"US": "en", "IN": "hi", "BR": "pt", "DE": "de", "JP": "ja", "GB": "en", "FR": "fr",
-                 "MX": "es", "KR": "ko", "ID": "id", "ES": "es", "IT": "it"}
+MAIN_LANGUAGE = {
+    "US": "en",
+    "IN": "hi",
+    "BR": "pt",
+    "DE": "de",
+    "JP": "ja",
+    "GB": "en",
+    "FR": "fr",
+    "MX": "es",
+    "KR": "ko",
+    "ID": "id",
+    "ES": "es",
+    "IT": "it",
+}
 PRICE_BUCKETS = ["free", "0-1", "1-3", "3-10", "10-30", "30+"]
 PRICE_PROBS = [0.45, 0.15, 0.15, 0.12, 0.08, 0.05]
 MONETIZATIONS = ["ads", "freemium", "paid", "subscription"]
 # p(monetization | price bucket): free items live on ads / in-app purchases, paid ones are sold.
-MONETIZATION_GIVEN_PRICE = np.array([
-    [0.50, 0.40, 0.04, 0.06],
-    [0.06, 0.14, 0.65, 0.15],
-    [0.05, 0.10, 0.65, 0.20],
-    [0.04, 0.08, 0.58, 0.30],
-    [0.03, 0.05, 0.52, 0.40],
-    [0.02, 0.04, 0.44, 0.50],
-])
+MONETIZATION_GIVEN_PRICE = np.array(
+    [
+        [0.50, 0.40, 0.04, 0.06],
+        [0.06, 0.14, 0.65, 0.15],
+        [0.05, 0.10, 0.65, 0.20],
+        [0.04, 0.08, 0.58, 0.30],
+        [0.03, 0.05, 0.52, 0.40],
+        [0.02, 0.04, 0.44, 0.50],
+    ]
+)
 YEARS = [str(y) for y in range(2000, 2025)]
 NUM_SEGMENTS = 20
 
@@ -92,8 +118,18 @@ P_MAIN_LANGUAGE = 0.8
 
 LATENT_DIM = 16
 # Weight of each feature's value latents in the item latent: category-level features dominate.
-LATENT_WEIGHTS = {"category": 1.0, "subcategory": 0.8, "developer": 0.6, "tags": 0.8, "title_tokens": 0.3,
-                  "country": 0.8, "language": 0.4, "price_bucket": 0.5, "monetization": 0.3, "release_year": 0.3}
+LATENT_WEIGHTS = {
+    "category": 1.0,
+    "subcategory": 0.8,
+    "developer": 0.6,
+    "tags": 0.8,
+    "title_tokens": 0.3,
+    "country": 0.8,
+    "language": 0.4,
+    "price_bucket": 0.5,
+    "monetization": 0.3,
+    "release_year": 0.3,
+}
 ITEM_NOISE = 0.3
 QUERY_NOISE = 0.5
 TEMPERATURE = 0.3
@@ -146,17 +182,21 @@ def generate_items(num_items: int, seed: int = 0) -> dict[str, np.ndarray]:
 
     category = rng.choice(NUM_CATEGORIES, size=n, p=_zipf_probs(NUM_CATEGORIES, 0.7))
     own_sub = category * SUBCATEGORIES_PER_CATEGORY + rng.choice(
-        SUBCATEGORIES_PER_CATEGORY, size=n, p=_zipf_probs(SUBCATEGORIES_PER_CATEGORY, 0.8))
+        SUBCATEGORIES_PER_CATEGORY, size=n, p=_zipf_probs(SUBCATEGORIES_PER_CATEGORY, 0.8)
+    )
     subcategory = _mixture(rng, own_sub, num_subcategories, P_SUBCATEGORY_IN_CATEGORY)
     own_dev = subcategory * developers_per_sub + rng.choice(
-        developers_per_sub, size=n, p=_zipf_probs(developers_per_sub, 1.0))
+        developers_per_sub, size=n, p=_zipf_probs(developers_per_sub, 1.0)
+    )
     developer = _mixture(rng, own_dev, num_developers, P_DEVELOPER_IN_SUBCATEGORY)
 
     # Each category owns a pool of tags (pools of different categories may overlap).
     tag_pools = np.stack([rng.choice(NUM_TAGS, size=TAGS_PER_CATEGORY, replace=False) for _ in range(NUM_CATEGORIES)])
     tag_lengths = 1 + rng.binomial(4, 0.4, size=n)
     tag_owner = np.repeat(category, tag_lengths)
-    pool_codes = tag_pools[tag_owner, rng.choice(TAGS_PER_CATEGORY, size=len(tag_owner), p=_zipf_probs(TAGS_PER_CATEGORY, 0.5))]
+    pool_codes = tag_pools[
+        tag_owner, rng.choice(TAGS_PER_CATEGORY, size=len(tag_owner), p=_zipf_probs(TAGS_PER_CATEGORY, 0.5))
+    ]
     tag_codes = _mixture(rng, pool_codes, NUM_TAGS, P_TAG_FROM_CATEGORY)
 
     word_lengths = 1 + rng.binomial(3, 0.5, size=n)
@@ -310,9 +350,15 @@ class LatentModel:
     rng: np.random.Generator
 
 
-def latent_model(items: dict[str, np.ndarray], seed: int, num_queries: int, temperature: float = TEMPERATURE,
-                 item_noise: float = ITEM_NOISE, query_noise: float = QUERY_NOISE,
-                 unit_queries: bool = False) -> LatentModel:
+def latent_model(
+    items: dict[str, np.ndarray],
+    seed: int,
+    num_queries: int,
+    temperature: float = TEMPERATURE,
+    item_noise: float = ITEM_NOISE,
+    query_noise: float = QUERY_NOISE,
+    unit_queries: bool = False,
+) -> LatentModel:
     """The latents and the popularity ranks of ``generate_pairs`` (same draws, same dtypes).
 
     unit_queries: query latents scaled to norm 1 before the temperature (every query can then
@@ -337,8 +383,9 @@ def item_popularity(rank_to_item: np.ndarray, zipf_exponent: float) -> np.ndarra
     return probs
 
 
-def _sample_queries(x: np.ndarray, z: np.ndarray, item_rows: np.ndarray, uniforms: np.ndarray,
-                    chunk_size: int) -> np.ndarray:
+def _sample_queries(
+    x: np.ndarray, z: np.ndarray, item_rows: np.ndarray, uniforms: np.ndarray, chunk_size: int
+) -> np.ndarray:
     """Each pair's query row, drawn from p(q | item) = softmax over ``x[item] @ z.T``.
 
     One softmax row per distinct item, sampled by inverse CDF in two levels (a full-width
@@ -354,7 +401,7 @@ def _sample_queries(x: np.ndarray, z: np.ndarray, item_rows: np.ndarray, uniform
     num_blocks = -(-num_queries // block)
     z = np.concatenate([z, np.zeros((num_blocks * block - num_queries, z.shape[1]), z.dtype)])
     for lo in range(0, len(distinct), chunk_size):
-        chunk = distinct[lo:lo + chunk_size]
+        chunk = distinct[lo : lo + chunk_size]
         weights = x[chunk] @ z.T  # [C, num_blocks * block] logits, then unnormalised probabilities
         weights -= weights[:, :num_queries].max(axis=1, keepdims=True)
         np.exp(weights, out=weights)
@@ -363,8 +410,8 @@ def _sample_queries(x: np.ndarray, z: np.ndarray, item_rows: np.ndarray, uniform
         block_sums = weights.sum(axis=2, dtype=np.float64)  # [C, num_blocks]
         block_cdf = np.cumsum(block_sums, axis=1)
         totals = block_cdf[:, -1:]
-        pair_ids = order[starts[lo]:starts[lo] + counts[lo:lo + chunk_size].sum()]
-        local_row = np.repeat(np.arange(len(chunk)), counts[lo:lo + chunk_size])
+        pair_ids = order[starts[lo] : starts[lo] + counts[lo : lo + chunk_size].sum()]
+        local_row = np.repeat(np.arange(len(chunk)), counts[lo : lo + chunk_size])
         u = uniforms[pair_ids]
         shifted = block_cdf / totals + np.arange(len(chunk))[:, None]
         b = np.searchsorted(shifted.ravel(), local_row + u, side="right") - local_row * num_blocks
@@ -377,6 +424,7 @@ def _sample_queries(x: np.ndarray, z: np.ndarray, item_rows: np.ndarray, uniform
 
 
 # --- the TFDS builder ----------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class SyntheticCatalogConfig(tfds.core.BuilderConfig):
@@ -418,10 +466,17 @@ def _configs() -> list[SyntheticCatalogConfig]:
         setting = SETTINGS.get(name, {})
         detail = "".join(f", {key}={value}" for key, value in setting.items())
         for kind in (_common.PAIRS, _common.ITEMS):
-            configs.append(SyntheticCatalogConfig(
-                name=name if kind == _common.PAIRS else _common.items_config_name(name),
-                description=f"{num_items:,} items, {num_queries:,} queries, {num_pairs:,} pairs{detail} ({kind})",
-                kind=kind, num_items=num_items, num_queries=num_queries, num_pairs=num_pairs, **setting))
+            configs.append(
+                SyntheticCatalogConfig(
+                    name=name if kind == _common.PAIRS else _common.items_config_name(name),
+                    description=f"{num_items:,} items, {num_queries:,} queries, {num_pairs:,} pairs{detail} ({kind})",
+                    kind=kind,
+                    num_items=num_items,
+                    num_queries=num_queries,
+                    num_pairs=num_pairs,
+                    **setting,
+                )
+            )
     return configs
 
 
@@ -432,13 +487,24 @@ def spec() -> features_lib.FeatureSpec:
 def build_pairs(config: SyntheticCatalogConfig) -> tuple[dict, Interactions, _common.PairsTable]:
     """Generates the corpus and the pairs of ``config`` and splits them (what the builder writes)."""
     items = generate_items(config.num_items, config.seed)
-    interactions = generate_pairs(items, config.num_pairs, seed=config.seed, zipf_exponent=config.zipf_exponent,
-                                  num_queries=config.num_queries, temperature=config.temperature,
-                                  item_noise=config.item_noise, query_noise=config.query_noise,
-                                  unit_queries=config.unit_queries)
+    interactions = generate_pairs(
+        items,
+        config.num_pairs,
+        seed=config.seed,
+        zipf_exponent=config.zipf_exponent,
+        num_queries=config.num_queries,
+        temperature=config.temperature,
+        item_noise=config.item_noise,
+        query_noise=config.query_noise,
+        unit_queries=config.unit_queries,
+    )
     _, is_test, _ = _common.temporal_split(interactions.query_rows, interactions.timestamps, interactions.item_rows)
-    table = _common.PairsTable(interactions.query_rows, interactions.item_rows, interactions.timestamps,
-                               _common.make_splits(is_test, config.seed))
+    table = _common.PairsTable(
+        interactions.query_rows,
+        interactions.item_rows,
+        interactions.timestamps,
+        _common.make_splits(is_test, config.seed),
+    )
     return items, interactions, table
 
 
@@ -452,16 +518,31 @@ class SyntheticCatalog(_common.LocalBuilder, skip_registration=True):
     def _info(self) -> tfds.core.DatasetInfo:
         feature_spec = spec()
         config = self.builder_config
-        features = (_common.pairs_features(feature_spec) if config.kind == _common.PAIRS
-                    else _common.items_features(feature_spec))
+        features = (
+            _common.pairs_features(feature_spec)
+            if config.kind == _common.PAIRS
+            else _common.items_features(feature_spec)
+        )
         metadata = tfds.core.MetadataDict(
-            planted_groups=PLANTED_GROUPS, independent_features=INDEPENDENT_FEATURES,
-            zipf_exponent=config.zipf_exponent, seed=config.seed, num_items=config.num_items,
-            num_queries=config.num_queries, num_pairs=config.num_pairs, spec=SPEC_NAME, dropped={},
-            generator=dict(temperature=config.temperature, item_noise=config.item_noise,
-                           query_noise=config.query_noise, unit_queries=config.unit_queries))
-        return tfds.core.DatasetInfo(builder=self, description=__doc__, features=features, metadata=metadata,
-                                     disable_shuffling=True)
+            planted_groups=PLANTED_GROUPS,
+            independent_features=INDEPENDENT_FEATURES,
+            zipf_exponent=config.zipf_exponent,
+            seed=config.seed,
+            num_items=config.num_items,
+            num_queries=config.num_queries,
+            num_pairs=config.num_pairs,
+            spec=SPEC_NAME,
+            dropped={},
+            generator=dict(
+                temperature=config.temperature,
+                item_noise=config.item_noise,
+                query_noise=config.query_noise,
+                unit_queries=config.unit_queries,
+            ),
+        )
+        return tfds.core.DatasetInfo(
+            builder=self, description=__doc__, features=features, metadata=metadata, disable_shuffling=True
+        )
 
     def _split_generators(self, dl_manager: Any):
         config = self.builder_config
@@ -471,10 +552,14 @@ class SyntheticCatalog(_common.LocalBuilder, skip_registration=True):
             return {_common.ITEMS_SPLIT: self._generate_examples(_common.item_examples(items))}
         items, interactions, table = build_pairs(config)
         self.info.metadata["counts"] = dict(
-            table.split_counts(), items=config.num_items, queries=config.num_queries, pairs=config.num_pairs,
+            table.split_counts(),
+            items=config.num_items,
+            queries=config.num_queries,
+            pairs=config.num_pairs,
             queries_with_pairs=int(len(np.unique(table.query_rows))),
             items_with_pairs=int(len(np.unique(table.item_rows))),
-            head_share=_common.popularity_head_share(table.item_rows[table.splits["train"]], config.num_items))
+            head_share=_common.popularity_head_share(table.item_rows[table.splits["train"]], config.num_items),
+        )
         query_columns = _common.to_str_columns(interactions.queries)
         item_columns = _common.to_str_columns(items)
         return _common.pair_split_generators(self, table, query_columns, item_columns)
