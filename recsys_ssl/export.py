@@ -159,6 +159,62 @@ class BenchOptions:
     prebuilt_index: tuple[index_lib.ItemIndex, dict] | None = None
 
 
+def _write_version(
+    model_dir,
+    model_name,
+    version,
+    spec,
+    index,
+    report,
+    item_ids,
+    item_embeddings,
+    towers,
+    queries,
+    k,
+    source,
+    bench,
+    log,
+) -> pathlib.Path:
+    """Stages the index, the SavedModels and the manifest, then publishes the version (atomic rename)."""
+    query_tower, item_tower, embed_query, embed_item = towers
+    staging = index_lib.staging_dir(model_dir, version)
+    try:
+        index.save(staging / index_lib.INDEX_DIR)
+        corpus = (tf.constant(item_ids, tf.string), tf.constant(item_embeddings))
+        manifest_models = _save_towers(
+            staging,
+            query_tower,
+            item_tower,
+            spec,
+            embed_query,
+            embed_item,
+            k,
+            corpus if bench.with_retrieval_savedmodels else None,
+        )
+        scann_report = None
+        if bench.with_retrieval_savedmodels:
+            scann_report, manifest_models["retrieval_scann"] = _save_retrieval_scann(
+                staging, query_tower, spec, corpus, queries, report, k, log
+            )
+        manifest = _manifest(
+            model_name,
+            version,
+            k,
+            spec,
+            item_embeddings,
+            report,
+            scann_report,
+            manifest_models,
+            source,
+            bench.with_retrieval_savedmodels,
+        )
+        final = index_lib.publish(staging, model_dir, version, manifest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final
+
+
 def export_models(
     query_tower: tf.keras.Model,
     item_tower: tf.keras.Model,
@@ -221,41 +277,23 @@ def export_models(
     )
     if index.size != len(item_ids) or index.item_ids != item_ids:
         raise ValueError("prebuilt_index does not hold the corpus's items in corpus order")
-    staging = index_lib.staging_dir(model_dir, version)
-    try:
-        index.save(staging / index_lib.INDEX_DIR)
-        corpus = (tf.constant(item_ids, tf.string), tf.constant(item_embeddings))
-        manifest_models = _save_towers(
-            staging,
-            query_tower,
-            item_tower,
-            spec,
-            embed_query,
-            embed_item,
-            k,
-            corpus if bench.with_retrieval_savedmodels else None,
-        )
-        scann_report = None
-        if bench.with_retrieval_savedmodels:
-            scann_report, manifest_models["retrieval_scann"] = _save_retrieval_scann(
-                staging, query_tower, spec, corpus, queries, report, k, log
-            )
-        manifest = _manifest(
-            model_name,
-            version,
-            k,
-            spec,
-            item_embeddings,
-            report,
-            scann_report,
-            manifest_models,
-            source,
-            bench.with_retrieval_savedmodels,
-        )
-        final = index_lib.publish(staging, model_dir, version, manifest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    towers = (query_tower, item_tower, embed_query, embed_item)
+    final = _write_version(
+        model_dir,
+        model_name,
+        version,
+        spec,
+        index,
+        report,
+        item_ids,
+        item_embeddings,
+        towers,
+        queries,
+        k,
+        source,
+        bench,
+        log,
+    )
     log(
         f"export: wrote {final} in {time.perf_counter() - start:.1f}s "
         f"(index: {report['config']['algorithm']}, Recall@{k} {report['recall']:.4f})"

@@ -436,6 +436,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="FIELD=LOW:HIGH",
         help="narrow or widen a numeric knob's range (inside its limits)",
     )
+    _add_study_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def _add_study_arguments(parser: argparse.ArgumentParser) -> None:
+    """Seeds, multi-seed scoring and warm starts, verbosity."""
     parser.add_argument("--seed", type=int, default=0, help="the sampler's seed and every trial's first training seed")
     parser.add_argument(
         "--seeds-per-trial",
@@ -459,12 +465,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--verbose", action="store_true", help="Keras progress per trial (default: the study's bar only)"
     )
-    return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(list(sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+def _base_config(args: argparse.Namespace) -> tuple[cfg.ExperimentConfig, list]:
+    """The study's config (the method's, regime and ``--set`` applied) and the ``--space`` overrides;
+    bad flags raise :class:`TuneError` / ``ValueError`` in one line."""
     if args.trials < 1:
         raise TuneError(f"--trials must be at least 1, got {args.trials}")
     if args.max_epochs < 1 or args.seeds_per_trial < 1:
@@ -481,6 +486,13 @@ def main(argv: list[str] | None = None) -> int:
     clash = sorted({f for f, _ in fixed} & ({k.field for k in SPACE} | searched))
     if clash:
         log.warning("--set %s: fixed knobs are searched anyway unless removed from the space", clash)
+    return base, space_overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    base, space_overrides = _base_config(args)
 
     import optuna
 

@@ -34,14 +34,11 @@ KNOWN_LONG = {
     "recsys_ssl/evaluate.py evaluate_arrays": 63,
     "recsys_ssl/evaluate.py main": 72,
     "recsys_ssl/experiment.py main": 72,
-    "recsys_ssl/export.py export_models": 102,
+    "recsys_ssl/export.py export_models": 84,
     "recsys_ssl/index.py tune": 70,
     "recsys_ssl/model.py __init__": 69,
-    "recsys_ssl/serve/cli.py _parser": 68,
     "recsys_ssl/train.py load_training_data": 63,
     "recsys_ssl/train.py run": 66,
-    "recsys_ssl/tune.py parse_args": 65,
-    "recsys_ssl/tune.py main": 67,
     "pipelines/sources.py _read_tfrecord": 65,
 }
 

@@ -50,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
         prog="recsys-ssl serve", description="HTTP server with TF Serving's REST API over an export (uvicorn)."
     )
     add = parser.add_argument
+    _add_model_flags(add)
+    _add_batching_flags(add)
+    _add_connection_flags(add)
+    return parser
+
+
+def _add_model_flags(add) -> None:
+    """What is served, request limits, TensorFlow, logs."""
     add("--run-dir", default=DEFAULT_RUN_DIR)
     add("--export-dir", default=None, help="export root (default <run-dir>/export)")
     add("--model-name", default=None, help="model under the export root (default: the only one)")
@@ -58,6 +66,19 @@ def _parser() -> argparse.ArgumentParser:
     add("--max-body-bytes", type=_positive(int), default=1 << 20, help="larger bodies get a 413")
     add("--max-batch", type=_positive(int), default=256, help="queries per request")
     add("--max-k", type=_positive(int), default=100)
+    add("--poll-seconds", type=float, default=5.0, help="how often to look for a newer version (0: never)")
+    add(
+        "--tf-threads",
+        type=int,
+        default=1,
+        help="TensorFlow intra- and inter-op threads (0: TF's default). A query is a tiny graph: "
+        "concurrency comes from batching concurrent requests, more op threads only contend for the cores",
+    )
+    add("--access-log", action="store_true", help="one log line per request")
+    add("--debug", action="store_true", help="log the full traceback of internal errors")
+
+
+def _add_batching_flags(add) -> None:
     add(
         "--batch-max-queries",
         type=_positive(int),
@@ -82,6 +103,10 @@ def _parser() -> argparse.ArgumentParser:
         action="store_false",
         help="answer each retrieval request on its own instead of batching concurrent ones",
     )
+
+
+def _add_connection_flags(add) -> None:
+    """uvicorn's: timeouts, backlog, concurrency, worker processes."""
     add(
         "--timeout-keep-alive",
         type=_positive(float),
@@ -102,17 +127,6 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="server processes sharing the port (each loads the model; /metrics is per process)",
     )
-    add("--poll-seconds", type=float, default=5.0, help="how often to look for a newer version (0: never)")
-    add(
-        "--tf-threads",
-        type=int,
-        default=1,
-        help="TensorFlow intra- and inter-op threads (0: TF's default). A query is a tiny graph: "
-        "concurrency comes from batching concurrent requests, more op threads only contend for the cores",
-    )
-    add("--access-log", action="store_true", help="one log line per request")
-    add("--debug", action="store_true", help="log the full traceback of internal errors")
-    return parser
 
 
 def set_tf_threads(threads: int) -> None:
