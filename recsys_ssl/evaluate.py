@@ -756,7 +756,7 @@ def run(
     return metrics
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recsys-ssl evaluate",
         description="Exact full-corpus Recall@K / MAP@K of a trained model, with head/tail slices; "
@@ -794,6 +794,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="synthetic_catalog only: the generator's oracle and the model's share of its recall",
     )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.name:
         name = args.name

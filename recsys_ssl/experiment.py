@@ -445,8 +445,8 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from recsys_ssl import evaluate
+def _parser() -> argparse.ArgumentParser:
+    from recsys_ssl import evaluate  # TensorFlow loads only when a command runs
 
     parser = argparse.ArgumentParser(
         prog="recsys-ssl experiment",
@@ -484,6 +484,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="raw data root (MovieLens)")
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of Keras progress bars")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
 
     sweep = parse_sweep(args.sweep) if args.sweep else None

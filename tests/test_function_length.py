@@ -32,8 +32,6 @@ KNOWN_LONG = {
     "recsys_ssl/datasets/interactions_csv.py read_csvs": 70,
     "recsys_ssl/evaluate.py retrieval_metrics": 66,
     "recsys_ssl/evaluate.py evaluate_arrays": 63,
-    "recsys_ssl/evaluate.py main": 72,
-    "recsys_ssl/experiment.py main": 72,
     "recsys_ssl/export.py export_models": 84,
     "recsys_ssl/index.py tune": 70,
     "recsys_ssl/model.py __init__": 69,
