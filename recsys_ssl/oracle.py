@@ -133,15 +133,7 @@ def from_config(config: sc.SyntheticCatalogConfig | str, features_only: bool = F
     """The oracle of a builder config (or its name) of the synthetic catalog."""
     config = config_of(config) if isinstance(config, str) else config
     return from_generator(
-        sc.generate_items(config.num_items, config.seed),
-        seed=config.seed,
-        num_queries=config.num_queries,
-        zipf_exponent=config.zipf_exponent,
-        temperature=config.temperature,
-        item_noise=config.item_noise,
-        query_noise=config.query_noise,
-        unit_queries=config.unit_queries,
-        features_only=features_only,
+        sc.generate_items(config.num_items, config.seed), **config.generator_law(), features_only=features_only
     )
 
 

@@ -12,27 +12,7 @@ import pathlib
 
 import yaml
 
-ML100K_GENRES = (
-    "unknown",
-    "Action",
-    "Adventure",
-    "Animation",
-    "Children's",
-    "Comedy",
-    "Crime",
-    "Documentary",
-    "Drama",
-    "Fantasy",
-    "Film-Noir",
-    "Horror",
-    "Musical",
-    "Mystery",
-    "Romance",
-    "Sci-Fi",
-    "Thriller",
-    "War",
-    "Western",
-)
+from recsys_ssl.datasets.movielens import ML100K_GENRES  # the u.item format's genre columns
 
 # (movie id, title, release date, genres). Movie 4 has no release date (as 100K's item 267);
 # movie 5's title has a latin-1 character.

@@ -441,6 +441,18 @@ class SyntheticCatalogConfig(tfds.core.BuilderConfig):
     query_noise: float = QUERY_NOISE
     unit_queries: bool = False
 
+    def generator_law(self) -> dict:
+        """The keywords of the pair law (``generate_pairs``; ``oracle.from_generator`` reads the same)."""
+        return dict(
+            seed=self.seed,
+            num_queries=self.num_queries,
+            zipf_exponent=self.zipf_exponent,
+            temperature=self.temperature,
+            item_noise=self.item_noise,
+            query_noise=self.query_noise,
+            unit_queries=self.unit_queries,
+        )
+
 
 # name -> (num_items, num_queries, num_pairs). ``tiny`` is for tests and smoke runs.
 SIZES = {
@@ -487,17 +499,7 @@ def spec() -> features_lib.FeatureSpec:
 def build_pairs(config: SyntheticCatalogConfig) -> tuple[dict, Interactions, _common.PairsTable]:
     """Generates the corpus and the pairs of ``config`` and splits them (what the builder writes)."""
     items = generate_items(config.num_items, config.seed)
-    interactions = generate_pairs(
-        items,
-        config.num_pairs,
-        seed=config.seed,
-        zipf_exponent=config.zipf_exponent,
-        num_queries=config.num_queries,
-        temperature=config.temperature,
-        item_noise=config.item_noise,
-        query_noise=config.query_noise,
-        unit_queries=config.unit_queries,
-    )
+    interactions = generate_pairs(items, config.num_pairs, **config.generator_law())
     _, is_test, _ = _common.temporal_split(interactions.query_rows, interactions.timestamps, interactions.item_rows)
     table = _common.PairsTable(
         interactions.query_rows,
