@@ -253,12 +253,9 @@ def retrieval_metrics(
     if normalize:
         queries, items = _normalized(queries, "query_embeddings"), _normalized(items, "item_embeddings")
     num_queries, num_items = len(queries), len(items)
-    test_rows, test_cols = _flatten_sets(test_items, num_items, "test_items")
-    test_sizes = np.bincount(test_rows, minlength=num_queries)
-    if num_queries and test_sizes.min() == 0:
-        raise ValueError(f"query {int(np.argmin(test_sizes))} has an empty test set")
-    no_exclusions = np.zeros(0, np.int64), np.zeros(0, np.int64)
-    excl_rows, excl_cols = no_exclusions if exclude is None else _flatten_sets(exclude, num_items, "exclude")
+    (test_rows, test_cols), test_sizes, (excl_rows, excl_cols) = _query_pairs(
+        test_items, exclude, num_queries, num_items
+    )
     # Column of the k-th rank for each cut-off (a cut-off beyond the corpus size is the corpus).
     kcols = {k: min(k, num_items) - 1 for k in ks}
     ranked = _rank(
@@ -269,15 +266,7 @@ def retrieval_metrics(
         kcols,
         chunk_size or max(1, _CHUNK_ELEMENTS // max(num_items, 1)),
     )
-    result: dict[str, Any] = {}
-    for k in ks:
-        recall = ranked.hits[k] / test_sizes
-        ap = ranked.ap_sums[k] / np.minimum(test_sizes, k)
-        result[f"recall@{k}"] = math.fsum(recall) / num_queries if num_queries else None
-        result[f"map@{k}"] = math.fsum(ap) / num_queries if num_queries else None
-        if return_per_query:
-            result.setdefault("per_query", {})[f"hits@{k}"] = ranked.hits[k]
-            result["per_query"][f"ap@{k}"] = ap
+    result = _means_over_queries(ranked, test_sizes, ks, return_per_query)
     result["slices"] = {
         name: _slice_recall(np.asarray(mask, bool), kcols, test_cols, ranked) for name, mask in slices.items()
     }
@@ -299,6 +288,24 @@ METRIC_DEFINITIONS = {
     "map": "mean_q (1/min(|T_q|,K)) sum_i P@i rel_i",
     "slice_recall": "sum_q |R_q ∩ T_q ∩ S| / sum_q |T_q ∩ S|",
 }
+
+
+def _query_pairs(
+    test_items: Sequence[Iterable[int]], exclude: Sequence[Iterable[int]] | None, num_queries: int, num_items: int
+) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """(test pairs, test set sizes [Q], excluded pairs): the pairs as (query rows, item columns)
+    of distinct pairs, sorted by row; ``exclude`` None gives no excluded pairs.
+
+    Raises ValueError for an item index outside [0, num_items) or a query whose test set is
+    empty (its recall would be 0 / 0).
+    """
+    test_rows, test_cols = _flatten_sets(test_items, num_items, "test_items")
+    test_sizes = np.bincount(test_rows, minlength=num_queries)
+    if num_queries and test_sizes.min() == 0:
+        raise ValueError(f"query {int(np.argmin(test_sizes))} has an empty test set")
+    no_exclusions = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    excluded = no_exclusions if exclude is None else _flatten_sets(exclude, num_items, "exclude")
+    return (test_rows, test_cols), test_sizes, excluded
 
 
 def _check_metric_inputs(
@@ -399,6 +406,27 @@ def _slice_recall(mask: np.ndarray, kcols: Mapping[int, int], test_cols: np.ndar
     entry["test_interactions"] = total
     entry["items"] = int(mask.sum())
     return entry
+
+
+def _means_over_queries(
+    ranked: _Ranked, test_sizes: np.ndarray, ks: Sequence[int], return_per_query: bool
+) -> dict[str, Any]:
+    """{"recall@K", "map@K"} for every cut-off: means over the Q queries (``math.fsum``; None
+    when Q is 0), plus with ``return_per_query`` "per_query": {"hits@K": [Q], "ap@K": [Q]}.
+
+    test_sizes: [Q] |T_q| (none zero); AP@K divides by min(|T_q|, K).
+    """
+    num_queries = len(test_sizes)
+    result: dict[str, Any] = {}
+    for k in ks:
+        recall = ranked.hits[k] / test_sizes
+        ap = ranked.ap_sums[k] / np.minimum(test_sizes, k)
+        result[f"recall@{k}"] = math.fsum(recall) / num_queries if num_queries else None
+        result[f"map@{k}"] = math.fsum(ap) / num_queries if num_queries else None
+        if return_per_query:
+            result.setdefault("per_query", {})[f"hits@{k}"] = ranked.hits[k]
+            result["per_query"][f"ap@{k}"] = ap
+    return result
 
 
 # -- from interactions to queries (numpy; the model side below feeds it) ----------------------
@@ -528,6 +556,23 @@ def _embed(
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
+def _embed_corpus(trained, spec, corpus: Mapping[str, np.ndarray], batch_size: int, quiet: bool) -> np.ndarray:
+    """[N, D] item-tower embeddings of every corpus item, in corpus order (``corpus``: item
+    feature -> [N] / [N, L] arrays, as :func:`evaluate_arrays` takes it)."""
+    features = {f: np.asarray(corpus[f]) for f in spec.item_feature_names}
+    rows = np.arange(len(corpus[spec.item_key]))
+    return _embed(trained.model.item_tower, features, rows, batch_size, "embed items", quiet)
+
+
+def _embed_queries(
+    trained, spec, test_pairs: Mapping[str, np.ndarray], first_pair: np.ndarray, batch_size: int, quiet: bool
+) -> np.ndarray:
+    """[Q, D] query-tower embeddings: query q is embedded from the features of test pair
+    ``first_pair[q]`` (``test_pairs``: query feature -> [T] / [T, L] arrays)."""
+    features = {f: np.asarray(test_pairs[f]) for f in spec.query_feature_names}
+    return _embed(trained.model.query_tower, features, first_pair, batch_size, "embed queries", quiet)
+
+
 def _stats_agreement(stats_dir: str | pathlib.Path | None, item_ids: Sequence[bytes], counts: np.ndarray) -> str:
     """Cross-checks the train counts against the statistics job's item_frequencies.tsv."""
     from recsys_ssl import artifacts
@@ -626,16 +671,10 @@ def evaluate_arrays(
     mode = resolve_mode(mode, query_key, item_key)
     started = time.perf_counter()
     item_ids = list(corpus[item_key])
-    item_features = {f: np.asarray(corpus[f]) for f in spec.item_feature_names}
-    item_embeddings = _embed(
-        trained.model.item_tower, item_features, np.arange(len(item_ids)), batch_size, "embed items", quiet
-    )
+    item_embeddings = _embed_corpus(trained, spec, corpus, batch_size, quiet)
     per_pair = mode == ITEM_ITEM if per_pair is None else per_pair
     prepared = prepare_queries((test_pairs[query_key], test_pairs[item_key]), train_pairs, item_ids, mode, per_pair)
-    query_features = {f: np.asarray(test_pairs[f]) for f in spec.query_feature_names}
-    query_embeddings = _embed(
-        trained.model.query_tower, query_features, prepared["first_pair"], batch_size, "embed queries", quiet
-    )
+    query_embeddings = _embed_queries(trained, spec, test_pairs, prepared["first_pair"], batch_size, quiet)
     slices = popularity_slices(prepared["train_counts"], item_ids, head_fraction, num_buckets)
     result = retrieval_metrics(
         query_embeddings, item_embeddings, prepared["test_items"], prepared["exclude"], slices, ks=ks
