@@ -159,28 +159,41 @@ class BenchOptions:
     prebuilt_index: tuple[index_lib.ItemIndex, dict] | None = None
 
 
+@dataclasses.dataclass
+class _Corpus:
+    """The corpus one export version serves, and the index over it.
+
+    item_ids: [N] str, in corpus order; embeddings: [N, D] float32 (C-contiguous), same order;
+    index: an ``index_lib.ItemIndex`` over them (same items, same order) and report: its
+    tuning report; queries: [Q, D] float32 tuning query embeddings (they also measure the
+    ``retrieval_scann`` SavedModel's recall).
+    """
+
+    item_ids: list[str]
+    embeddings: np.ndarray
+    index: index_lib.ItemIndex
+    report: dict
+    queries: np.ndarray
+
+
 def _write_version(
-    model_dir,
-    model_name,
-    version,
-    spec,
-    index,
-    report,
-    item_ids,
-    item_embeddings,
-    towers,
-    queries,
-    k,
-    source,
-    bench,
+    model_dir: pathlib.Path,
+    model_name: str,
+    version: int,
+    spec: fs.FeatureSpec,
+    towers: tuple,
+    corpus: _Corpus,
+    k: int,
+    source: dict | None,
+    bench: BenchOptions,
     log,
 ) -> pathlib.Path:
     """Stages the index, the SavedModels and the manifest, then publishes the version (atomic rename)."""
     query_tower, item_tower, embed_query, embed_item = towers
     staging = index_lib.staging_dir(model_dir, version)
     try:
-        index.save(staging / index_lib.INDEX_DIR)
-        corpus = (tf.constant(item_ids, tf.string), tf.constant(item_embeddings))
+        corpus.index.save(staging / index_lib.INDEX_DIR)
+        tensors = (tf.constant(corpus.item_ids, tf.string), tf.constant(corpus.embeddings))
         manifest_models = _save_towers(
             staging,
             query_tower,
@@ -189,20 +202,20 @@ def _write_version(
             embed_query,
             embed_item,
             k,
-            corpus if bench.with_retrieval_savedmodels else None,
+            tensors if bench.with_retrieval_savedmodels else None,
         )
         scann_report = None
         if bench.with_retrieval_savedmodels:
             scann_report, manifest_models["retrieval_scann"] = _save_retrieval_scann(
-                staging, query_tower, spec, corpus, queries, report, k, log
+                staging, query_tower, spec, tensors, corpus.queries, corpus.report, k, log
             )
         manifest = _manifest(
             model_name,
             version,
             k,
             spec,
-            item_embeddings,
-            report,
+            corpus.embeddings,
+            corpus.report,
             scann_report,
             manifest_models,
             source,
@@ -251,62 +264,87 @@ def export_models(
     item_ids = [fs.as_bytes(v).decode() for v in item_features[spec.item_key]]
     embed_query = embedding_function(query_tower, spec.query_features)
     embed_item = embedding_function(item_tower, spec.item_features)
-    item_embeddings = bench.item_embeddings
-    if item_embeddings is None:
-        item_embeddings = embed_corpus(embed_item, item_features, spec.item_features, batch_size, log)
-    item_embeddings = np.ascontiguousarray(item_embeddings, dtype=np.float32)
-    log(f"export: {item_embeddings.shape[0]} items, {item_embeddings.shape[1]}-d embeddings")
-    queries, query_source = _tuning_queries(
+    item_embeddings = _corpus_embeddings(bench.item_embeddings, embed_item, item_features, spec, batch_size, log)
+    corpus = _index_corpus(
+        item_ids,
+        item_embeddings,
         embed_query,
         spec,
-        item_embeddings,
-        None if bench.prebuilt_index else tuning_queries,
-        num_tuning_queries,
-        batch_size,
-        seed,
-    )
-    index, report = bench.prebuilt_index or _tune_index(
-        item_embeddings,
-        item_ids,
-        queries,
-        query_source,
+        tuning_queries,
+        bench.prebuilt_index,
+        num_tuning_queries=num_tuning_queries,
+        batch_size=batch_size,
+        seed=seed,
         k=k,
         target_recall=target_recall,
         brute_force_below=brute_force_below,
         log=log,
     )
-    if index.size != len(item_ids) or index.item_ids != item_ids:
-        raise ValueError("prebuilt_index does not hold the corpus's items in corpus order")
     towers = (query_tower, item_tower, embed_query, embed_item)
-    final = _write_version(
-        model_dir,
-        model_name,
-        version,
-        spec,
-        index,
-        report,
-        item_ids,
-        item_embeddings,
-        towers,
-        queries,
-        k,
-        source,
-        bench,
-        log,
-    )
+    final = _write_version(model_dir, model_name, version, spec, towers, corpus, k, source, bench, log)
     log(
         f"export: wrote {final} in {time.perf_counter() - start:.1f}s "
-        f"(index: {report['config']['algorithm']}, Recall@{k} {report['recall']:.4f})"
+        f"(index: {corpus.report['config']['algorithm']}, Recall@{k} {corpus.report['recall']:.4f})"
     )
     return final
 
 
-def _tune_index(
-    item_embeddings: np.ndarray, item_ids: list[str], queries: np.ndarray, query_source: str, **tune_options
-) -> tuple[index_lib.ItemIndex, dict]:
-    """``index_lib.tune``'s (index, report), the report saying where the tuning queries came from."""
-    index, report = index_lib.tune(item_embeddings, item_ids, queries, **tune_options)
-    return index, report | {"query_source": query_source}
+def _corpus_embeddings(
+    precomputed: np.ndarray | None,
+    embed_item,
+    item_features: Mapping[str, np.ndarray],
+    spec: fs.FeatureSpec,
+    batch_size: int,
+    log,
+) -> np.ndarray:
+    """[N, D] float32 (C-contiguous) corpus embeddings: ``precomputed``
+    (``BenchOptions.item_embeddings``) when given, else the exported item signature's
+    (``embed_item``) over ``item_features``."""
+    embeddings = precomputed
+    if embeddings is None:
+        embeddings = embed_corpus(embed_item, item_features, spec.item_features, batch_size, log)
+    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+    log(f"export: {embeddings.shape[0]} items, {embeddings.shape[1]}-d embeddings")
+    return embeddings
+
+
+def _index_corpus(
+    item_ids: list[str],
+    item_embeddings: np.ndarray,
+    embed_query,
+    spec: fs.FeatureSpec,
+    tuning_queries: Mapping[str, np.ndarray] | None,
+    prebuilt_index: tuple[index_lib.ItemIndex, dict] | None,
+    *,
+    num_tuning_queries: int,
+    batch_size: int,
+    seed: int,
+    **tune_options,
+) -> _Corpus:
+    """The corpus with its index: ``prebuilt_index`` (index, report) when given, else one
+    ``index_lib.tune`` builds (``tune_options``: k, target_recall, brute_force_below, log), its
+    report saying where the tuning queries came from. The tuning queries are embedded from
+    ``tuning_queries``; with none, or with a prebuilt index, a sample of the item embeddings.
+
+    Raises ValueError when the index does not hold ``item_ids`` in corpus order.
+    """
+    queries, query_source = _tuning_queries(
+        embed_query,
+        spec,
+        item_embeddings,
+        None if prebuilt_index else tuning_queries,
+        num_tuning_queries,
+        batch_size,
+        seed,
+    )
+    if prebuilt_index:
+        index, report = prebuilt_index
+    else:
+        index, report = index_lib.tune(item_embeddings, item_ids, queries, **tune_options)
+        report = report | {"query_source": query_source}
+    if index.size != len(item_ids) or index.item_ids != item_ids:
+        raise ValueError("prebuilt_index does not hold the corpus's items in corpus order")
+    return _Corpus(item_ids, item_embeddings, index, report, queries)
 
 
 def _new_version(model_dir: pathlib.Path, version: int | None) -> tuple[pathlib.Path, int]:
