@@ -319,12 +319,7 @@ def tune(
     n = len(embeddings)
     if len(queries) < 2:
         raise ValueError("tuning needs at least 2 held-out queries")
-    half = len(queries) // 2
-    choose_q, check_q = queries[:half], queries[half:]
-    exact_rows, _ = exact_top_k(queries, embeddings, k)
-    ids = np.asarray([str(i) for i in item_ids], dtype=object)
-    exact_ids = [list(ids[r]) for r in exact_rows]
-    choose_exact, check_exact = exact_ids[:half], exact_ids[half:]
+    (choose_q, choose_exact), (check_q, check_exact) = _halves_with_exact(queries, embeddings, item_ids, k)
 
     def report(index: ItemIndex, recall: float, candidates: list[dict]) -> dict:
         return {
@@ -343,17 +338,7 @@ def tune(
         return index, report(index, recall, [])
 
     num_leaves = num_leaves or default_num_leaves(n)
-    config = IndexConfig(
-        "tree_ah",
-        k=k,
-        num_leaves=num_leaves,
-        num_leaves_to_search=max(1, num_leaves // 50),
-        reorder_num_neighbors=max(reorder_grid),
-    )
-    start = time.perf_counter()
-    index = ItemIndex.build(embeddings, item_ids, config)
-    log(f"index: trained a {num_leaves}-leaf tree with AH over {n} items in {time.perf_counter() - start:.1f}s")
-
+    index = _train_tree(embeddings, item_ids, k, num_leaves, max(reorder_grid), log)
     candidates = _candidates(index, choose_q, choose_exact, k, num_leaves, reorder_grid, target_recall, log)
     # The held-out half must confirm the choice; if it falls short, step up the leaves.
     leaves, reorder, recall = _confirm(index, check_q, check_exact, k, candidates, num_leaves, target_recall)
@@ -361,6 +346,41 @@ def tune(
     index.config.reorder_num_neighbors = reorder
     log(f"index: chose {leaves}/{num_leaves} leaves, reorder {reorder}: held-out Recall@{k} = {recall:.4f}")
     return index, report(index, recall, candidates)
+
+
+def _halves_with_exact(
+    queries: np.ndarray, embeddings: np.ndarray, item_ids: Sequence[str], k: int
+) -> tuple[tuple[np.ndarray, list[list[str]]], tuple[np.ndarray, list[list[str]]]]:
+    """The held-out queries [Q, D] split in half, each half with its exact top-k item ids:
+    ((choose [Q // 2, D], exact ids), (check [Q - Q // 2, D], exact ids)). The first half
+    chooses the config, the second measures it."""
+    half = len(queries) // 2
+    exact_rows, _ = exact_top_k(queries, embeddings, k)
+    ids = np.asarray([str(i) for i in item_ids], dtype=object)
+    exact_ids = [list(ids[r]) for r in exact_rows]
+    return (queries[:half], exact_ids[:half]), (queries[half:], exact_ids[half:])
+
+
+def _train_tree(
+    embeddings: np.ndarray, item_ids: Sequence[str], k: int, num_leaves: int, max_reorder: int, log
+) -> ItemIndex:
+    """A ``tree_ah`` index with ``num_leaves`` leaves, trained once. Its search-time knobs
+    start at 1/50 of the leaves and reordering ``max_reorder`` neighbours; the tuning grid
+    then searches with other values without rebuilding."""
+    config = IndexConfig(
+        "tree_ah",
+        k=k,
+        num_leaves=num_leaves,
+        num_leaves_to_search=max(1, num_leaves // 50),
+        reorder_num_neighbors=max_reorder,
+    )
+    start = time.perf_counter()
+    index = ItemIndex.build(embeddings, item_ids, config)
+    log(
+        f"index: trained a {num_leaves}-leaf tree with AH over {len(embeddings)} items "
+        f"in {time.perf_counter() - start:.1f}s"
+    )
+    return index
 
 
 def _recall(index: ItemIndex, queries: np.ndarray, exact: list[list[str]], k: int, leaves: int, reorder: int) -> float:
