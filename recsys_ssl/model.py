@@ -49,6 +49,37 @@ def item_probabilities(item_frequencies: Mapping[str, int]) -> dict[str, float]:
     return {item: (count + 1.0) / total for item, count in item_frequencies.items()}
 
 
+def _logq_table(item_frequencies: Mapping[str, int] | None, weight: float) -> tf.lookup.StaticHashTable:
+    """item id (tf.string) -> p_j ** ``weight`` (float32), for logQ correction; an item not in
+    the table gets the smallest value (the rarest item's)."""
+    if not item_frequencies:
+        raise ValueError(
+            "main.logq_correction needs item frequencies (the statistics job's "
+            "item_frequencies.tsv); set main.logq_correction: false to train without"
+        )
+    # p_j ** w: TFRS subtracts log of what it is given, so this subtracts w * log p_j.
+    probabilities = {item: p**weight for item, p in item_probabilities(item_frequencies).items()}
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(list(probabilities), tf.string), tf.constant(list(probabilities.values()), tf.float32)
+        ),
+        default_value=min(probabilities.values()),
+    )
+
+
+def _cfm_group_matrix(
+    ssl: cfg.SSLConfig, cfm_groups: Mapping | None, item_names: Sequence[str], maskable: np.ndarray
+) -> np.ndarray:
+    """CFM's [S, F] bool masking groups over the F item features (``augment.cfm_group_matrix``)
+    from the MI job's ``cfm_groups.json``; ``ssl.cfm_group_size`` overrides its group size."""
+    if not cfm_groups:
+        raise ValueError("CFM needs the MI job's cfm_groups.json (run `recsys-ssl mi`)")
+    group_size = ssl.cfm_group_size or int(cfm_groups["group_size"])
+    return augment.cfm_group_matrix(
+        item_names, artifacts.cfm_ranked_partners(cfm_groups, ssl.cfm_grouping), group_size, maskable
+    )
+
+
 class TwoTowerModel(tfrs.Model):
     """``query_tower`` and ``item_tower`` (each dict of raw strings -> [B, D] L2-normalised)."""
 
@@ -93,33 +124,11 @@ class TwoTowerModel(tfrs.Model):
 
         self._probability_table = None
         if config.main.logq_correction and not for_inference:
-            if not item_frequencies:
-                raise ValueError(
-                    "main.logq_correction needs item frequencies (the statistics job's "
-                    "item_frequencies.tsv); set main.logq_correction: false to train without"
-                )
-            # p_j ** w: TFRS subtracts log of what it is given, so this subtracts w * log p_j.
-            weight = config.main.logq_weight
-            probabilities = {item: p**weight for item, p in item_probabilities(item_frequencies).items()}
-            self._min_probability = min(probabilities.values())
-            self._probability_table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(
-                    tf.constant(list(probabilities), tf.string), tf.constant(list(probabilities.values()), tf.float32)
-                ),
-                default_value=self._min_probability,
-            )
+            self._probability_table = _logq_table(item_frequencies, config.main.logq_weight)
 
         group_matrix = None
         if config.needs_cfm_groups and not for_inference:
-            if not cfm_groups:
-                raise ValueError("CFM needs the MI job's cfm_groups.json (run `recsys-ssl mi`)")
-            group_size = config.ssl.cfm_group_size or int(cfm_groups["group_size"])
-            group_matrix = augment.cfm_group_matrix(
-                [f.name for f in items],
-                artifacts.cfm_ranked_partners(cfm_groups, config.ssl.cfm_grouping),
-                group_size,
-                self._maskable,
-            )
+            group_matrix = _cfm_group_matrix(config.ssl, cfm_groups, [f.name for f in items], self._maskable)
         self._mask_inputs = augment.MaskInputs(self._maskable, self._id_features, group_matrix)
 
     @property
