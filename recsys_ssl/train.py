@@ -93,26 +93,8 @@ def load_training_data(
     dataset = inputs.load_dataset(config.dataset, data_dir=tfds_dir or str(layout.tfds), raw_data_dir=raw_data_dir)
     split = "train" if config.train.data_fraction == "full" else "train_10pct"
     stats_dir, mi_dir = layout.stats, layout.mi
-    if not artifacts.exists(artifacts.join(stats_dir, artifacts.MANIFEST)):
-        raise FileNotFoundError(
-            f"{stats_dir}: no statistics artifacts (vocabularies, item frequencies); run "
-            f"`recsys-ssl stats --dataset {config.dataset} --run-dir {run_dir}` first"
-        )
-    stats_manifest = artifacts.read_manifest(stats_dir)
-    # A validation view (<name>-val) reads its base dataset's statistics.
-    if stats_manifest.get("dataset") not in (None, config.dataset, inputs.base_name(config.dataset)):
-        raise ValueError(
-            f"{stats_dir}/manifest.json: statistics of dataset {stats_manifest.get('dataset')!r}, "
-            f"but config {config.source} trains on {config.dataset!r}"
-        )
-    cfm_groups = None
-    if config.needs_cfm_groups:
-        if not artifacts.exists(artifacts.join(mi_dir, artifacts.CFM_GROUPS)):
-            raise FileNotFoundError(
-                f"{mi_dir}: no {artifacts.CFM_GROUPS}; CFM needs the MI job: run "
-                f"`recsys-ssl mi --dataset {config.dataset} --run-dir {run_dir}` first"
-            )
-        cfm_groups = artifacts.read_cfm_groups(mi_dir)
+    _check_stats(config, stats_dir, run_dir)
+    cfm_groups = _read_cfm_groups(config, mi_dir, run_dir) if config.needs_cfm_groups else None
     pairs = dataset.pairs(split)
     num_pairs = dataset.num_examples(split)
     spec = dataset.spec
@@ -142,6 +124,36 @@ def load_training_data(
             "mi_dir": str(mi_dir) if cfm_groups else None,
         },
     )
+
+
+def _check_stats(config: cfg.ExperimentConfig, stats_dir: pathlib.Path, run_dir: str | os.PathLike) -> None:
+    """Raises unless the statistics job has written ``stats_dir`` for the config's dataset
+    (FileNotFoundError: no manifest, with the command to run; ValueError: another dataset's)."""
+    from recsys_ssl.datasets import inputs
+
+    if not artifacts.exists(artifacts.join(stats_dir, artifacts.MANIFEST)):
+        raise FileNotFoundError(
+            f"{stats_dir}: no statistics artifacts (vocabularies, item frequencies); run "
+            f"`recsys-ssl stats --dataset {config.dataset} --run-dir {run_dir}` first"
+        )
+    stats_manifest = artifacts.read_manifest(stats_dir)
+    # A validation view (<name>-val) reads its base dataset's statistics.
+    if stats_manifest.get("dataset") not in (None, config.dataset, inputs.base_name(config.dataset)):
+        raise ValueError(
+            f"{stats_dir}/manifest.json: statistics of dataset {stats_manifest.get('dataset')!r}, "
+            f"but config {config.source} trains on {config.dataset!r}"
+        )
+
+
+def _read_cfm_groups(config: cfg.ExperimentConfig, mi_dir: pathlib.Path, run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The MI job's ``cfm_groups.json`` (``artifacts.read_cfm_groups``); FileNotFoundError, with
+    the command to run, when the MI job has not run."""
+    if not artifacts.exists(artifacts.join(mi_dir, artifacts.CFM_GROUPS)):
+        raise FileNotFoundError(
+            f"{mi_dir}: no {artifacts.CFM_GROUPS}; CFM needs the MI job: run "
+            f"`recsys-ssl mi --dataset {config.dataset} --run-dir {run_dir}` first"
+        )
+    return artifacts.read_cfm_groups(mi_dir)
 
 
 def _regime_frequencies(dataset, split: str, layout: RunLayout) -> dict[str, int]:
@@ -359,14 +371,10 @@ def run(
     train_dir = RunLayout(run_dir).train(name)
     strategy = strategy or make_strategy(config.train.strategy)
     chief = _is_chief()
-    # Non-chief workers of a multi-worker run write their copies to a scratch folder.
-    out_dir = train_dir if chief else pathlib.Path(tempfile.mkdtemp(prefix=f"recsys_ssl_worker_{name}_"))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _output_dir(train_dir, name, chief)
     tf.keras.utils.set_random_seed(config.seed)
     epochs, steps_per_epoch = schedule(config, data.num_pairs)
-    replicas = strategy.num_replicas_in_sync
-    if config.train.batch_size % replicas:
-        raise ValueError(f"train.batch_size {config.train.batch_size} must be divisible by the {replicas} replicas")
+    replicas = _replicas(strategy, config)
     with strategy.scope():
         model = build_model(config, data)
     # Resuming from a backup: skip the batches already trained on (see training_dataset).
@@ -393,12 +401,34 @@ def run(
     )
     model.save_weights(str(out_dir / WEIGHTS))
     manifest = _manifest(config, data, name, strategy, (epochs, steps_per_epoch), model, history, monitors, derived)
-    (out_dir / "spec.json").write_text(json.dumps(data.spec.to_dict(), indent=1) + "\n")
-    (out_dir / "vocabularies.json").write_text(json.dumps(dict(data.vocabularies)) + "\n")
-    (out_dir / artifacts.MANIFEST).write_text(artifacts.dumps_json(manifest))
+    _write_run_files(out_dir, data, manifest)
     if not chief:
         shutil.rmtree(out_dir, ignore_errors=True)
     return manifest
+
+
+def _replicas(strategy: tf.distribute.Strategy, config: cfg.ExperimentConfig) -> int:
+    """The strategy's replica count; ValueError unless the global batch splits evenly over them."""
+    replicas = strategy.num_replicas_in_sync
+    if config.train.batch_size % replicas:
+        raise ValueError(f"train.batch_size {config.train.batch_size} must be divisible by the {replicas} replicas")
+    return replicas
+
+
+def _output_dir(train_dir: pathlib.Path, name: str, chief: bool) -> pathlib.Path:
+    """Where this worker writes (created): ``train_dir`` on the chief. Non-chief workers of a
+    multi-worker run write their copies to a scratch folder (``run`` deletes it at the end)."""
+    out_dir = train_dir if chief else pathlib.Path(tempfile.mkdtemp(prefix=f"recsys_ssl_worker_{name}_"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
+def _write_run_files(out_dir: pathlib.Path, data: TrainingData, manifest: Mapping[str, Any]) -> None:
+    """Next to the weights: ``spec.json``, ``vocabularies.json`` (what ``load_trained`` rebuilds
+    the towers from) and, last, ``manifest.json``."""
+    (out_dir / "spec.json").write_text(json.dumps(data.spec.to_dict(), indent=1) + "\n")
+    (out_dir / "vocabularies.json").write_text(json.dumps(dict(data.vocabularies)) + "\n")
+    (out_dir / artifacts.MANIFEST).write_text(artifacts.dumps_json(manifest))
 
 
 @dataclasses.dataclass
