@@ -282,61 +282,24 @@ def _read_csv(
 def _read_tfrecord(
     shard: Shard, feature_list: Sequence[features_lib.Feature], batch_size: int
 ) -> Iterator[tuple[pa.Table, list[dict]]]:
+    """Per ``batch_size`` serialized examples of the file: (the batch's good rows, the bad rows'
+    dead-letter records)."""
     from recsys_ssl.tf_setup import tf
 
     schema = {f.name: tf.io.VarLenFeature(tf.string) for f in feature_list}
-
-    def to_table(parsed) -> pa.Table:
-        arrays = []
-        for f in feature_list:
-            sparse = parsed[f.name]
-            rows = sparse.indices.numpy()[:, 0]
-            values = pa.array(sparse.values.numpy(), pa.binary()).cast(pa.string())
-            lengths = np.bincount(rows, minlength=int(sparse.dense_shape[0]))
-            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-            arrays.append(pa.ListArray.from_arrays(pa.array(offsets), values))
-        return pa.Table.from_arrays(arrays, names=[f.name for f in feature_list])
-
     dataset = tf.data.TFRecordDataset(shard.path).batch(batch_size)
     first = 0
     for serialized in dataset:
         dead: list[dict] = []
         try:
-            table = to_table(tf.io.parse_example(serialized, schema))
+            table = _sparse_to_table(tf.io.parse_example(serialized, schema), feature_list)
             rows_in_file = np.arange(first, first + table.num_rows)
         except tf.errors.InvalidArgumentError:
             # One bad example fails the whole batch: parse one by one to find it.
-            tables, parsed_rows = [], []
-            for i, one in enumerate(serialized.numpy()):
-                try:
-                    tables.append(to_table(tf.io.parse_example(tf.constant([one]), schema)))
-                    parsed_rows.append(first + i)
-                except tf.errors.InvalidArgumentError as error:
-                    detail = error.message.split("{{")[0].strip()[:300]
-                    reason = f"not a tf.train.Example of string features {[f.name for f in feature_list]}: {detail}"
-                    dead.append({"source": shard.path, "row": first + i, "reason": reason, "text": one.hex()[:2000]})
-            table = (
-                pa.concat_tables(tables)
-                if tables
-                else pa.table({f.name: pa.array([], pa.list_(pa.string())) for f in feature_list})
-            )
-            rows_in_file = np.asarray(parsed_rows, dtype=np.int64)
+            table, rows_in_file, dead = _parse_one_by_one(serialized, schema, feature_list, shard.path, first)
         # A single-valued feature must have at most one value (none = missing).
-        bad = np.zeros(table.num_rows, dtype=bool)
-        for f in feature_list:
-            if not f.multi_valued:
-                bad |= pc.list_value_length(table.column(f.name)).to_numpy(zero_copy_only=False) > 1
-        for row in np.flatnonzero(bad):
-            record = table.slice(int(row), 1).to_pylist()[0]
-            several = [f.name for f in feature_list if not f.multi_valued and len(record[f.name]) > 1]
-            dead.append(
-                {
-                    "source": shard.path,
-                    "row": int(rows_in_file[row]),
-                    "reason": f"several values for single-valued {several}",
-                    "text": json.dumps(record),
-                }
-            )
+        bad, several = _several_values(table, feature_list, shard.path, rows_in_file)
+        dead.extend(several)
         if bad.any():
             table = table.filter(pa.array(~bad))
         columns = [
@@ -344,6 +307,69 @@ def _read_tfrecord(
         ]
         first += int(serialized.shape[0])
         yield pa.Table.from_arrays(columns, names=[f.name for f in feature_list]), dead
+
+
+def _sparse_to_table(parsed, feature_list: Sequence[features_lib.Feature]) -> pa.Table:
+    """``tf.io.parse_example``'s {feature: SparseTensor [B, None] of bytes} -> a table of B rows,
+    one list<string> column per feature (an example without the feature: an empty list)."""
+    arrays = []
+    for f in feature_list:
+        sparse = parsed[f.name]
+        rows = sparse.indices.numpy()[:, 0]
+        values = pa.array(sparse.values.numpy(), pa.binary()).cast(pa.string())
+        lengths = np.bincount(rows, minlength=int(sparse.dense_shape[0]))
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+        arrays.append(pa.ListArray.from_arrays(pa.array(offsets), values))
+    return pa.Table.from_arrays(arrays, names=[f.name for f in feature_list])
+
+
+def _parse_one_by_one(
+    serialized, schema: dict, feature_list: Sequence[features_lib.Feature], path: str, first: int
+) -> tuple[pa.Table, np.ndarray, list[dict]]:
+    """A batch of serialized examples [B] that failed to parse, example by example: (the table of
+    the good ones, their 0-based rows in the file (``first`` = the batch's first), the bad
+    ones' dead-letter records)."""
+    from recsys_ssl.tf_setup import tf
+
+    tables, parsed_rows, dead = [], [], []
+    for i, one in enumerate(serialized.numpy()):
+        try:
+            tables.append(_sparse_to_table(tf.io.parse_example(tf.constant([one]), schema), feature_list))
+            parsed_rows.append(first + i)
+        except tf.errors.InvalidArgumentError as error:
+            detail = error.message.split("{{")[0].strip()[:300]
+            reason = f"not a tf.train.Example of string features {[f.name for f in feature_list]}: {detail}"
+            dead.append({"source": path, "row": first + i, "reason": reason, "text": one.hex()[:2000]})
+    table = (
+        pa.concat_tables(tables)
+        if tables
+        else pa.table({f.name: pa.array([], pa.list_(pa.string())) for f in feature_list})
+    )
+    return table, np.asarray(parsed_rows, dtype=np.int64), dead
+
+
+def _several_values(
+    table: pa.Table, feature_list: Sequence[features_lib.Feature], path: str, rows_in_file: np.ndarray
+) -> tuple[np.ndarray, list[dict]]:
+    """Rows where a single-valued feature has more than one value: ([n] bool mask over the
+    table's rows, their dead-letter records). ``rows_in_file``: [n] each row's row in the file."""
+    bad = np.zeros(table.num_rows, dtype=bool)
+    for f in feature_list:
+        if not f.multi_valued:
+            bad |= pc.list_value_length(table.column(f.name)).to_numpy(zero_copy_only=False) > 1
+    dead = []
+    for row in np.flatnonzero(bad):
+        record = table.slice(int(row), 1).to_pylist()[0]
+        several = [f.name for f in feature_list if not f.multi_valued and len(record[f.name]) > 1]
+        dead.append(
+            {
+                "source": path,
+                "row": int(rows_in_file[row]),
+                "reason": f"several values for single-valued {several}",
+                "text": json.dumps(record),
+            }
+        )
+    return bad, dead
 
 
 def _first_or_empty(lists: pa.ChunkedArray | pa.Array) -> pa.Array:
