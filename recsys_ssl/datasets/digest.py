@@ -4,8 +4,8 @@ The records are read in file order (shard 0 first), so two builds digest equal i
 the same examples in the same order, each the same bytes up to the order of its feature map's
 entries: a ``tf.train.Example`` is a map from feature name to value, and protobuf writes map
 entries in an order that changes from one process to the next (its hash seed), so the digest
-takes each record's map entries sorted (:func:`canonical`), each entry's bytes as written. Used by the builder tests (a checked-in
-digest of the pre-template code) and ``bench/data_bench.py`` (in-process vs Beam builds).
+takes each record's map entries sorted (:func:`canonical`), each entry's bytes as written.
+Used by the builder tests (a checked-in digest of the pre-template code) and ``bench/data_bench.py`` (in-process vs Beam builds).
 """
 
 from __future__ import annotations
@@ -60,7 +60,10 @@ def canonical(record: bytes) -> bytes:
 
 
 def split_digests(builder_dir: str | pathlib.Path) -> dict[str, dict]:
-    """split -> {"examples": n, "sha256": hex} of a prepared builder folder (``<data_dir>/<name>/<config>/<version>``)."""
+    """split -> {"examples": n, "sha256": hex} of a prepared builder folder.
+
+    builder_dir: ``<data_dir>/<name>/<config>/<version>``.
+    """
     builder_dir = pathlib.Path(builder_dir)
     info = json.loads((builder_dir / "dataset_info.json").read_text())
     out = {}
