@@ -5,7 +5,8 @@ the same examples in the same order, each the same bytes up to the order of its 
 entries: a ``tf.train.Example`` is a map from feature name to value, and protobuf writes map
 entries in an order that changes from one process to the next (its hash seed), so the digest
 takes each record's map entries sorted (:func:`canonical`), each entry's bytes as written.
-Used by the builder tests (a checked-in digest of the pre-template code) and ``bench/data_bench.py`` (in-process vs Beam builds).
+Used by the builder tests (a checked-in digest of the pre-template code) and
+``bench/data_bench.py`` (in-process vs Beam builds).
 """
 
 from __future__ import annotations
