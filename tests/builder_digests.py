@@ -15,7 +15,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import raw_fixtures  # noqa: E402
 
-from recsys_ssl.datasets import digest, inputs, interactions_csv  # noqa: E402
+from recsys_ssl.datasets import digest, inputs  # noqa: E402
 
 MOVIELENS = [
     "100k-user-item",
@@ -25,18 +25,6 @@ MOVIELENS = [
     "1m-user-item",
     "1m-item-item-val",
 ]
-
-
-def _csv_configs(root: pathlib.Path, name: str, with_queries: bool, split_column):
-    files = raw_fixtures.write_interactions_csv(root / name, with_queries=with_queries)
-    return interactions_csv.make_configs(
-        name,
-        files["interactions"],
-        files["items"],
-        files["spec"],
-        queries=files.get("queries"),
-        split_column=split_column,
-    )
 
 
 def build_all(root: pathlib.Path, **load_kwargs) -> dict[str, object]:
@@ -50,7 +38,7 @@ def build_all(root: pathlib.Path, **load_kwargs) -> dict[str, object]:
         name = f"movielens/{config}"
         out[name] = inputs.load_dataset(name, data_dir=tfds_dir, raw_data_dir=raw, **load_kwargs)
     for name, with_queries, split_column in (("shop", True, None), ("shop_rows", False, "split")):
-        configs = _csv_configs(root / "csv", name, with_queries, split_column)
+        configs = raw_fixtures.interactions_csv_configs(root / "csv" / name, name, split_column, with_queries)
         out[f"interactions_csv/{name}"] = inputs.load_dataset(
             f"interactions_csv/{name}", data_dir=tfds_dir, csv_configs=configs, **load_kwargs
         )

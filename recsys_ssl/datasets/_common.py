@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import fractions
-from typing import Iterable, Iterator
+import sys
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -166,21 +167,6 @@ def make_splits(is_test: np.ndarray, seed: int, shuffle: bool = True) -> dict[st
     return splits
 
 
-def pair_split_generators(builder, table: PairsTable, query_columns: dict, item_columns: dict) -> dict:
-    """{split: examples} for the non-empty splits (TFDS cannot write an empty split).
-
-    An empty split (e.g. no test rows in a CSV split column) is listed in the metadata's
-    ``empty_splits``; :meth:`inputs.Dataset.pairs` serves it as an empty dataset.
-    """
-    empty = [split for split in PAIRS_SPLITS if len(table.splits[split]) == 0]
-    builder.info.metadata["empty_splits"] = empty
-    return {
-        split: builder._generate_examples(pair_examples(table, split, query_columns, item_columns))
-        for split in PAIRS_SPLITS
-        if split not in empty
-    }
-
-
 def pair_examples(
     pairs: PairsTable,
     split: str,
@@ -250,3 +236,85 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         from etils import epath
 
         return epath.Path(inspect.getfile(cls))
+
+
+@dataclasses.dataclass
+class Tables:
+    """What a builder's ``read()`` returns.
+
+    items: feature -> [num_items] object array of str (list of str for multi-valued features).
+    metadata: added to the dataset's metadata (``counts`` is merged with the split counts).
+    queries, pairs: a pairs config's query table (feature -> [num_queries] object array) and
+      the pairs as rows into it and into ``items``; None for an items config.
+    """
+
+    items: dict[str, np.ndarray]
+    metadata: dict
+    queries: dict[str, np.ndarray] | None = None
+    pairs: PairsTable | None = None
+
+
+class PairedBuilder(LocalBuilder, skip_registration=True):
+    """The template of the project's builders: ``_info``, ``_split_generators`` and
+    ``_generate_examples`` written once; a builder fills in :meth:`spec` (the features) and
+    :meth:`read` (the rows), and optionally :meth:`static_metadata` and ``HOMEPAGE``.
+
+    A pairs config writes ``train`` / ``train_10pct`` / ``test`` (the non-empty ones: TFDS
+    cannot write an empty split; the empty ones are listed in the metadata's ``empty_splits``
+    and :meth:`inputs.Dataset.pairs` serves them empty); an items config writes ``items``.
+    The dataset's description is the builder module's docstring.
+    """
+
+    VERSION = VERSION
+    HOMEPAGE: str | None = None
+
+    def spec(self) -> features_lib.FeatureSpec:
+        raise NotImplementedError
+
+    def read(self, dl_manager: Any) -> Tables:
+        raise NotImplementedError
+
+    def static_metadata(self) -> dict:
+        """Metadata known before reading (written with the dataset info)."""
+        return {}
+
+    def is_items(self) -> bool:
+        return self.builder_config.kind == ITEMS
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        spec = self.spec()
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=sys.modules[type(self).__module__].__doc__,
+            features=items_features(spec) if self.is_items() else pairs_features(spec),
+            metadata=tfds.core.MetadataDict(self.static_metadata()),
+            homepage=self.HOMEPAGE,
+            disable_shuffling=True,
+        )
+
+    def _split_generators(self, dl_manager: Any):
+        tables = self.read(dl_manager)
+        self.info.metadata.update(tables.metadata)
+        if self.is_items():
+            return {ITEMS_SPLIT: self._generate_examples(item_examples(tables.items))}
+        table = tables.pairs
+        counts = self.info.metadata.setdefault("counts", {})
+        counts.update(
+            table.split_counts(),
+            pairs=int(len(table.item_rows)),
+            head_share=popularity_head_share(table.item_rows[table.splits["train"]], num_rows(tables.items)),
+        )
+        empty = [split for split in PAIRS_SPLITS if len(table.splits[split]) == 0]
+        self.info.metadata["empty_splits"] = empty
+        return {
+            split: self._generate_examples(pair_examples(table, split, tables.queries, tables.items))
+            for split in PAIRS_SPLITS
+            if split not in empty
+        }
+
+    def _generate_examples(self, examples):  # the example iterators are made in _split_generators
+        yield from examples
+
+
+def num_rows(columns: dict[str, np.ndarray]) -> int:
+    return len(next(iter(columns.values()))) if columns else 0
