@@ -133,19 +133,49 @@ def sample_indices(n: int, fraction: float, seed: int) -> np.ndarray:
 
 
 @dataclasses.dataclass
+class SplitRule:
+    """How a pairs table splits, as data: the in-process build applies it with numpy
+    (:func:`temporal_split`, :func:`make_splits`), the Beam build as keyed transforms
+    (:mod:`recsys_ssl.datasets.beam_generate`); both give the same index sets.
+
+    groups, ties: [N] the query each pair belongs to and the tie-breaker after the timestamp
+      (per group, the last ceil(test_fraction * n) by (timestamp, tie) go to test);
+    is_test: [N] bool, a split given by the data (e.g. a CSV split column) instead.
+    """
+
+    seed: int
+    groups: np.ndarray | None = None
+    ties: np.ndarray | None = None
+    is_test: np.ndarray | None = None
+    test_fraction: float = TEST_FRACTION
+
+
 class PairsTable:
     """Query -> item pairs as index arrays into a query table and an item table.
 
-    query_rows, item_rows, timestamps: [N] int64; the splits are index arrays into them.
+    query_rows, item_rows, timestamps: [N] int64; ``splits``: split -> index array into them,
+      given, or computed on first use from ``rule`` (a :class:`SplitRule`).
     pair_columns: query features that belong to the pair rather than to its query row (e.g. the
       user's history as of the interaction): name -> [N] object array.
     """
 
-    query_rows: np.ndarray
-    item_rows: np.ndarray
-    timestamps: np.ndarray
-    splits: dict[str, np.ndarray]
-    pair_columns: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    def __init__(self, query_rows, item_rows, timestamps, splits=None, pair_columns=None, rule=None):
+        if (splits is None) == (rule is None):
+            raise ValueError("PairsTable needs exactly one of splits and rule")
+        self.query_rows, self.item_rows, self.timestamps = query_rows, item_rows, timestamps
+        self.pair_columns = dict(pair_columns or {})
+        self.rule = rule
+        self._splits = splits
+
+    @property
+    def splits(self) -> dict[str, np.ndarray]:
+        if self._splits is None:
+            rule = self.rule
+            is_test = rule.is_test
+            if is_test is None:
+                is_test = temporal_split(rule.groups, self.timestamps, rule.ties, rule.test_fraction)[1]
+            self._splits = make_splits(is_test, rule.seed)
+        return self._splits
 
     def split_counts(self) -> dict[str, int]:
         return {name: int(len(rows)) for name, rows in self.splits.items()}
@@ -292,11 +322,30 @@ class PairedBuilder(LocalBuilder, skip_registration=True):
             disable_shuffling=True,
         )
 
+    def _download_and_prepare(self, dl_manager: Any, download_config: Any) -> None:
+        # Beam options in the DownloadConfig: generate with Beam (datasets/beam_generate.py).
+        self._beam = bool(download_config.beam_runner or download_config.beam_options)
+        super()._download_and_prepare(dl_manager, download_config)
+        if self._beam and not self.is_items():  # the split sizes are known once the pipeline ran
+            counts = self.info.metadata["counts"]
+            counts.update({s: int(self.info.splits[s].num_examples) for s in PAIRS_SPLITS if s in self.info.splits})
+            self.info.metadata["empty_splits"] = [s for s in PAIRS_SPLITS if s not in self.info.splits]
+
     def _split_generators(self, dl_manager: Any):
         tables = self.read(dl_manager)
         self.info.metadata.update(tables.metadata)
+        if getattr(self, "_beam", False):
+            from recsys_ssl.datasets import beam_generate  # Beam only when asked for
+
+            if not self.is_items():
+                # head_share: in-process only (it needs the train split's item counts in one place)
+                self.info.metadata["counts"].update(pairs=int(len(tables.pairs.item_rows)), head_share=None)
+            return beam_generate.split_transforms(tables)
         if self.is_items():
             return {ITEMS_SPLIT: self._generate_examples(item_examples(tables.items))}
+        return self._pair_generators(tables)
+
+    def _pair_generators(self, tables: Tables) -> dict:
         table = tables.pairs
         counts = self.info.metadata.setdefault("counts", {})
         counts.update(

@@ -208,12 +208,12 @@ def read_csvs(config: InteractionsCsvConfig, spec: features_lib.FeatureSpec) -> 
     item_rows = np.asarray(read["item_rows"], dtype=np.int64)
     timestamps = np.asarray(read["timestamps"], dtype=np.int64)
     if layout.split is None:
-        tie = items[spec.item_key][item_rows].astype(str)
-        _, test_mask, _ = _common.temporal_split(np.asarray(read["query_groups"], dtype=np.int64), timestamps, tie)
+        groups = np.asarray(read["query_groups"], dtype=np.int64)
+        rule = _common.SplitRule(config.seed, groups=groups, ties=items[spec.item_key][item_rows].astype(str))
     else:
-        test_mask = np.asarray(read["is_test"], dtype=bool)
+        rule = _common.SplitRule(config.seed, is_test=np.asarray(read["is_test"], dtype=bool))
     query_rows = np.asarray(read["query_rows"], dtype=np.int64)
-    table = _common.PairsTable(query_rows, item_rows, timestamps, _common.make_splits(test_mask, config.seed))
+    table = _common.PairsTable(query_rows, item_rows, timestamps, rule=rule)
     return CsvData(items=items, queries=queries, pairs=table, dropped=dict(read["dropped"]))
 
 

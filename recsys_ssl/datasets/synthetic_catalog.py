@@ -500,13 +500,8 @@ def build_pairs(config: SyntheticCatalogConfig) -> tuple[dict, Interactions, _co
     """Generates the corpus and the pairs of ``config`` and splits them (what the builder writes)."""
     items = generate_items(config.num_items, config.seed)
     interactions = generate_pairs(items, config.num_pairs, **config.generator_law())
-    _, is_test, _ = _common.temporal_split(interactions.query_rows, interactions.timestamps, interactions.item_rows)
-    table = _common.PairsTable(
-        interactions.query_rows,
-        interactions.item_rows,
-        interactions.timestamps,
-        _common.make_splits(is_test, config.seed),
-    )
+    rule = _common.SplitRule(config.seed, groups=interactions.query_rows, ties=interactions.item_rows)
+    table = _common.PairsTable(interactions.query_rows, interactions.item_rows, interactions.timestamps, rule=rule)
     return items, interactions, table
 
 
