@@ -79,3 +79,16 @@ def test_a_pair_without_its_item_is_dropped_and_counted():
     result = _run(build).run()
     counters = beam_options.counters(result)
     assert counters.get("pairs_without_item") == 1 and "pairs_without_query" not in counters
+
+
+def test_cli_builds_with_beam_and_refuses_beam_flags_without_it(tmp_path, capsys):
+    from recsys_ssl.datasets import build
+
+    with pytest.raises(SystemExit):
+        build.main(["--dataset", "synthetic_catalog/tiny", "--tfds-dir", str(tmp_path), "--runner=DaskRunner"])
+    assert "Beam options go with --beam" in capsys.readouterr().err
+    argv = ["--dataset", "synthetic_catalog/tiny", "--tfds-dir", str(tmp_path), "--beam", *IN_MEMORY]
+    assert build.main(argv) == 0
+    ds = inputs.load_dataset("synthetic_catalog/tiny", data_dir=tmp_path)
+    assert ds.metadata["counts"]["head_share"] is None  # built by Beam (in-process computes it)
+    assert ds.num_examples("train") == EXPECTED["synthetic_catalog/tiny"]["train"]["examples"]
