@@ -81,8 +81,10 @@ def test_a_pair_without_its_item_is_dropped_and_counted():
     assert counters.get("pairs_without_item") == 1 and "pairs_without_query" not in counters
 
 
-def test_cli_builds_with_beam_and_refuses_beam_flags_without_it(tmp_path, capsys):
+def test_cli_builds_with_beam_and_refuses_beam_flags_without_it(tmp_path, capsys, monkeypatch):
     from recsys_ssl.datasets import build
+
+    monkeypatch.setenv(beam_generate.STAGING_ENV, str(tmp_path / "staging"))
 
     with pytest.raises(SystemExit):
         build.main(["--dataset", "synthetic_catalog/tiny", "--tfds-dir", str(tmp_path), "--runner=DaskRunner"])
@@ -92,3 +94,4 @@ def test_cli_builds_with_beam_and_refuses_beam_flags_without_it(tmp_path, capsys
     ds = inputs.load_dataset("synthetic_catalog/tiny", data_dir=tmp_path)
     assert ds.metadata["counts"]["head_share"] is None  # built by Beam (in-process computes it)
     assert ds.num_examples("train") == EXPECTED["synthetic_catalog/tiny"]["train"]["examples"]
+    assert not list((tmp_path / "staging").iterdir())  # the staged chunks are deleted after the build

@@ -325,7 +325,14 @@ class PairedBuilder(LocalBuilder, skip_registration=True):
     def _download_and_prepare(self, dl_manager: Any, download_config: Any) -> None:
         # Beam options in the DownloadConfig: generate with Beam (datasets/beam_generate.py).
         self._beam = bool(download_config.beam_runner or download_config.beam_options)
-        super()._download_and_prepare(dl_manager, download_config)
+        self._staging = None
+        try:
+            super()._download_and_prepare(dl_manager, download_config)
+        finally:
+            if self._staging:
+                from recsys_ssl.datasets import beam_generate
+
+                beam_generate.remove_staging(self._staging)
         if self._beam and not self.is_items():  # the split sizes are known once the pipeline ran
             counts = self.info.metadata["counts"]
             counts.update({s: int(self.info.splits[s].num_examples) for s in PAIRS_SPLITS if s in self.info.splits})
@@ -340,7 +347,8 @@ class PairedBuilder(LocalBuilder, skip_registration=True):
             if not self.is_items():
                 # head_share: in-process only (it needs the train split's item counts in one place)
                 self.info.metadata["counts"].update(pairs=int(len(tables.pairs.item_rows)), head_share=None)
-            return beam_generate.split_transforms(tables)
+            self._staging = beam_generate.staging_folder()
+            return beam_generate.split_transforms(tables, self._staging)
         if self.is_items():
             return {ITEMS_SPLIT: self._generate_examples(item_examples(tables.items))}
         return self._pair_generators(tables)

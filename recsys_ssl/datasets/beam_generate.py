@@ -87,6 +87,11 @@ def _split_names(splits: dict[str, np.ndarray], n: int) -> np.ndarray:
     return names
 
 
+def remove_staging(folder: str) -> None:
+    if filesystems.FileSystems.exists(folder):
+        filesystems.FileSystems.delete([folder])
+
+
 def staging_folder() -> str:
     root = os.environ.get(STAGING_ENV)
     if root:
@@ -96,7 +101,8 @@ def staging_folder() -> str:
 
 def stage(tables: _common.Tables, folder: str) -> dict[str, list[str]]:
     """Writes the source tables as chunk files; returns table -> chunk paths."""
-    filesystems.FileSystems.mkdirs(folder) if not os.path.isdir(folder) else None
+    if not filesystems.FileSystems.exists(folder):
+        filesystems.FileSystems.mkdirs(folder)
     staged = {"items": _column_chunks(folder, "items", tables.items)}
     if tables.pairs is not None:
         staged["queries"] = _column_chunks(folder, "queries", tables.queries)
@@ -324,9 +330,10 @@ def nonempty_splits(table: _common.PairsTable) -> list[str]:
     return [split for split in _common.PAIRS_SPLITS if has[split]]
 
 
-def split_transforms(tables: _common.Tables) -> dict[str, beam.PTransform]:
-    """split -> a PTransform of its (index, example) pairs (what ``_split_generators`` returns)."""
-    staged = stage(tables, staging_folder())
+def split_transforms(tables: _common.Tables, folder: str) -> dict[str, beam.PTransform]:
+    """split -> a PTransform of its (index, example) pairs (what ``_split_generators`` returns);
+    the tables are staged in ``folder`` (:func:`staging_folder`; the caller deletes it after the run)."""
+    staged = stage(tables, folder)
     if tables.pairs is None:
         return {_common.ITEMS_SPLIT: ReadTable(staged["items"])}
     shared = {"graph": PairExamples(staged, tables.pairs.rule)}
