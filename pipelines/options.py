@@ -191,19 +191,24 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
     return options
 
 
+def make_runner(options: PipelineOptions):
+    """The runner the options name: locally the FnApiRunner (never Prism), else None (Beam picks it)."""
+    if options.view_as(StandardOptions).runner not in LOCAL_RUNNERS:
+        return None
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    # As DirectRunner does: hand the options to the worker processes (log level, ...).
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    return fn_runner.FnApiRunner(provision_info=provision)
+
+
 def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
     """A pipeline on the runner the options name; locally the FnApiRunner (never Prism)."""
-    runner_name = options.view_as(StandardOptions).runner
-    if runner_name in LOCAL_RUNNERS:
-        from apache_beam.portability.api import beam_provision_api_pb2
-        from apache_beam.runners.portability.fn_api_runner import fn_runner
-        from apache_beam.runners.portability.portable_runner import JobServiceHandle
-
-        # As DirectRunner does: hand the options to the worker processes (log level, ...).
-        encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-        provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
-        return beam.Pipeline(runner=fn_runner.FnApiRunner(provision_info=provision), options=options)
-    return beam.Pipeline(options=options)
+    runner = make_runner(options)
+    return beam.Pipeline(runner=runner, options=options) if runner else beam.Pipeline(options=options)
 
 
 def counters(result) -> dict[str, int]:

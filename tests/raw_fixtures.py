@@ -12,6 +12,7 @@ import pathlib
 
 import yaml
 
+from recsys_ssl.datasets import interactions_csv
 from recsys_ssl.datasets.movielens import ML100K_GENRES  # the u.item format's genre columns
 
 # (movie id, title, release date, genres). Movie 4 has no release date (as 100K's item 267);
@@ -169,3 +170,16 @@ def write_interactions_csv(
         paths["queries"] = folder / "queries.csv"
     (folder / "spec.yaml").write_text(yaml.safe_dump(spec or CSV_SPEC, sort_keys=False))
     return paths
+
+
+def interactions_csv_configs(folder: pathlib.Path, name: str, split_column=None, with_queries=True, **write_kwargs):
+    """Writes the CSV catalog to ``folder`` and returns its (pairs, items) configs called ``name``."""
+    files = write_interactions_csv(folder, with_queries=with_queries, **write_kwargs)
+    return interactions_csv.make_configs(
+        name,
+        files["interactions"],
+        files["items"],
+        files["spec"],
+        queries=files.get("queries"),
+        split_column=split_column,
+    )

@@ -4,18 +4,12 @@ import pytest
 import raw_fixtures
 
 from recsys_ssl import features as features_lib
-from recsys_ssl.datasets import inputs, interactions_csv
+from recsys_ssl.datasets import inputs
 
 
 def _load(tmp_path, name="shop", split_column=None, with_queries=True, **write_kwargs):
-    files = raw_fixtures.write_interactions_csv(tmp_path / "csv", with_queries=with_queries, **write_kwargs)
-    configs = interactions_csv.make_configs(
-        name,
-        files["interactions"],
-        files["items"],
-        files["spec"],
-        queries=files.get("queries"),
-        split_column=split_column,
+    configs = raw_fixtures.interactions_csv_configs(
+        tmp_path / "csv", name, split_column, with_queries=with_queries, **write_kwargs
     )
     return inputs.load_dataset(f"interactions_csv/{name}", data_dir=tmp_path / "tfds", csv_configs=configs)
 

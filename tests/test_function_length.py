@@ -25,25 +25,8 @@ def long_functions(max_lines: int = MAX_LINES) -> list[str]:
     return found
 
 
-# Over 60 lines since `ruff format` spread their calls one argument per line (issue 17: split
-# them). A ratchet: a listed function may not grow, a function not listed may not pass 60, and
-# one that gets split must leave the list.
-KNOWN_LONG = {
-    "recsys_ssl/datasets/interactions_csv.py read_csvs": 70,
-}
-
-
 def test_no_function_is_longer_than_60_lines():
-    found = {}
-    for entry in long_functions():
-        location, _, size = entry.rpartition(" (")
-        path, name = location.split(" ", 1)
-        found[f"{path.split(':')[0]} {name}"] = int(size.split()[0])
-    new = {k: v for k, v in found.items() if k not in KNOWN_LONG or v > KNOWN_LONG[k]}
-    assert new == {}, "split these functions (at most 60 lines each)"
-    assert set(KNOWN_LONG) <= set(found), (
-        f"now short enough: drop {sorted(set(KNOWN_LONG) - set(found))} from KNOWN_LONG"
-    )
+    assert long_functions() == [], "split these functions (at most 60 lines each)"
 
 
 def test_the_check_sees_functions_and_methods():

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import fractions
-from typing import Iterable, Iterator
+import sys
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -132,19 +133,49 @@ def sample_indices(n: int, fraction: float, seed: int) -> np.ndarray:
 
 
 @dataclasses.dataclass
+class SplitRule:
+    """How a pairs table splits, as data: the in-process build applies it with numpy
+    (:func:`temporal_split`, :func:`make_splits`), the Beam build as keyed transforms
+    (:mod:`recsys_ssl.datasets.beam_generate`); both give the same index sets.
+
+    groups, ties: [N] the query each pair belongs to and the tie-breaker after the timestamp
+      (per group, the last ceil(test_fraction * n) by (timestamp, tie) go to test);
+    is_test: [N] bool, a split given by the data (e.g. a CSV split column) instead.
+    """
+
+    seed: int
+    groups: np.ndarray | None = None
+    ties: np.ndarray | None = None
+    is_test: np.ndarray | None = None
+    test_fraction: float = TEST_FRACTION
+
+
 class PairsTable:
     """Query -> item pairs as index arrays into a query table and an item table.
 
-    query_rows, item_rows, timestamps: [N] int64; the splits are index arrays into them.
+    query_rows, item_rows, timestamps: [N] int64; ``splits``: split -> index array into them,
+      given, or computed on first use from ``rule`` (a :class:`SplitRule`).
     pair_columns: query features that belong to the pair rather than to its query row (e.g. the
       user's history as of the interaction): name -> [N] object array.
     """
 
-    query_rows: np.ndarray
-    item_rows: np.ndarray
-    timestamps: np.ndarray
-    splits: dict[str, np.ndarray]
-    pair_columns: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    def __init__(self, query_rows, item_rows, timestamps, splits=None, pair_columns=None, rule=None):
+        if (splits is None) == (rule is None):
+            raise ValueError("PairsTable needs exactly one of splits and rule")
+        self.query_rows, self.item_rows, self.timestamps = query_rows, item_rows, timestamps
+        self.pair_columns = dict(pair_columns or {})
+        self.rule = rule
+        self._splits = splits
+
+    @property
+    def splits(self) -> dict[str, np.ndarray]:
+        if self._splits is None:
+            rule = self.rule
+            is_test = rule.is_test
+            if is_test is None:
+                is_test = temporal_split(rule.groups, self.timestamps, rule.ties, rule.test_fraction)[1]
+            self._splits = make_splits(is_test, rule.seed)
+        return self._splits
 
     def split_counts(self) -> dict[str, int]:
         return {name: int(len(rows)) for name, rows in self.splits.items()}
@@ -164,21 +195,6 @@ def make_splits(is_test: np.ndarray, seed: int, shuffle: bool = True) -> dict[st
     if shuffle:
         splits = {name: rng.permutation(rows) for name, rows in splits.items()}
     return splits
-
-
-def pair_split_generators(builder, table: PairsTable, query_columns: dict, item_columns: dict) -> dict:
-    """{split: examples} for the non-empty splits (TFDS cannot write an empty split).
-
-    An empty split (e.g. no test rows in a CSV split column) is listed in the metadata's
-    ``empty_splits``; :meth:`inputs.Dataset.pairs` serves it as an empty dataset.
-    """
-    empty = [split for split in PAIRS_SPLITS if len(table.splits[split]) == 0]
-    builder.info.metadata["empty_splits"] = empty
-    return {
-        split: builder._generate_examples(pair_examples(table, split, query_columns, item_columns))
-        for split in PAIRS_SPLITS
-        if split not in empty
-    }
 
 
 def pair_examples(
@@ -250,3 +266,112 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         from etils import epath
 
         return epath.Path(inspect.getfile(cls))
+
+
+@dataclasses.dataclass
+class Tables:
+    """What a builder's ``read()`` returns.
+
+    items: feature -> [num_items] object array of str (list of str for multi-valued features).
+    metadata: added to the dataset's metadata (``counts`` is merged with the split counts).
+    queries, pairs: a pairs config's query table (feature -> [num_queries] object array) and
+      the pairs as rows into it and into ``items``; None for an items config.
+    """
+
+    items: dict[str, np.ndarray]
+    metadata: dict
+    queries: dict[str, np.ndarray] | None = None
+    pairs: PairsTable | None = None
+
+
+class PairedBuilder(LocalBuilder, skip_registration=True):
+    """The template of the project's builders: ``_info``, ``_split_generators`` and
+    ``_generate_examples`` written once; a builder fills in :meth:`spec` (the features) and
+    :meth:`read` (the rows), and optionally :meth:`static_metadata` and ``HOMEPAGE``.
+
+    A pairs config writes ``train`` / ``train_10pct`` / ``test`` (the non-empty ones: TFDS
+    cannot write an empty split; the empty ones are listed in the metadata's ``empty_splits``
+    and :meth:`inputs.Dataset.pairs` serves them empty); an items config writes ``items``.
+    The dataset's description is the builder module's docstring.
+    """
+
+    VERSION = VERSION
+    HOMEPAGE: str | None = None
+
+    def spec(self) -> features_lib.FeatureSpec:
+        raise NotImplementedError
+
+    def read(self, dl_manager: Any) -> Tables:
+        raise NotImplementedError
+
+    def static_metadata(self) -> dict:
+        """Metadata known before reading (written with the dataset info)."""
+        return {}
+
+    def is_items(self) -> bool:
+        return self.builder_config.kind == ITEMS
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        spec = self.spec()
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=sys.modules[type(self).__module__].__doc__,
+            features=items_features(spec) if self.is_items() else pairs_features(spec),
+            metadata=tfds.core.MetadataDict(self.static_metadata()),
+            homepage=self.HOMEPAGE,
+            disable_shuffling=True,
+        )
+
+    def _download_and_prepare(self, dl_manager: Any, download_config: Any) -> None:
+        # Beam options in the DownloadConfig: generate with Beam (datasets/beam_generate.py).
+        self._beam = bool(download_config.beam_runner or download_config.beam_options)
+        self._staging = None
+        try:
+            super()._download_and_prepare(dl_manager, download_config)
+        finally:
+            if self._staging:
+                from recsys_ssl.datasets import beam_generate
+
+                beam_generate.remove_staging(self._staging)
+        if self._beam and not self.is_items():  # the split sizes are known once the pipeline ran
+            counts = self.info.metadata["counts"]
+            counts.update({s: int(self.info.splits[s].num_examples) for s in PAIRS_SPLITS if s in self.info.splits})
+            self.info.metadata["empty_splits"] = [s for s in PAIRS_SPLITS if s not in self.info.splits]
+
+    def _split_generators(self, dl_manager: Any):
+        tables = self.read(dl_manager)
+        self.info.metadata.update(tables.metadata)
+        if getattr(self, "_beam", False):
+            from recsys_ssl.datasets import beam_generate  # Beam only when asked for
+
+            if not self.is_items():
+                # head_share: in-process only (it needs the train split's item counts in one place)
+                self.info.metadata["counts"].update(pairs=int(len(tables.pairs.item_rows)), head_share=None)
+            self._staging = beam_generate.staging_folder()
+            return beam_generate.split_transforms(tables, self._staging)
+        if self.is_items():
+            return {ITEMS_SPLIT: self._generate_examples(item_examples(tables.items))}
+        return self._pair_generators(tables)
+
+    def _pair_generators(self, tables: Tables) -> dict:
+        table = tables.pairs
+        counts = self.info.metadata.setdefault("counts", {})
+        counts.update(
+            table.split_counts(),
+            pairs=int(len(table.item_rows)),
+            head_share=popularity_head_share(table.item_rows[table.splits["train"]], num_rows(tables.items)),
+        )
+        empty = [split for split in PAIRS_SPLITS if len(table.splits[split]) == 0]
+        self.info.metadata["empty_splits"] = empty
+        return {
+            split: self._generate_examples(pair_examples(table, split, tables.queries, tables.items))
+            for split in PAIRS_SPLITS
+            if split not in empty
+        }
+
+    def _generate_examples(self, examples):  # the example iterators are made in _split_generators
+        yield from examples
+
+
+def num_rows(columns: dict[str, np.ndarray]) -> int:
+    return len(next(iter(columns.values()))) if columns else 0

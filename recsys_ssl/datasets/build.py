@@ -4,6 +4,10 @@
     recsys-ssl data --dataset movielens/100k-user-item --data-dir ../shared/data
     recsys-ssl data --dataset interactions_csv/mine --interactions i.csv --items items.csv \\
         [--queries q.csv] --spec my_spec.yaml [--split-column split]
+    recsys-ssl data --dataset synthetic_catalog/1m --beam [Beam flags, e.g. --runner=DaskRunner ...]
+
+``--beam`` generates with Apache Beam (recsys_ssl/datasets/beam_generate.py; docs/cluster.md):
+the local FnApiRunner with 2 worker processes unless the Beam flags name another runner.
 
 The summary: examples per split, items, queries, the features, the share of train pairs
 that go to the 20% most popular items, and every dropped row count.
@@ -21,7 +25,10 @@ from recsys_ssl import paths
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="recsys-ssl data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="recsys-ssl data",
+        allow_abbrev=False,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--dataset",
@@ -35,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default=None, help="raw data root holding movielens-100k/ (MovieLens only)")
     parser.add_argument(
         "--tfds-dir", default=None, help="TFDS data_dir (default: $RECSYS_SSL_TFDS_DIR, else <run-dir>/tfds)"
+    )
+    parser.add_argument(
+        "--beam",
+        action="store_true",
+        help="generate with Apache Beam; unrecognised arguments are Beam pipeline options (docs/cluster.md)",
     )
     csv_group = parser.add_argument_group("interactions_csv")
     csv_group.add_argument("--interactions", help="CSV: query id, item id, optional timestamp / split columns")
@@ -72,7 +84,10 @@ def summary(ds) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, beam_args = parser.parse_known_args(argv)
+    if beam_args and not args.beam:
+        parser.error(f"unrecognized arguments: {' '.join(beam_args)} (Beam options go with --beam)")
     from recsys_ssl.datasets import inputs, interactions_csv
 
     tfds_dir = args.tfds_dir or paths.tfds_dir(args.run_dir)
@@ -95,7 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     # Bad input raises FileNotFoundError / ValueError naming the file, line or column; the CLI
     # router (recsys_ssl.cli) turns it into one `recsys-ssl data: error: ...` line, exit 2.
-    ds = inputs.load_dataset(name, data_dir=tfds_dir, raw_data_dir=args.data_dir, csv_configs=csv_configs)
+    ds = inputs.load_dataset(
+        name,
+        data_dir=tfds_dir,
+        raw_data_dir=args.data_dir,
+        csv_configs=csv_configs,
+        beam_args=beam_args if args.beam else None,
+    )
     out = summary(ds)
     out["seconds"] = round(time.time() - start, 1)
     print(json.dumps(out, indent=2))

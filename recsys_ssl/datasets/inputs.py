@@ -321,12 +321,20 @@ def _load_named_csv(name: str, data_dir, raw_data_dir) -> Dataset:
     return dataclasses.replace(dataset, name=name)
 
 
-def _prepare(builder: tfds.core.DatasetBuilder, manual_dir: pathlib.Path | None = None) -> None:
+def _prepare(builder: tfds.core.DatasetBuilder, manual_dir: pathlib.Path | None = None, beam_args=None) -> None:
+    """Builds ``builder`` unless prepared: in-process, or with Beam when ``beam_args`` is a list
+    of Beam pipeline flags (``[]``: the local FnApiRunner, 2 worker processes)."""
     if builder.is_prepared():
         return
+    beam = {}
+    if beam_args is not None:
+        from pipelines import options as beam_options  # Beam only when asked for
+
+        options = beam_options.pipeline_options(beam_args)
+        beam = dict(beam_runner=beam_options.make_runner(options), beam_options=options)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(
-            manual_dir=str(manual_dir) if manual_dir else None, try_download_gcs=False
+            manual_dir=str(manual_dir) if manual_dir else None, try_download_gcs=False, **beam
         )
     )
 
@@ -337,34 +345,39 @@ def load_dataset(
     raw_data_dir: str | os.PathLike | None = None,
     *,
     csv_configs: tuple | None = None,
+    beam_args: list[str] | None = None,
 ) -> Dataset:
     """The handle of a dataset, built with TFDS (never downloading) if it is not prepared yet.
 
     data_dir: TFDS data_dir (default ``paths.tfds_dir()``).
     raw_data_dir: the raw data root holding ``movielens-100k/`` etc. (default ``paths.raw_data_root()``).
     csv_configs: for ``interactions_csv/<name>`` not yet prepared, ``interactions_csv.make_configs(...)``.
+    beam_args: build with Beam (datasets/beam_generate.py): Beam pipeline flags, ``[]`` for the
+      local runner; None (default): in-process.
     """
     if name.endswith(VALIDATION_SUFFIX) and not _native_validation(name):
-        base = load_dataset(name[: -len(VALIDATION_SUFFIX)], data_dir, raw_data_dir, csv_configs=csv_configs)
+        base = load_dataset(
+            name[: -len(VALIDATION_SUFFIX)], data_dir, raw_data_dir, csv_configs=csv_configs, beam_args=beam_args
+        )
         return ValidationView(name, base)
     if name in NAMED_CSV:
         return _load_named_csv(name, data_dir, raw_data_dir)
     builder_name, config = parse_name(name)
     family = DATASET_FAMILIES[builder_name]
-    return family.load(name, config, str(data_dir or paths.tfds_dir()), raw_data_dir, csv_configs)
+    return family.load(name, config, str(data_dir or paths.tfds_dir()), raw_data_dir, csv_configs, beam_args)
 
 
-def _load_synthetic(name: str, config: str, data_dir: str, raw_data_dir, csv_configs) -> Dataset:
+def _load_synthetic(name: str, config: str, data_dir: str, raw_data_dir, csv_configs, beam_args=None) -> Dataset:
     if config not in synthetic_catalog.SIZES:
         raise ValueError(f"unknown synthetic_catalog config {config!r}; sizes: {list(synthetic_catalog.SIZES)}")
     pairs = synthetic_catalog.SyntheticCatalog(config=config, data_dir=data_dir)
     items = synthetic_catalog.SyntheticCatalog(config=_common.items_config_name(config), data_dir=data_dir)
-    _prepare(items)
-    _prepare(pairs)
+    _prepare(items, beam_args=beam_args)
+    _prepare(pairs, beam_args=beam_args)
     return Dataset(name, synthetic_catalog.spec(), pairs, items)
 
 
-def _load_movielens(name: str, config: str, data_dir: str, raw_data_dir, csv_configs) -> Dataset:
+def _load_movielens(name: str, config: str, data_dir: str, raw_data_dir, csv_configs, beam_args=None) -> Dataset:
     names = [c.name for c in movielens.Movielens.BUILDER_CONFIGS if c.task != "items"]
     if config not in names:
         raise ValueError(f"unknown movielens config {config!r}; configs: {names}")
@@ -373,8 +386,8 @@ def _load_movielens(name: str, config: str, data_dir: str, raw_data_dir, csv_con
     release, task = pairs.builder_config.release, pairs.builder_config.task
     if not (pairs.is_prepared() and items.is_prepared()):
         manual_dir = movielens.default_manual_dir(release, str(raw_data_dir) if raw_data_dir else None)
-        _prepare(items, manual_dir)
-        _prepare(pairs, manual_dir)
+        _prepare(items, manual_dir, beam_args)
+        _prepare(pairs, manual_dir, beam_args)
     return Dataset(
         name,
         movielens.spec_for(task),
@@ -384,7 +397,7 @@ def _load_movielens(name: str, config: str, data_dir: str, raw_data_dir, csv_con
     )
 
 
-def _load_interactions_csv(name: str, config: str, data_dir: str, raw_data_dir, csv_configs) -> Dataset:
+def _load_interactions_csv(name: str, config: str, data_dir: str, raw_data_dir, csv_configs, beam_args=None) -> Dataset:
     """Configs are made at build time (``csv_configs``); a prepared dataset loads from its folder."""
     root = pathlib.Path(data_dir) / "interactions_csv"
     dirs = [root / c / str(_common.VERSION) for c in (config, _common.items_config_name(config))]
@@ -395,7 +408,7 @@ def _load_interactions_csv(name: str, config: str, data_dir: str, raw_data_dir, 
                 f"--dataset interactions_csv/{config} --interactions F --items F [--queries F] --spec S"
             )
         for csv_config in reversed(csv_configs):  # items first, as the others
-            _prepare(interactions_csv.InteractionsCsv(config=csv_config, data_dir=data_dir))
+            _prepare(interactions_csv.InteractionsCsv(config=csv_config, data_dir=data_dir), beam_args=beam_args)
     pairs, items = (tfds.builder_from_directory(str(d)) for d in dirs)
     metadata = pairs.info.metadata
     if csv_configs is not None:

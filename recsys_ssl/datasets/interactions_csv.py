@@ -152,76 +152,99 @@ class CsvData:
     dropped: dict[str, int]
 
 
+@dataclasses.dataclass
+class _Layout:
+    """Where the interactions file keeps what :func:`read_csvs` needs (column positions)."""
+
+    path: pathlib.Path
+    query: int
+    item: int
+    timestamp: int | None
+    split: int | None
+    per_row_query: list  # (feature, position) of query features read per row (no queries file)
+
+
+def _interactions_layout(config: InteractionsCsvConfig, spec: features_lib.FeatureSpec, header: list) -> _Layout:
+    """Checks the interactions header against the spec; a missing column raises SpecError naming it."""
+    path = pathlib.Path(config.interactions)
+    query_key, item_key = spec.feature(spec.query_key), spec.feature(spec.item_key)
+    per_row_query = []
+    if config.queries:
+        features_lib.check_columns(spec, header, (query_key, item_key), str(path))
+    else:
+        features_lib.check_columns(spec, header, spec.query_features + (item_key,), str(path))
+        per_row_query = [(f, header.index(f.csv_column)) for f in spec.query_features]
+    for column, role in ((spec.timestamp, "timestamp"), (config.split_column, "split column")):
+        if column and column not in header:
+            raise features_lib.SpecError(f"{path}: {role} column {column!r} is missing; the header has {header}")
+    return _Layout(
+        path,
+        header.index(query_key.csv_column),
+        header.index(item_key.csv_column),
+        header.index(spec.timestamp) if spec.timestamp else None,
+        header.index(config.split_column) if config.split_column else None,
+        per_row_query,
+    )
+
+
 def read_csvs(config: InteractionsCsvConfig, spec: features_lib.FeatureSpec) -> CsvData:
     items, item_index = _read_table(pathlib.Path(config.items), spec, spec.item_features, spec.item_key, "item id")
-    queries_path = pathlib.Path(config.interactions)
-    header, rows = _read_csv(queries_path)
-    query_key, item_key = spec.feature(spec.query_key), spec.feature(spec.item_key)
+    queries, query_index = None, None
     if config.queries:
         queries, query_index = _read_table(
             pathlib.Path(config.queries), spec, spec.query_features, spec.query_key, "query id"
         )
-        features_lib.check_columns(spec, header, (query_key, item_key), str(queries_path))
-        per_row_query = ()
+    header, rows = _read_csv(pathlib.Path(config.interactions))
+    layout = _interactions_layout(config, spec, header)
+    read = _read_interactions(rows, layout, config, spec, item_index, query_index)
+    if not read["item_rows"]:  # nothing to train or evaluate on: say why rather than build empty splits
+        dropped = read["dropped"]
+        raise CsvRowError(
+            f"{layout.path}: no usable interactions"
+            + (f" (dropped: {dict(dropped)})" if dropped else " (no rows after the header)")
+        )
+    if queries is None:
+        queries = _query_columns([feature for feature, _ in layout.per_row_query], read["row_queries"])
+    item_rows = np.asarray(read["item_rows"], dtype=np.int64)
+    timestamps = np.asarray(read["timestamps"], dtype=np.int64)
+    if layout.split is None:
+        groups = np.asarray(read["query_groups"], dtype=np.int64)
+        rule = _common.SplitRule(config.seed, groups=groups, ties=items[spec.item_key][item_rows].astype(str))
     else:
-        features_lib.check_columns(spec, header, spec.query_features + (item_key,), str(queries_path))
-        queries, query_index = None, None
-        per_row_query = [(f, header.index(f.csv_column)) for f in spec.query_features]
-    for column, role in ((spec.timestamp, "timestamp"), (config.split_column, "split column")):
-        if column and column not in header:
-            raise features_lib.SpecError(
-                f"{queries_path}: {role} column {column!r} is missing; the header has {header}"
-            )
-    q_pos, i_pos = header.index(query_key.csv_column), header.index(item_key.csv_column)
-    t_pos = header.index(spec.timestamp) if spec.timestamp else None
-    s_pos = header.index(config.split_column) if config.split_column else None
+        rule = _common.SplitRule(config.seed, is_test=np.asarray(read["is_test"], dtype=bool))
+    query_rows = np.asarray(read["query_rows"], dtype=np.int64)
+    table = _common.PairsTable(query_rows, item_rows, timestamps, rule=rule)
+    return CsvData(items=items, queries=queries, pairs=table, dropped=dict(read["dropped"]))
 
+
+def _read_interactions(rows, layout: _Layout, config, spec, item_index: dict, query_index: dict | None) -> dict:
+    """The interaction rows as lists (query/item rows, timestamps, test flags, query groups) and drop counts."""
+    out = {k: [] for k in ("query_rows", "item_rows", "timestamps", "is_test", "query_groups", "row_queries")}
     dropped: collections.Counter = collections.Counter()
-    query_rows, item_rows, timestamps, is_test, query_groups, row_queries = [], [], [], [], [], []
     query_codes: dict[str, int] = {}
     for line_no, fields in rows:
-        item_row = item_index.get(fields[i_pos])
+        where = f"{layout.path}:{line_no}"
+        item_row = item_index.get(fields[layout.item])
         if item_row is None:
             dropped[f"unknown item id (not in {pathlib.Path(config.items).name})"] += 1
             continue
         if query_index is not None:
-            query_row = query_index.get(fields[q_pos])
+            query_row = query_index.get(fields[layout.query])
             if query_row is None:
                 dropped[f"unknown query id (not in {pathlib.Path(config.queries).name})"] += 1
                 continue
         else:
-            query_row = len(row_queries)
-            row_queries.append([_cell(f, fields[p]) for f, p in per_row_query])
-        timestamps.append(_timestamp(fields, t_pos, spec.timestamp, f"{queries_path}:{line_no}", line_no))
-        if s_pos is not None:
-            is_test.append(_is_test(fields[s_pos], config.split_column, f"{queries_path}:{line_no}"))
-        query_rows.append(query_row)
+            query_row = len(out["row_queries"])
+            out["row_queries"].append([_cell(f, fields[p]) for f, p in layout.per_row_query])
+        out["timestamps"].append(_timestamp(fields, layout.timestamp, spec.timestamp, where, line_no))
+        if layout.split is not None:
+            out["is_test"].append(_is_test(fields[layout.split], config.split_column, where))
+        out["query_rows"].append(query_row)
         # The split groups by query id (not by row) when query features come per row.
-        query_codes.setdefault(fields[q_pos], len(query_codes))
-        query_groups.append(query_codes[fields[q_pos]])
-        item_rows.append(item_row)
-
-    if not item_rows:  # nothing to train or evaluate on: say why rather than build empty splits
-        raise CsvRowError(
-            f"{queries_path}: no usable interactions"
-            + (f" (dropped: {dict(dropped)})" if dropped else " (no rows after the header)")
-        )
-    if queries is None:
-        queries = _query_columns([feature for feature, _ in per_row_query], row_queries)
-    item_rows_arr = np.asarray(item_rows, dtype=np.int64)
-    timestamps_arr = np.asarray(timestamps, dtype=np.int64)
-    if s_pos is None:
-        tie = items[spec.item_key][item_rows_arr].astype(str) if len(item_rows_arr) else np.zeros(0, str)
-        _, test_mask, _ = _common.temporal_split(np.asarray(query_groups, dtype=np.int64), timestamps_arr, tie)
-    else:
-        test_mask = np.asarray(is_test, dtype=bool)
-    table = _common.PairsTable(
-        np.asarray(query_rows, dtype=np.int64),
-        item_rows_arr,
-        timestamps_arr,
-        _common.make_splits(test_mask, config.seed),
-    )
-    return CsvData(items=items, queries=queries, pairs=table, dropped=dict(dropped))
+        out["query_groups"].append(query_codes.setdefault(fields[layout.query], len(query_codes)))
+        out["item_rows"].append(item_row)
+    out["dropped"] = dropped
+    return out
 
 
 def _timestamp(fields: list[str], position: int | None, column: str | None, where: str, line_no: int) -> int:
@@ -252,21 +275,18 @@ def _query_columns(features: list[features_lib.Feature], row_queries: list[list]
     return queries
 
 
-class InteractionsCsv(_common.LocalBuilder, skip_registration=True):
+class InteractionsCsv(_common.PairedBuilder, skip_registration=True):
     """Your CSVs as TFDS: build with a config from :func:`make_configs`."""
 
-    VERSION = _common.VERSION
-
-    def _spec(self) -> features_lib.FeatureSpec:
+    def spec(self) -> features_lib.FeatureSpec:
         if not self.builder_config or not self.builder_config.spec:
             raise ValueError("interactions_csv needs a config from interactions_csv.make_configs(...) with a spec")
         return features_lib.load_spec(self.builder_config.spec)
 
-    def _info(self) -> tfds.core.DatasetInfo:
+    def static_metadata(self) -> dict:
         config = self.builder_config
-        spec = self._spec()
-        features = _common.pairs_features(spec) if config.kind == _common.PAIRS else _common.items_features(spec)
-        metadata = tfds.core.MetadataDict(
+        spec = self.spec()
+        return dict(
             spec=spec.to_dict(),
             spec_path=config.spec,
             files={"interactions": config.interactions, "items": config.items, "queries": config.queries},
@@ -277,28 +297,14 @@ class InteractionsCsv(_common.LocalBuilder, skip_registration=True):
             # column): the validation carve-out then holds out the latest pairs, else a random draw.
             time_ordered=bool(spec.timestamp) or not config.split_column,
         )
-        return tfds.core.DatasetInfo(
-            builder=self, description=__doc__, features=features, metadata=metadata, disable_shuffling=True
-        )
 
-    def _split_generators(self, dl_manager: Any):
-        config = self.builder_config
-        spec = self._spec()
-        data = read_csvs(config, spec)
-        num_items = len(data.items[spec.item_key])
-        counts = {"items": num_items}
-        self.info.metadata.update(counts=counts, dropped=data.dropped)
+    def read(self, dl_manager: Any) -> _common.Tables:
+        spec = self.spec()
+        data = read_csvs(self.builder_config, spec)
+        counts = {"items": len(data.items[spec.item_key])}
+        metadata = {"counts": counts, "dropped": data.dropped}
         items = _common.to_str_columns(data.items)
-        if config.kind == _common.ITEMS:
-            return {_common.ITEMS_SPLIT: self._generate_examples(_common.item_examples(items))}
-        table = data.pairs
-        counts.update(
-            table.split_counts(),
-            pairs=int(len(table.item_rows)),
-            queries=int(len(np.unique(data.queries[spec.query_key]))) if len(table.item_rows) else 0,
-            head_share=_common.popularity_head_share(table.item_rows[table.splits["train"]], num_items),
-        )
-        return _common.pair_split_generators(self, table, data.queries, items)
-
-    def _generate_examples(self, examples):  # the generators are made in _split_generators
-        yield from examples
+        if self.is_items():
+            return _common.Tables(items, metadata)
+        counts["queries"] = int(len(np.unique(data.queries[spec.query_key])))
+        return _common.Tables(items, metadata, data.queries, data.pairs)

@@ -423,11 +423,11 @@ def default_manual_dir(version: str, raw_data_dir: str | None = None) -> pathlib
     return paths.raw_data_root(raw_data_dir) / RAW_DIRS[version]
 
 
-class Movielens(_common.LocalBuilder, skip_registration=True):
+class Movielens(_common.PairedBuilder, skip_registration=True):
     """MovieLens from GroupLens raw files: pairs configs and ``-items`` corpus configs."""
 
-    VERSION = _common.VERSION
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+    HOMEPAGE = "https://grouplens.org/datasets/movielens/"
     BUILDER_CONFIGS = [
         MovieLensConfig(
             name=f"{release}-{task}", release=release, task=task, description=f"MovieLens {release}: {task}"
@@ -447,25 +447,17 @@ class Movielens(_common.LocalBuilder, skip_registration=True):
     ]
     DEFAULT_CONFIG_NAME = "100k-user-item"
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        config = self.builder_config
-        if config.task == "items":
-            features = _common.items_features(spec_for("user-item"))
-        else:
-            features = _common.pairs_features(spec_for(config.task))
-        metadata = tfds.core.MetadataDict(
-            spec=SPECS.get(config.task, SPECS["user-item"]), release=config.release, task=config.task
-        )
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__,
-            features=features,
-            metadata=metadata,
-            homepage="https://grouplens.org/datasets/movielens/",
-            disable_shuffling=True,
-        )
+    def spec(self) -> features_lib.FeatureSpec:
+        return spec_for("user-item" if self.is_items() else self.builder_config.task)
 
-    def _split_generators(self, dl_manager: Any):
+    def is_items(self) -> bool:
+        return self.builder_config.task == "items"
+
+    def static_metadata(self) -> dict:
+        config = self.builder_config
+        return dict(spec=SPECS.get(config.task, SPECS["user-item"]), release=config.release, task=config.task)
+
+    def read(self, dl_manager: Any) -> _common.Tables:
         config = self.builder_config
         manual_dir = getattr(dl_manager, "_manual_dir", None)
         if manual_dir is None or not pathlib.Path(manual_dir).is_dir():
@@ -474,27 +466,23 @@ class Movielens(_common.LocalBuilder, skip_registration=True):
                 f"{', '.join(RAW_FILES[config.release])}.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}"
             )
         raw = read_raw(config.release, pathlib.Path(manual_dir))
+        metadata = {}
         if config.validation:
             held_out = len(raw.user_rows)
             raw = train_part(raw)
-            self.info.metadata.update(validation_held_out_test=held_out - int(len(raw.user_rows)))
-        num_items, num_users = len(raw.item_ids), len(raw.users["user_id"])
-        counts = {"interactions": int(len(raw.user_rows)), "users": num_users, "items": num_items}
-        self.info.metadata.update(counts=counts, dropped=raw.dropped, skipped=raw.skipped, manual_dir=str(manual_dir))
+            metadata["validation_held_out_test"] = held_out - int(len(raw.user_rows))
+        counts = {
+            "interactions": int(len(raw.user_rows)),
+            "users": len(raw.users["user_id"]),
+            "items": len(raw.item_ids),
+        }
+        metadata.update(counts=counts, dropped=raw.dropped, skipped=raw.skipped, manual_dir=str(manual_dir))
         items = {name: raw.items[name] for name in self.info.features.keys() if name in raw.items}
         if config.task == "items":
-            return {_common.ITEMS_SPLIT: self._generate_examples(_common.item_examples(items))}
+            return _common.Tables(items, metadata)
         fraction = _common.VALIDATION_FRACTION if config.validation else _common.TEST_FRACTION
         if config.task == "user-item":
             table, queries = user_item_pairs(raw, test_fraction=fraction), raw.users
         else:
             table, queries = item_item_pairs(raw, test_fraction=fraction), seed_columns(raw.items)
-        counts.update(
-            table.split_counts(),
-            pairs=int(len(table.item_rows)),
-            head_share=_common.popularity_head_share(table.item_rows[table.splits["train"]], num_items),
-        )
-        return _common.pair_split_generators(self, table, queries, items)
-
-    def _generate_examples(self, examples):  # the generators are made in _split_generators
-        yield from examples
+        return _common.Tables(items, metadata, queries, table)

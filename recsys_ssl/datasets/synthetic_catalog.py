@@ -500,32 +500,23 @@ def build_pairs(config: SyntheticCatalogConfig) -> tuple[dict, Interactions, _co
     """Generates the corpus and the pairs of ``config`` and splits them (what the builder writes)."""
     items = generate_items(config.num_items, config.seed)
     interactions = generate_pairs(items, config.num_pairs, **config.generator_law())
-    _, is_test, _ = _common.temporal_split(interactions.query_rows, interactions.timestamps, interactions.item_rows)
-    table = _common.PairsTable(
-        interactions.query_rows,
-        interactions.item_rows,
-        interactions.timestamps,
-        _common.make_splits(is_test, config.seed),
-    )
+    rule = _common.SplitRule(config.seed, groups=interactions.query_rows, ties=interactions.item_rows)
+    table = _common.PairsTable(interactions.query_rows, interactions.item_rows, interactions.timestamps, rule=rule)
     return items, interactions, table
 
 
-class SyntheticCatalog(_common.LocalBuilder, skip_registration=True):
+class SyntheticCatalog(_common.PairedBuilder, skip_registration=True):
     """The synthetic catalog: ``<size>`` (query -> item pairs) and ``<size>-items`` (corpus)."""
 
-    VERSION = _common.VERSION
     BUILDER_CONFIGS = _configs()
     DEFAULT_CONFIG_NAME = "10k"
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        feature_spec = spec()
+    def spec(self) -> features_lib.FeatureSpec:
+        return spec()
+
+    def static_metadata(self) -> dict:
         config = self.builder_config
-        features = (
-            _common.pairs_features(feature_spec)
-            if config.kind == _common.PAIRS
-            else _common.items_features(feature_spec)
-        )
-        metadata = tfds.core.MetadataDict(
+        return dict(
             planted_groups=PLANTED_GROUPS,
             independent_features=INDEPENDENT_FEATURES,
             zipf_exponent=config.zipf_exponent,
@@ -542,29 +533,18 @@ class SyntheticCatalog(_common.LocalBuilder, skip_registration=True):
                 unit_queries=config.unit_queries,
             ),
         )
-        return tfds.core.DatasetInfo(
-            builder=self, description=__doc__, features=features, metadata=metadata, disable_shuffling=True
-        )
 
-    def _split_generators(self, dl_manager: Any):
+    def read(self, dl_manager: Any) -> _common.Tables:
         config = self.builder_config
-        if config.kind == _common.ITEMS:
+        if self.is_items():
             items = _common.to_str_columns(generate_items(config.num_items, config.seed))
-            self.info.metadata["counts"] = {"items": config.num_items}
-            return {_common.ITEMS_SPLIT: self._generate_examples(_common.item_examples(items))}
+            return _common.Tables(items, {"counts": {"items": config.num_items}})
         items, interactions, table = build_pairs(config)
-        self.info.metadata["counts"] = dict(
-            table.split_counts(),
+        counts = dict(
             items=config.num_items,
             queries=config.num_queries,
-            pairs=config.num_pairs,
             queries_with_pairs=int(len(np.unique(table.query_rows))),
             items_with_pairs=int(len(np.unique(table.item_rows))),
-            head_share=_common.popularity_head_share(table.item_rows[table.splits["train"]], config.num_items),
         )
-        query_columns = _common.to_str_columns(interactions.queries)
-        item_columns = _common.to_str_columns(items)
-        return _common.pair_split_generators(self, table, query_columns, item_columns)
-
-    def _generate_examples(self, examples):  # the generators are made in _split_generators
-        yield from examples
+        queries = _common.to_str_columns(interactions.queries)
+        return _common.Tables(_common.to_str_columns(items), {"counts": counts}, queries, table)
