@@ -170,15 +170,7 @@ def write_stats(
         "vocab_sizes": vocab_sizes,
         "features": per_feature,
     }
-    manifest = artifacts.make_manifest(
-        JOB,
-        dataset=settings.dataset,
-        spec=settings.spec_dict,
-        inputs=settings.inputs,
-        counts=counts,
-        options=settings.options,
-    )
-    artifacts.write_text(artifacts.join(out, artifacts.MANIFEST), artifacts.dumps_json(manifest))
+    manifest = options_lib.write_job_manifest(JOB, settings, counts)
     Metrics.counter(sources.METRICS_NAMESPACE, "stats_vocab_files_written").inc(len(vocab_sizes))
     return manifest
 

@@ -166,16 +166,8 @@ def write_mi(terms: dict, settings: MISettings, items: int, bad_items: int) -> d
         "total_mass": terms[(0, 0)][0] if features else 0.0,
         "entropy": dict(zip(features, entropy.tolist())),
     }
-    manifest = artifacts.make_manifest(
-        JOB,
-        dataset=settings.dataset,
-        spec=settings.spec_dict,
-        inputs=settings.inputs,
-        counts=counts,
-        options={**settings.options, "weight_by_frequency": settings.weighted, "group_size": settings.group_size},
-    )
-    artifacts.write_text(artifacts.join(settings.out_dir, artifacts.MANIFEST), artifacts.dumps_json(manifest))
-    return manifest
+    extra = {"weight_by_frequency": settings.weighted, "group_size": settings.group_size}
+    return options_lib.write_job_manifest(JOB, settings, counts, extra)
 
 
 class MutualInformation(beam.PTransform):

@@ -23,8 +23,8 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from pipelines import sources
+from recsys_ssl import artifacts, paths
 from recsys_ssl import features as features_lib
-from recsys_ssl import paths
 
 LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner", "direct")
 # Runners Beam does not know by their short name (docs/cluster.md).
@@ -241,3 +241,21 @@ def run_and_report(pipeline: beam.Pipeline, job: str) -> dict[str, int]:
 
 def local_path_or_url(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
+
+
+def write_job_manifest(job: str, settings, counts: dict, extra_options: dict | None = None) -> dict:
+    """Writes and returns ``<settings.out_dir>/manifest.json``: what a job read and counted, and its options.
+
+    ``settings``: a job's settings (``StatsSettings``, ``MISettings``): ``out_dir``, ``dataset``,
+    ``spec_dict``, ``inputs`` and ``options``.
+    """
+    manifest = artifacts.make_manifest(
+        job,
+        dataset=settings.dataset,
+        spec=settings.spec_dict,
+        inputs=settings.inputs,
+        counts=counts,
+        options={**settings.options, **(extra_options or {})},
+    )
+    artifacts.write_text(artifacts.join(settings.out_dir, artifacts.MANIFEST), artifacts.dumps_json(manifest))
+    return manifest
