@@ -233,17 +233,11 @@ def embed(
     mode = evaluate.resolve_mode(mode, spec.query_key, spec.item_key)
     per_pair = mode == evaluate.ITEM_ITEM if per_pair is None else per_pair
     item_ids = list(corpus[spec.item_key])
-    item_features = {f: np.asarray(corpus[f]) for f in spec.item_feature_names}
-    items = evaluate._embed(
-        trained.model.item_tower, item_features, np.arange(len(item_ids)), batch_size, "embed items"
-    )
+    items = evaluate.embed_item_corpus(trained, spec, corpus, batch_size, quiet=False)
     prepared = evaluate.prepare_queries(
         (test[spec.query_key], test[spec.item_key]), train_pairs, item_ids, mode, per_pair
     )
-    query_features = {f: np.asarray(test[f]) for f in spec.query_feature_names}
-    queries = evaluate._embed(
-        trained.model.query_tower, query_features, prepared["first_pair"], batch_size, "embed queries"
-    )
+    queries = evaluate.embed_test_queries(trained, spec, test, prepared["first_pair"], batch_size, quiet=False)
     slices = evaluate.popularity_slices(prepared["train_counts"], item_ids, head_fraction)
     return {
         "items": normalize_rows(items),
@@ -252,7 +246,7 @@ def embed(
         "slices": slices,
         "mode": mode,
         "per_pair": per_pair,
-        "item_features": item_features,
+        "item_features": {f: np.asarray(corpus[f]) for f in spec.item_feature_names},
     }
 
 

@@ -556,7 +556,7 @@ def _embed(
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def _embed_corpus(trained, spec, corpus: Mapping[str, np.ndarray], batch_size: int, quiet: bool) -> np.ndarray:
+def embed_item_corpus(trained, spec, corpus: Mapping[str, np.ndarray], batch_size: int, quiet: bool) -> np.ndarray:
     """[N, D] item-tower embeddings of every corpus item, in corpus order (``corpus``: item
     feature -> [N] / [N, L] arrays, as :func:`evaluate_arrays` takes it)."""
     features = {f: np.asarray(corpus[f]) for f in spec.item_feature_names}
@@ -564,7 +564,7 @@ def _embed_corpus(trained, spec, corpus: Mapping[str, np.ndarray], batch_size: i
     return _embed(trained.model.item_tower, features, rows, batch_size, "embed items", quiet)
 
 
-def _embed_queries(
+def embed_test_queries(
     trained, spec, test_pairs: Mapping[str, np.ndarray], first_pair: np.ndarray, batch_size: int, quiet: bool
 ) -> np.ndarray:
     """[Q, D] query-tower embeddings: query q is embedded from the features of test pair
@@ -671,10 +671,10 @@ def evaluate_arrays(
     mode = resolve_mode(mode, query_key, item_key)
     started = time.perf_counter()
     item_ids = list(corpus[item_key])
-    item_embeddings = _embed_corpus(trained, spec, corpus, batch_size, quiet)
+    item_embeddings = embed_item_corpus(trained, spec, corpus, batch_size, quiet)
     per_pair = mode == ITEM_ITEM if per_pair is None else per_pair
     prepared = prepare_queries((test_pairs[query_key], test_pairs[item_key]), train_pairs, item_ids, mode, per_pair)
-    query_embeddings = _embed_queries(trained, spec, test_pairs, prepared["first_pair"], batch_size, quiet)
+    query_embeddings = embed_test_queries(trained, spec, test_pairs, prepared["first_pair"], batch_size, quiet)
     slices = popularity_slices(prepared["train_counts"], item_ids, head_fraction, num_buckets)
     result = retrieval_metrics(
         query_embeddings, item_embeddings, prepared["test_items"], prepared["exclude"], slices, ks=ks
