@@ -320,3 +320,19 @@ def test_the_batcher_answers_each_request_with_its_own_rows_and_k(tmp_path_facto
         np.testing.assert_allclose(np.array(scores), expected_scores, atol=1e-5)
     assert sum(sizes) == sum(len(rows) for rows, _ in requests_) and max(sizes) <= max_queries
     assert len(sizes) < len(requests_)  # requests shared calls
+
+
+def test_the_server_shortens_the_gil_switch_interval():
+    """The compute thread must not wait Python's default 5 ms for the GIL after each TF/ScaNN call."""
+    import sys
+
+    from recsys_ssl.serve import cli
+
+    args = cli._parser().parse_args(["--run-dir", "x"])
+    assert args.gil_switch_interval_ms == 0.1
+    before = sys.getswitchinterval()
+    try:
+        cli.set_gil_switch_interval(args.gil_switch_interval_ms)
+        assert sys.getswitchinterval() == pytest.approx(1e-4)
+    finally:
+        sys.setswitchinterval(before)

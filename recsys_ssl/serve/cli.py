@@ -98,6 +98,13 @@ def _add_batching_flags(add) -> None:
         help="retrieval batches computed at once (each on its own thread; TensorFlow and ScaNN release the GIL)",
     )
     add(
+        "--gil-switch-interval-ms",
+        type=_positive(float),
+        default=0.1,
+        help="how long a busy thread keeps Python's GIL before it must hand it over (Python's default: 5 ms). "
+        "Short, so that the compute thread, back from TensorFlow or ScaNN, does not wait behind the event loop",
+    )
+    add(
         "--no-batching",
         dest="batching",
         action="store_false",
@@ -127,6 +134,17 @@ def _add_connection_flags(add) -> None:
         default=1,
         help="server processes sharing the port (each loads the model; /metrics is per process)",
     )
+
+
+def set_gil_switch_interval(milliseconds: float) -> None:
+    """Python hands the GIL to a waiting thread only every switch interval (default 5 ms).
+
+    The compute thread drops the GIL inside every TensorFlow and ScaNN call and needs it back
+    several times per batch; under load the event loop holds it, so with 5 ms each of those
+    returns can wait up to 5 ms, several times the work of the whole batch (measured in
+    ``docs/serving.md``). A short interval costs the event loop a few more switches.
+    """
+    sys.setswitchinterval(milliseconds / 1000.0)
 
 
 def set_tf_threads(threads: int) -> None:
@@ -172,6 +190,7 @@ def app_from_environment() -> App:
     settings = json.loads(os.environ[_WORKER_ARGS])
     args = argparse.Namespace(**settings["args"])
     set_tf_threads(args.tf_threads)
+    set_gil_switch_interval(args.gil_switch_interval_ms)
     app = build_app(pathlib.Path(settings["model_dir"]), args)
     server.Protocol.metrics = app.metrics
     return app
@@ -199,6 +218,7 @@ def main(argv: list[str]) -> int:
         print(f"serving on http://{host}:{port} model dir {model_dir} ({args.workers} worker processes)", flush=True)
     else:
         set_tf_threads(args.tf_threads)
+        set_gil_switch_interval(args.gil_switch_interval_ms)
         try:
             app = build_app(model_dir, args)
         except Exception:
