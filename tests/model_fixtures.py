@@ -227,6 +227,20 @@ if __name__ == "__main__":
     sys.exit(_main())
 
 
+def script_command(run_dir, method: str = "ssl", augmentation: str | None = None, **flags) -> list[str]:
+    """The command line that runs this module as a training script (``_main``) on the tiny catalog:
+    ``--name value`` per keyword (``steps_per_epoch=6`` -> ``--steps-per-epoch 6``; True: a bare flag)."""
+    import pathlib
+    import sys
+
+    command = [sys.executable, str(pathlib.Path(__file__).resolve()), "--run-dir", str(run_dir), "--method", method]
+    command += ["--augmentation", augmentation] if augmentation else []
+    for name, value in flags.items():
+        flag = "--" + name.replace("_", "-")
+        command += [flag] if value is True else [flag, str(value)]
+    return command
+
+
 def backed_up_steps(backup, backup_every: int) -> int:
     """Steps covered by the newest COMPLETE BackupAndRestore save under ``backup`` (ckpt-N is the N-th).
 
@@ -249,20 +263,90 @@ def sigkill_after_backup(
 
     Fails (AssertionError) if training ends by itself before it could be killed.
     """
+    return sigkill_all_after_backup([(command, env)], backup, min_steps, backup_every, cwd=cwd, timeout=timeout)[0]
+
+
+def sigkill_all_after_backup(commands, backup, min_steps: int, backup_every: int, *, cwd, timeout: float = 120):
+    """Starts every ``(command, env)`` (the workers of one run), SIGKILLs them all once a backup
+    under ``backup`` covers ``min_steps``; returns the processes.
+
+    Fails (AssertionError) if a process ends by itself before they could be killed.
+    """
     import os
     import signal
     import subprocess
+    import tempfile
     import time
 
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    logs = [tempfile.TemporaryFile("w+") for _ in commands]  # files, not pipes: nothing blocks on a full pipe
+    processes = [
+        subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        for (command, env), log in zip(commands, logs)
+    ]
     try:
         deadline = time.time() + timeout
-        while time.time() < deadline and process.poll() is None and backed_up_steps(backup, backup_every) < min_steps:
+        while (
+            time.time() < deadline
+            and all(p.poll() is None for p in processes)
+            and backed_up_steps(backup, backup_every) < min_steps
+        ):
             time.sleep(0.02)
-        assert process.poll() is None, "training ended before it could be killed:\n" + process.stdout.read()[-3000:]
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
+        for process, log in zip(processes, logs):
+            log.seek(0)
+            assert process.poll() is None, "training ended before it could be killed:\n" + log.read()[-3000:]
+        for process in processes:
+            os.kill(process.pid, signal.SIGKILL)
+        for process in processes:
+            process.wait(timeout=30)
     finally:
-        if process.poll() is None:
-            process.kill()
-    return process
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+        for log in logs:
+            log.close()
+    return processes
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` localhost ports free right now (for a TF_CONFIG cluster)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def worker_envs(ports: list[int], **extra) -> list[dict]:
+    """The environments of a MultiWorkerMirroredStrategy cluster of ``len(ports)`` workers on localhost."""
+    import json
+    import os
+
+    cluster = {"worker": [f"localhost:{port}" for port in ports]}
+    return [
+        dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}), **extra)
+        for i in range(len(ports))
+    ]
+
+
+def run_workers(commands, *, cwd, timeout: float = 150) -> list[tuple[int, str]]:
+    """Runs every ``(command, env)`` at once (the workers of one run) to the end: [(returncode, output)]."""
+    import subprocess
+
+    processes = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd)
+        for command, env in commands
+    ]
+    outputs = []
+    try:
+        for process in processes:
+            outputs.append(process.communicate(timeout=timeout)[0])
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return [(process.returncode, output) for process, output in zip(processes, outputs)]

@@ -5,24 +5,14 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
+import model_fixtures
 import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _manifest_line(output: str) -> dict:
@@ -32,50 +22,14 @@ def _manifest_line(output: str) -> dict:
 
 @pytest.mark.timeout(180)
 def test_two_worker_run_with_cross_replica_negatives_sees_the_global_batch(tmp_path):
-    ports = _free_ports(2)
-    cluster = {"worker": [f"localhost:{port}" for port in ports]}
-    processes = []
-    for index in range(2):
-        env = dict(
-            os.environ,
-            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-            CUDA_VISIBLE_DEVICES="",
-            PYTHONPATH=str(ROOT),
-        )
-        processes.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    str(ROOT / "tests" / "model_fixtures.py"),
-                    "--run-dir",
-                    str(tmp_path),
-                    "--method",
-                    "ssl",
-                    "--augmentation",
-                    "rfm",
-                    "--strategy",
-                    "multi_worker",
-                    "--cross-replica-negatives",
-                    "--steps-per-epoch",
-                    "6",
-                ],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                cwd=str(ROOT),
-            )
-        )
-    outputs = []
-    try:
-        for process in processes:
-            outputs.append(process.communicate(timeout=150)[0])
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output[-3000:]
+    command = model_fixtures.script_command(
+        tmp_path, "ssl", "rfm", strategy="multi_worker", cross_replica_negatives=True, steps_per_epoch=6
+    )
+    envs = model_fixtures.worker_envs(model_fixtures.free_ports(2), CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT))
+    results = model_fixtures.run_workers([(command, env) for env in envs], cwd=str(ROOT))
+    for returncode, output in results:
+        assert returncode == 0, output[-3000:]
+    outputs = [output for _, output in results]
     for output in outputs:
         manifest = _manifest_line(output)
         assert manifest["replicas"] == 2
@@ -137,22 +91,9 @@ def test_cross_replica_contrastive_loss_matches_the_global_numpy_loss():
 @pytest.mark.timeout(180)
 def test_parameter_server_run_on_localhost_completes(tmp_path):
     """A chief, one worker and one ps task: the chief trains, the others serve until it is done."""
-    ports = _free_ports(3)
+    ports = model_fixtures.free_ports(3)
     cluster = {"chief": [f"localhost:{ports[0]}"], "worker": [f"localhost:{ports[1]}"], "ps": [f"localhost:{ports[2]}"]}
-    command = [
-        sys.executable,
-        str(ROOT / "tests" / "model_fixtures.py"),
-        "--run-dir",
-        str(tmp_path),
-        "--method",
-        "ssl",
-        "--augmentation",
-        "cfm",
-        "--strategy",
-        "parameter_server",
-        "--steps-per-epoch",
-        "4",
-    ]
+    command = model_fixtures.script_command(tmp_path, "ssl", "cfm", strategy="parameter_server", steps_per_epoch=4)
 
     def env(task_type):
         return dict(

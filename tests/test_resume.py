@@ -8,7 +8,6 @@ import os
 import pathlib
 import signal
 import subprocess
-import sys
 
 import model_fixtures
 import pytest
@@ -16,25 +15,20 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def _command(run_dir, method: str = "ssl", augmentation: str | None = "cfm", sleep: float = 0.05) -> list[str]:
+def _command(
+    run_dir, method: str = "ssl", augmentation: str | None = "cfm", sleep: float = 0.05, strategy: str = "default"
+) -> list[str]:
     # 3 epochs x 40 steps, a backup every 10 steps, slowed down so the kill lands mid-run.
-    return [
-        sys.executable,
-        str(ROOT / "tests" / "model_fixtures.py"),
-        "--run-dir",
-        str(run_dir),
-        "--method",
+    return model_fixtures.script_command(
+        run_dir,
         method,
-        *(["--augmentation", augmentation] if augmentation else []),
-        "--epochs",
-        "3",
-        "--steps-per-epoch",
-        "40",
-        "--backup-every",
-        "10",
-        "--sleep-per-step",
-        str(sleep),
-    ]
+        augmentation,
+        epochs=3,
+        steps_per_epoch=40,
+        backup_every=10,
+        sleep_per_step=sleep,
+        strategy=strategy,
+    )
 
 
 def _final_weights(run_dir, name):
@@ -51,8 +45,6 @@ def _final_weights(run_dir, name):
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize("method, augmentation", [("baseline", None), ("ssl", "cfm")])
 def test_resumed_run_ends_with_the_uninterrupted_runs_model(tmp_path, method, augmentation):
-    import numpy as np
-
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT))
     name = f"{method}_{augmentation}" if augmentation else method
     straight = subprocess.run(
@@ -78,12 +70,47 @@ def test_resumed_run_ends_with_the_uninterrupted_runs_model(tmp_path, method, au
         timeout=200,
     )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    manifest = json.loads((tmp_path / "killed" / "train" / name / "manifest.json").read_text())
+    _assert_resumed_to_the_same_model(tmp_path / "straight", tmp_path / "killed", name)
+
+
+def _assert_resumed_to_the_same_model(straight, killed, name):
+    import numpy as np
+
+    manifest = json.loads((killed / "train" / name / "manifest.json").read_text())
     assert 50 <= manifest["initial_step"] < 120 and manifest["steps"] == 120  # resumed mid-run (epoch 2 or 3)
-    want, got = _final_weights(tmp_path / "straight", name), _final_weights(tmp_path / "killed", name)
+    want, got = _final_weights(straight, name), _final_weights(killed, name)
     assert want.keys() == got.keys() and len(want) > 5
     for key in want:
         np.testing.assert_allclose(got[key], want[key], atol=1e-4, err_msg=key)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("method, augmentation", [("baseline", None), ("ssl", "cfm")])
+def test_two_worker_resumed_run_ends_with_the_uninterrupted_runs_model(tmp_path, method, augmentation):
+    """MultiWorkerMirroredStrategy, 2 workers on localhost: both SIGKILLed after a backup, both
+    started again with the same commands (same cluster), the chief's final weights equal an
+    uninterrupted 2-worker run's."""
+    name = f"{method}_{augmentation}" if augmentation else method
+
+    def workers(run_dir, sleep, ports):
+        command = _command(run_dir, method, augmentation, sleep, strategy="multi_worker")
+        envs = model_fixtures.worker_envs(ports, CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT))
+        return [(command, env) for env in envs]
+
+    for code, output in model_fixtures.run_workers(
+        workers(tmp_path / "straight", 0, model_fixtures.free_ports(2)), cwd=str(ROOT)
+    ):
+        assert code == 0, output[-3000:]
+    ports = model_fixtures.free_ports(2)
+    backup = tmp_path / "killed" / "train" / name / "backup"
+    killed = model_fixtures.sigkill_all_after_backup(
+        workers(tmp_path / "killed", 0.05, ports), backup, 50, 10, cwd=str(ROOT)
+    )
+    assert [p.returncode for p in killed] == [-signal.SIGKILL] * 2
+    for code, output in model_fixtures.run_workers(workers(tmp_path / "killed", 0, ports), cwd=str(ROOT)):
+        assert code == 0, output[-3000:]
+        assert '"replicas": 2' in output
+    _assert_resumed_to_the_same_model(tmp_path / "straight", tmp_path / "killed", name)
 
 
 @pytest.mark.timeout(180)
