@@ -244,16 +244,19 @@ def script_command(run_dir, method: str = "ssl", augmentation: str | None = None
 def backed_up_steps(backup, backup_every: int) -> int:
     """Steps covered by the newest COMPLETE BackupAndRestore save under ``backup`` (ckpt-N is the N-th).
 
-    The ``checkpoint`` state file names a save only once it is fully written.
+    The ``checkpoint`` state file names a save only once it is fully written. Only the chief's
+    folder counts: every worker restores from ``backup/chief``; another worker's scratch copy
+    (``backup/workertemp_<i>``) can name a save the chief has not finished yet.
     """
+    import pathlib
     import re
 
-    newest = 0
-    for state in backup.rglob("checkpoint"):
+    state = pathlib.Path(backup) / "chief" / "checkpoint"
+    try:
         match = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', state.read_text(), re.MULTILINE)
-        if match:
-            newest = max(newest, int(match.group(1)))
-    return backup_every * newest
+    except FileNotFoundError:
+        return 0
+    return backup_every * int(match.group(1)) if match else 0
 
 
 def sigkill_after_backup(
