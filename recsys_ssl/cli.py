@@ -24,7 +24,7 @@ STAGES: dict[str, tuple[str, str]] = {
         "recsys_ssl.tune",
         "resumable hyper-parameter search (Optuna) on the validation carve-out -> a tuned config",
     ),
-    "evaluate": ("recsys_ssl.evaluate", "exact full-corpus Recall@K / MAP@K with head and tail slices"),
+    "evaluate": ("recsys_ssl.evaluate_cli", "exact full-corpus Recall@K / MAP@K with head and tail slices"),
     "diagnose": (
         "recsys_ssl.diagnostics",
         "why a method moves the tail: alignment, uniformity, tail->head cosine, recall by decile",

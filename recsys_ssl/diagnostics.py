@@ -421,7 +421,7 @@ def write(run_dir: str | pathlib.Path, name: str, diagnostics: Mapping[str, Any]
 
     folder = RunLayout(run_dir).eval(name)
     artifacts.write_text(folder / "diagnostics.json", evaluate.to_json(diagnostics))
-    plots.plot_diagnostics({name: diagnostics}, folder / "diagnostics.png", k=k)
+    plots.plot_diagnostics({name: diagnostics}, folder / "diagnostics.png", table_rows({name: diagnostics}, k), k=k)
     return folder
 
 
@@ -520,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from recsys_ssl import artifacts, plots
 
         stem = RunLayout(args.run_dir).root / "eval" / ("diagnostics_" + "_vs_".join(results))
-        plots.plot_diagnostics(results, stem.with_suffix(".png"), k=args.k)
+        plots.plot_diagnostics(results, stem.with_suffix(".png"), table_rows(results, args.k), k=args.k)
         artifacts.write_text(stem.with_suffix(".txt"), table + "\n")
         print(f"wrote {stem}.png and {stem}.txt")
     print(f"head = top {args.head_fraction:.0%} of items by training count; split {args.split}")

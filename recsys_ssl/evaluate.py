@@ -7,8 +7,9 @@ Two layers:
   of the corpus, in chunks of queries (one matmul + one partition per chunk);
 * the model side that embeds the corpus and the test queries with a trained two-tower model
   and feeds the core: :func:`evaluate_arrays` (in-memory arrays), :func:`evaluate_model`
-  (a dataset handle from ``recsys_ssl.datasets.inputs``), :func:`run` / :func:`main`
-  (``recsys-ssl evaluate``: load ``<run_dir>/train/<name>``, write ``eval/<name>/metrics.json``).
+  (a dataset handle from ``recsys_ssl.datasets.inputs``), :func:`run` (load
+  ``<run_dir>/train/<name>``, write ``eval/<name>/metrics.json``; the command line of
+  ``recsys-ssl evaluate`` is :mod:`recsys_ssl.evaluate_cli`).
 
 Definitions (``../shared/bench/PROTOCOL.md`` step 4, generalised):
 
@@ -41,19 +42,17 @@ which is cross-checked when present).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
 import pathlib
 import sys
 import time
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from recsys_ssl import features as fs
-from recsys_ssl.paths import DEFAULT_RUN_DIR
 
 DEFAULT_KS = (10, 50, 100)
 PAPER_HEAD_FRACTION = 0.1  # the paper: head = top 10% most frequent items
@@ -761,11 +760,12 @@ def run(
     raw_data_dir: str | None = None,
     batch_size: int = 1024,
     per_pair: bool | None = None,
-    oracle: bool = False,
+    extend: Callable[[dict[str, Any], Any, str], Any] | None = None,
 ) -> dict[str, Any]:
     """Loads <run_dir>/train/<name>, evaluates it on its dataset, writes eval/<name>/metrics.json.
 
-    oracle: also score the synthetic catalog's oracle (``recsys_ssl/oracle.py``: keys ``oracle``, ``share_of_oracle``).
+    extend(metrics, dataset, split): adds to the metrics before they are written, e.g.
+    ``oracle.attach`` (the synthetic catalog's oracle: keys ``oracle``, ``share_of_oracle``).
     """
     from recsys_ssl.checkpoints import load_trained
     from recsys_ssl.datasets import inputs
@@ -787,92 +787,7 @@ def run(
     )
     metrics["name"] = name
     metrics["config"] = trained.config.to_dict()
-    if oracle:
-        from recsys_ssl import oracle as oracle_lib
-
-        oracle_lib.attach(metrics, dataset, split)
+    if extend is not None:
+        extend(metrics, dataset, split)
     write_metrics(run_dir, name, metrics)
     return metrics
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="recsys-ssl evaluate",
-        description="Exact full-corpus Recall@K / MAP@K of a trained model, with head/tail slices; "
-        "writes <run-dir>/eval/<name>/metrics.json.",
-    )
-    parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help="the pipeline run's folder (default: %(default)s)")
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--name", help="the trained experiment's name (<run-dir>/train/<name>)")
-    group.add_argument("--config", help="an experiment config; its name is the experiment's name")
-    parser.add_argument("--split", default="test", help="the split to evaluate (default: test)")
-    parser.add_argument("--ks", type=int, nargs="+", default=list(DEFAULT_KS), help="cut-offs K (default: 10 50 100)")
-    parser.add_argument(
-        "--head-fraction",
-        type=float,
-        default=PROTOCOL_HEAD_FRACTION,
-        help="head = this fraction of the most frequent training items (0.2: PROTOCOL.md, 0.1: the paper)",
-    )
-    parser.add_argument(
-        "--mode",
-        choices=MODES,
-        default="auto",
-        help="user-item excludes the user's train items; item-item the seed item (auto: from the spec)",
-    )
-    parser.add_argument(
-        "--per-pair",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="every test pair is its own query (default: yes for item-item, no for user-item)",
-    )
-    parser.add_argument("--dataset", help="evaluate on this dataset instead of the one the model was trained on")
-    parser.add_argument("--data-dir", help="raw data root (for MovieLens / CSV datasets not yet prepared)")
-    parser.add_argument("--batch-size", type=int, default=1024, help="embedding batch size")
-    parser.add_argument(
-        "--oracle",
-        action="store_true",
-        help="synthetic_catalog only: the generator's oracle and the model's share of its recall",
-    )
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.name:
-        name = args.name
-    elif args.config:
-        from recsys_ssl import config as cfg
-
-        name = cfg.load_config(args.config).name
-    else:
-        parser.error("pass --name or --config")
-    metrics = run(
-        args.run_dir,
-        name,
-        split=args.split,
-        ks=args.ks,
-        head_fraction=args.head_fraction,
-        mode=args.mode,
-        dataset_name=args.dataset,
-        raw_data_dir=args.data_dir,
-        batch_size=args.batch_size,
-        per_pair=args.per_pair,
-        oracle=args.oracle,
-    )
-    print(
-        f"{name} on {metrics['dataset']} ({metrics['split']}, {metrics['mode']}, "
-        f"{metrics['counts']['queries']} queries x {metrics['counts']['items']} items, "
-        f"head = top {metrics['head_fraction']:.0%} = {metrics['head_items']} items) in {metrics['seconds']:.2f} s"
-    )
-    print(format_table(metrics))
-    if "oracle" in metrics:
-        from recsys_ssl import oracle as oracle_lib
-
-        print(oracle_lib.format_report(metrics))
-    print(f"wrote {pathlib.Path(args.run_dir) / 'eval' / name / 'metrics.json'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

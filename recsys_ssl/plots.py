@@ -209,12 +209,15 @@ def plot_validation_curves(
     return path
 
 
-def plot_diagnostics(by_name: Mapping[str, Mapping[str, Any]], path: str | pathlib.Path, k: int = 50) -> pathlib.Path:
+def plot_diagnostics(
+    by_name: Mapping[str, Mapping[str, Any]],
+    path: str | pathlib.Path,
+    rows: Sequence[tuple[str, Sequence[float | None]]],
+    k: int = 50,
+) -> pathlib.Path:
     """``recsys-ssl diagnose``'s figure, models side by side (``by_name``: name -> diagnostics.json):
     Recall@k by popularity decile (bars), the histogram of each tail item's cosine to its
-    nearest head item, and a table of recall / alignment / uniformity / cosine, head vs tail."""
-    from recsys_ssl.diagnostics import table_rows
-
+    nearest head item, and ``rows`` (``diagnostics.table_rows``: quantity, value per model) as a table."""
     plt = _pyplot()
     fig = plt.figure(figsize=(13, 8.5))
     grid = fig.add_gridspec(2, 2, height_ratios=[3, 2.2])
@@ -245,7 +248,6 @@ def plot_diagnostics(by_name: Mapping[str, Mapping[str, Any]], path: str | pathl
     for ax in (bars, hist):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    rows = table_rows(by_name, k)
     table.axis("off")
     cells = [["-" if v is None else f"{v:.4f}" for v in values] for _, values in rows]
     drawn = table.table(cellText=cells, rowLabels=[label for label, _ in rows], colLabels=list(by_name), loc="center")

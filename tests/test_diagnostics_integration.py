@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from test_experiment_integration import write_stats
 
-from recsys_ssl import artifacts, cli, diagnostics, evaluate, train
+from recsys_ssl import artifacts, cli, diagnostics, evaluate, evaluate_cli, train
 from recsys_ssl.checkpoints import load_trained
 from recsys_ssl.datasets import inputs
 from recsys_ssl.paths import RunLayout
@@ -91,7 +91,7 @@ def test_diagnose_two_models_side_by_side(trained_run, capsys):
     assert "uniformity head" in (run_dir / "eval" / "diagnostics_tiny_base_vs_tiny_cfm.txt").read_text()
 
     # The computed recall by decile is the evaluator's (`recsys-ssl evaluate` on the same model).
-    assert evaluate.main(["--run-dir", str(run_dir), "--name", "tiny_base"]) == 0
+    assert evaluate_cli.main(["--run-dir", str(run_dir), "--name", "tiny_base"]) == 0
     metrics = json.loads((RunLayout(run_dir).eval("tiny_base") / "metrics.json").read_text())
     expected = diagnostics.decile_recall(metrics)
     for key in ("deciles", "head", "tail", "overall"):

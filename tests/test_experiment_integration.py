@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from recsys_ssl import artifacts, evaluate, experiment
+from recsys_ssl import artifacts, evaluate_cli, experiment
 from recsys_ssl.datasets import inputs
 from recsys_ssl.paths import RunLayout
 
@@ -114,7 +114,7 @@ def test_tiny_grid_runs_resumes_and_reports(tmp_path, capsys):
         experiment.main(argv + ["--head-fraction", "0.2"])
 
     # The evaluate CLI on one cell, with the protocol's head fraction, recomputes the same recall.
-    assert evaluate.main(["--run-dir", str(run_dir), "--name", cells[0], "--head-fraction", "0.2"]) == 0
+    assert evaluate_cli.main(["--run-dir", str(run_dir), "--name", cells[0], "--head-fraction", "0.2"]) == 0
     printed = capsys.readouterr().out
     assert "overall" in printed and "head = top 20% = 100 items" in printed
     again = json.loads((RunLayout(run_dir).eval(cells[0]) / "metrics.json").read_text())

@@ -230,6 +230,6 @@ def test_evaluate_run_with_oracle_writes_it_next_to_the_model(tiny_run, monkeypa
     monkeypatch.setattr(evaluate, "evaluate_model", lambda *args, **kwargs: _fake_method(own))
     without = evaluate.run(run_dir, "stub", ks=(10, 50))
     assert "oracle" not in without
-    metrics = evaluate.run(run_dir, "stub", ks=(10, 50), oracle=True)
+    metrics = evaluate.run(run_dir, "stub", ks=(10, 50), extend=oracle.attach)
     assert metrics["share_of_oracle"]["tail"]["recall@50"] == pytest.approx(0.5)
     assert metrics["oracle"]["recall@50"] == pytest.approx(own["recall@50"])
