@@ -145,3 +145,10 @@ def test_tail_items_are_learnable_from_features():
     test_tail = is_test & tail[pairs.item_rows]
     recall = in_top[pairs.query_rows[test_tail], pairs.item_rows[test_tail]].mean()
     assert recall > 5 * k / num_items, recall
+
+
+def test_bag_latents_in_slices_are_the_whole_sum_bit_for_bit(monkeypatch):
+    items = sc.generate_items(3_000, seed=2)
+    whole = sc.item_latents(items, seed=2)
+    monkeypatch.setattr(sc, "LATENT_SLICE", 7)
+    np.testing.assert_array_equal(sc.item_latents(items, seed=2), whole)

@@ -135,6 +135,7 @@ QUERY_NOISE = 0.5
 TEMPERATURE = 0.3
 TIME_START = 1_600_000_000
 TIME_SPAN = 365 * 24 * 3600
+LATENT_SLICE = 1 << 18  # bag values per np.add.at in _bag_latents (bounds its memory)
 
 
 def _zipf_probs(n: int, exponent: float) -> np.ndarray:
@@ -260,7 +261,11 @@ def _bag_latents(seed: int, table: str, column: np.ndarray, weight: float) -> np
     if len(flat):
         values, codes = np.unique(flat, return_inverse=True)
         rows = np.repeat(np.arange(len(column)), lengths)
-        np.add.at(out, rows, _value_latents(seed, table, values, weight)[codes.ravel()])
+        latents, codes = _value_latents(seed, table, values, weight), codes.ravel()
+        # In slices (np.add.at adds in order, so the sums are the same): [values, 16] float64 at once
+        # is the peak memory of a big catalog.
+        for lo in range(0, len(codes), LATENT_SLICE):
+            np.add.at(out, rows[lo : lo + LATENT_SLICE], latents[codes[lo : lo + LATENT_SLICE]])
     return out / np.maximum(lengths, 1)[:, None]
 
 
@@ -537,7 +542,7 @@ class SyntheticCatalog(_common.PairedBuilder, skip_registration=True):
     def read(self, dl_manager: Any) -> _common.Tables:
         config = self.builder_config
         if self.is_items():
-            items = _common.to_str_columns(generate_items(config.num_items, config.seed))
+            items = self.text_columns(generate_items(config.num_items, config.seed))
             return _common.Tables(items, {"counts": {"items": config.num_items}})
         items, interactions, table = build_pairs(config)
         counts = dict(
@@ -546,5 +551,5 @@ class SyntheticCatalog(_common.PairedBuilder, skip_registration=True):
             queries_with_pairs=int(len(np.unique(table.query_rows))),
             items_with_pairs=int(len(np.unique(table.item_rows))),
         )
-        queries = _common.to_str_columns(interactions.queries)
-        return _common.Tables(_common.to_str_columns(items), {"counts": counts}, queries, table)
+        queries = self.text_columns(interactions.queries)
+        return _common.Tables(self.text_columns(items), {"counts": counts}, queries, table)
