@@ -145,3 +145,29 @@ def test_tail_items_are_learnable_from_features():
     test_tail = is_test & tail[pairs.item_rows]
     recall = in_top[pairs.query_rows[test_tail], pairs.item_rows[test_tail]].mean()
     assert recall > 5 * k / num_items, recall
+
+
+def _item_latents_whole(items, seed):
+    """item_latents as first written: each feature's [items, 16] addend made whole (the reference)."""
+    n = len(items["item_id"])
+    x = np.random.default_rng([seed, 3]).normal(0.0, sc.ITEM_NOISE / np.sqrt(sc.LATENT_DIM), (n, sc.LATENT_DIM))
+    for name, weight in sc.LATENT_WEIGHTS.items():
+        if name not in sc.MULTI_VALUED:
+            x += sc._single_latents(seed, name, items[name], weight)
+            continue
+        column = items[name]
+        lengths = np.fromiter((len(v) for v in column), dtype=np.int64, count=len(column))
+        flat = np.array([v for values in column for v in values], dtype=bytes)
+        out = np.zeros((len(column), sc.LATENT_DIM))
+        values, codes = np.unique(flat, return_inverse=True)
+        rows = np.repeat(np.arange(len(column)), lengths)
+        np.add.at(out, rows, sc._value_latents(seed, name, values, weight)[codes.ravel()])
+        x += out / np.maximum(lengths, 1)[:, None]
+    return x
+
+
+@pytest.mark.parametrize("step", [7, 1 << 16])
+def test_item_latents_in_row_slices_are_the_whole_sums_bit_for_bit(monkeypatch, step):
+    items = sc.generate_items(3_000, seed=2)
+    monkeypatch.setattr(sc, "LATENT_SLICE", step)
+    np.testing.assert_array_equal(sc.item_latents(items, seed=2), _item_latents_whole(items, seed=2))

@@ -276,6 +276,9 @@ class Tables:
     metadata: added to the dataset's metadata (``counts`` is merged with the split counts).
     queries, pairs: a pairs config's query table (feature -> [num_queries] object array) and
       the pairs as rows into it and into ``items``; None for an items config.
+
+    The fast writer empties ``items`` as it serializes it (datasets/example_writer.py
+    ``row_blobs(release=True)``): ``read()`` returns tables it does not keep.
     """
 
     items: dict[str, np.ndarray]
@@ -308,6 +311,11 @@ class PairedBuilder(LocalBuilder, skip_registration=True):
         """Metadata known before reading (written with the dataset info)."""
         return {}
 
+    def text_columns(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """String columns for the writer in use: bytes as they are for the fast writer
+        (datasets/example_writer.py takes str or bytes), str for TFDS's (:func:`to_str_columns`)."""
+        return columns if getattr(self, "_fast", False) else to_str_columns(columns)
+
     def is_items(self) -> bool:
         return self.builder_config.kind == ITEMS
 
@@ -326,6 +334,10 @@ class PairedBuilder(LocalBuilder, skip_registration=True):
         # Beam options in the DownloadConfig: generate with Beam (datasets/beam_generate.py).
         self._beam = bool(download_config.beam_runner or download_config.beam_options)
         self._staging = None
+        self._fast = self._fast_writer(download_config)
+        if self._fast:
+            self._write_fast(dl_manager, download_config)
+            return
         try:
             super()._download_and_prepare(dl_manager, download_config)
         finally:
@@ -354,6 +366,13 @@ class PairedBuilder(LocalBuilder, skip_registration=True):
         return self._pair_generators(tables)
 
     def _pair_generators(self, tables: Tables) -> dict:
+        return {
+            split: self._generate_examples(pair_examples(tables.pairs, split, tables.queries, tables.items))
+            for split in self._pair_metadata(tables)
+        }
+
+    def _pair_metadata(self, tables: Tables) -> list[str]:
+        """Adds the pair counts, head share and empty splits to the metadata; returns the non-empty splits."""
         table = tables.pairs
         counts = self.info.metadata.setdefault("counts", {})
         counts.update(
@@ -363,11 +382,40 @@ class PairedBuilder(LocalBuilder, skip_registration=True):
         )
         empty = [split for split in PAIRS_SPLITS if len(table.splits[split]) == 0]
         self.info.metadata["empty_splits"] = empty
-        return {
-            split: self._generate_examples(pair_examples(table, split, tables.queries, tables.items))
-            for split in PAIRS_SPLITS
-            if split not in empty
-        }
+        return [split for split in PAIRS_SPLITS if split not in empty]
+
+    def _fast_writer(self, download_config: Any) -> bool:
+        """Whether to write with datasets/example_writer.py: in-process, local files, no example cap."""
+        from recsys_ssl.datasets import example_writer
+
+        return (
+            not self._beam
+            and download_config.max_examples_per_split is None
+            and example_writer.is_local(self.data_path)
+            and example_writer.enabled()
+        )
+
+    def _write_fast(self, dl_manager: Any, download_config: Any) -> None:
+        """The splits written by datasets/example_writer.py (the same examples as TFDS's writer)."""
+        from recsys_ssl.datasets import example_writer as ew
+
+        tables = self.read(dl_manager)
+        self.info.metadata.update(tables.metadata)
+        multi = ew.multi_valued_of(self.info.features)
+        shard_config = download_config.get_shard_config()
+        # The query table first: it may share arrays with the item table, which is released as it goes.
+        query_blobs = None if self.is_items() else ew.row_blobs(tables.queries, multi, "queries")
+        item_blobs = ew.row_blobs(tables.items, multi, "items", release=True)
+        tables.items = {"": range(len(item_blobs))}  # the blobs hold the item table now
+        if self.is_items():
+            infos = [ew.write_split(self, ITEMS_SPLIT, ew.item_records(item_blobs), shard_config)]
+        else:
+            pairs, infos = tables.pairs, []
+            for split in self._pair_metadata(tables):
+                rows = np.sort(pairs.splits[split])  # TFDS's writer orders the examples by key
+                batches = (ew.pair_records(pairs, chunk, query_blobs, item_blobs, multi) for chunk in ew.batches(rows))
+                infos.append(ew.write_split(self, split, batches, shard_config))
+        self.info.set_splits(tfds.core.SplitDict(infos))
 
     def _generate_examples(self, examples):  # the example iterators are made in _split_generators
         yield from examples

@@ -35,7 +35,19 @@ import tensorflow_datasets as tfds
 from recsys_ssl import features as features_lib
 from recsys_ssl import paths
 from recsys_ssl.datasets import _common, interactions_csv, movielens, synthetic_catalog
-from recsys_ssl.tf_setup import tf
+
+
+class _LazyTensorFlow:
+    """TensorFlow on first use: building a dataset (the builders, datasets/example_writer.py)
+    never needs it, and importing it costs ~0.5 GB of the build's memory."""
+
+    def __getattr__(self, name: str):
+        from recsys_ssl.tf_setup import tf as module
+
+        return getattr(module, name)
+
+
+tf = _LazyTensorFlow()
 
 DEFAULT_DATASET = "synthetic_catalog/10k"
 SPLITS = _common.PAIRS_SPLITS

@@ -135,6 +135,7 @@ QUERY_NOISE = 0.5
 TEMPERATURE = 0.3
 TIME_START = 1_600_000_000
 TIME_SPAN = 365 * 24 * 3600
+LATENT_SLICE = 1 << 16  # item rows per step of item_latents (bounds its memory)
 
 
 def _zipf_probs(n: int, exponent: float) -> np.ndarray:
@@ -253,27 +254,43 @@ def _single_latents(seed: int, table: str, column: np.ndarray, weight: float) ->
     return _value_latents(seed, table, values, weight)[codes.ravel()]
 
 
-def _bag_latents(seed: int, table: str, column: np.ndarray, weight: float) -> np.ndarray:
+def _add_single_latents(x: np.ndarray, seed: int, table: str, column: np.ndarray, weight: float) -> None:
+    """x += _single_latents(...), in row slices (the [rows, 16] float64 addend is never whole)."""
+    values, codes = np.unique(column.astype(bytes), return_inverse=True)
+    latents, codes = _value_latents(seed, table, values, weight), codes.ravel()
+    for lo in range(0, len(codes), LATENT_SLICE):
+        x[lo : lo + LATENT_SLICE] += latents[codes[lo : lo + LATENT_SLICE]]
+
+
+def _add_bag_latents(x: np.ndarray, seed: int, table: str, column: np.ndarray, weight: float) -> None:
+    """x += the mean latent of each row's values (0 for an empty bag), in row slices."""
     lengths = np.fromiter((len(v) for v in column), dtype=np.int64, count=len(column))
     flat = np.array([v for values in column for v in values], dtype=bytes)
-    out = np.zeros((len(column), LATENT_DIM))
-    if len(flat):
-        values, codes = np.unique(flat, return_inverse=True)
-        rows = np.repeat(np.arange(len(column)), lengths)
-        np.add.at(out, rows, _value_latents(seed, table, values, weight)[codes.ravel()])
-    return out / np.maximum(lengths, 1)[:, None]
+    if not len(flat):
+        x += 0.0
+        return
+    values, codes = np.unique(flat, return_inverse=True)
+    latents, codes = _value_latents(seed, table, values, weight), codes.ravel()
+    starts = np.r_[0, np.cumsum(lengths)]
+    for lo in range(0, len(column), LATENT_SLICE):
+        hi = min(len(column), lo + LATENT_SLICE)
+        out = np.zeros((hi - lo, LATENT_DIM))  # each row's sum, in its values' order (np.add.at)
+        np.add.at(out, np.repeat(np.arange(hi - lo), lengths[lo:hi]), latents[codes[starts[lo] : starts[hi]]])
+        out /= np.maximum(lengths[lo:hi], 1)[:, None]
+        x[lo:hi] += out
 
 
 def item_latents(items: dict[str, np.ndarray], seed: int = 0, item_noise: float = ITEM_NOISE) -> np.ndarray:
     """[num_items, LATENT_DIM]: sum of the item's feature-value latents plus per-item noise.
 
     item_noise: the noise's scale (0: the latent is a function of the item's features alone).
+    Multi-valued features add the mean of their values' latents.
     """
     n = len(items["item_id"])
     x = np.random.default_rng([seed, 3]).normal(0.0, item_noise / np.sqrt(LATENT_DIM), (n, LATENT_DIM))
     for name, weight in LATENT_WEIGHTS.items():
-        build = _bag_latents if name in MULTI_VALUED else _single_latents
-        x += build(seed, name, items[name], weight)
+        add = _add_bag_latents if name in MULTI_VALUED else _add_single_latents
+        add(x, seed, name, items[name], weight)
     return x
 
 
@@ -537,7 +554,7 @@ class SyntheticCatalog(_common.PairedBuilder, skip_registration=True):
     def read(self, dl_manager: Any) -> _common.Tables:
         config = self.builder_config
         if self.is_items():
-            items = _common.to_str_columns(generate_items(config.num_items, config.seed))
+            items = self.text_columns(generate_items(config.num_items, config.seed))
             return _common.Tables(items, {"counts": {"items": config.num_items}})
         items, interactions, table = build_pairs(config)
         counts = dict(
@@ -546,5 +563,5 @@ class SyntheticCatalog(_common.PairedBuilder, skip_registration=True):
             queries_with_pairs=int(len(np.unique(table.query_rows))),
             items_with_pairs=int(len(np.unique(table.item_rows))),
         )
-        queries = _common.to_str_columns(interactions.queries)
-        return _common.Tables(_common.to_str_columns(items), {"counts": counts}, queries, table)
+        queries = self.text_columns(interactions.queries)
+        return _common.Tables(self.text_columns(items), {"counts": counts}, queries, table)
