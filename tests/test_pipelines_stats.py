@@ -6,7 +6,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pytest
 import yaml
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.testing import test_pipeline as beam_test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -149,7 +149,7 @@ def test_value_counts_combine_fn_with_assert_that():
 
 def test_local_runner_defaults_are_multi_process_and_never_prism():
     options = options_lib.pipeline_options([])
-    direct = options.view_as(options_lib.DirectOptions)
+    direct = options.view_as(DirectOptions)
     assert (direct.direct_running_mode, direct.direct_num_workers) == ("multi_processing", 2)
     assert type(options_lib.make_pipeline(options).runner).__name__ == "FnApiRunner"
     passed = options_lib.pipeline_options(
@@ -157,10 +157,7 @@ def test_local_runner_defaults_are_multi_process_and_never_prism():
     )
     assert passed.get_all_options()["flink_master"] == "host:8081"
     assert passed.get_all_options()["temp_location"] == "/tmp/x"
-    assert (
-        options_lib.pipeline_options(["--direct_num_workers=4"]).view_as(options_lib.DirectOptions).direct_num_workers
-        == 4
-    )
+    assert options_lib.pipeline_options(["--direct_num_workers=4"]).view_as(DirectOptions).direct_num_workers == 4
 
 
 @pytest.mark.timeout(180)

@@ -1,6 +1,6 @@
 """Dataset generation as a Beam pipeline: the split, the 10% sample and the feature joins as keyed transforms.
 
-A builder of the shared template (:class:`_common.PairedBuilder`) generates with Beam when
+A builder of the shared template (:class:`template.PairedBuilder`) generates with Beam when
 ``download_and_prepare`` gets Beam options (``DownloadConfig(beam_runner=..., beam_options=...)``;
 ``recsys-ssl data --beam [Beam flags]``). The builder's ``read()`` gives the source tables;
 they are staged as chunk files (:func:`stage`) that the workers read, and every split's

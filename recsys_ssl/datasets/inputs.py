@@ -340,7 +340,7 @@ def _prepare(builder: tfds.core.DatasetBuilder, manual_dir: pathlib.Path | None 
         return
     beam = {}
     if beam_args is not None:
-        from pipelines import options as beam_options  # Beam only when asked for
+        from recsys_ssl import beam_runner as beam_options  # Beam only when asked for
 
         options = beam_options.pipeline_options(beam_args)
         beam = dict(beam_runner=beam_options.make_runner(options), beam_options=options)

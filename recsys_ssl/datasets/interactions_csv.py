@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from recsys_ssl import features as features_lib
-from recsys_ssl.datasets import _common
+from recsys_ssl.datasets import _common, template
 
 SPLIT_VALUES = ("train", "test")
 
@@ -275,7 +275,7 @@ def _query_columns(features: list[features_lib.Feature], row_queries: list[list]
     return queries
 
 
-class InteractionsCsv(_common.PairedBuilder, skip_registration=True):
+class InteractionsCsv(template.PairedBuilder, skip_registration=True):
     """Your CSVs as TFDS: build with a config from :func:`make_configs`."""
 
     def spec(self) -> features_lib.FeatureSpec:

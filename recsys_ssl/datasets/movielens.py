@@ -57,7 +57,7 @@ import tensorflow_datasets as tfds
 
 from recsys_ssl import features as features_lib
 from recsys_ssl import paths
-from recsys_ssl.datasets import _common
+from recsys_ssl.datasets import _common, template
 
 RAW_DIRS = {"100k": "movielens-100k", "1m": "movielens-1m"}
 RAW_FILES = {"100k": ("u.data", "u.item", "u.user"), "1m": ("ratings.dat", "movies.dat", "users.dat")}
@@ -423,7 +423,7 @@ def default_manual_dir(version: str, raw_data_dir: str | None = None) -> pathlib
     return paths.raw_data_root(raw_data_dir) / RAW_DIRS[version]
 
 
-class Movielens(_common.PairedBuilder, skip_registration=True):
+class Movielens(template.PairedBuilder, skip_registration=True):
     """MovieLens from GroupLens raw files: pairs configs and ``-items`` corpus configs."""
 
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS

@@ -47,7 +47,7 @@ import tensorflow_datasets as tfds
 
 from recsys_ssl import features as features_lib
 from recsys_ssl import paths
-from recsys_ssl.datasets import _common
+from recsys_ssl.datasets import _common, template
 
 SPEC_NAME = "synthetic_catalog"
 PLANTED_GROUPS: list[list[str]] = [
@@ -522,7 +522,7 @@ def build_pairs(config: SyntheticCatalogConfig) -> tuple[dict, Interactions, _co
     return items, interactions, table
 
 
-class SyntheticCatalog(_common.PairedBuilder, skip_registration=True):
+class SyntheticCatalog(template.PairedBuilder, skip_registration=True):
     """The synthetic catalog: ``<size>`` (query -> item pairs) and ``<size>-items`` (corpus)."""
 
     BUILDER_CONFIGS = _configs()
