@@ -3,8 +3,9 @@
 A 2-worker ``distributed.LocalCluster`` (worker *processes*, the same scheduler protocol a
 user's cluster speaks) runs each job through its CLI with ``--runner DaskRunner
 --dask_client_address <scheduler>``; the in-process FnApiRunner runs the same job; every file
-either writes must be the same. The dataset (``synthetic_catalog/tiny``) is built once,
-in-process: the data stage is a TFDS builder, not a Beam pipeline yet (issue 18, item 1).
+either writes must be the same. The dataset (``synthetic_catalog/tiny``) is built in-process
+for those jobs: TFDS's Beam generation does not run on Beam 2.77's DaskRunner (a known
+limitation, pinned by the strict xfail below and stated in docs/cluster.md).
 How to run each stage on a cluster: docs/cluster.md.
 """
 
@@ -19,7 +20,9 @@ import test_pipelines_stats  # its hand-made CSVs: malformed rows, an unknown it
 import yaml
 
 from pipelines import feature_stats, mutual_info
-from recsys_ssl.datasets import inputs
+from recsys_ssl.datasets import digest, inputs
+
+BUILDER_DIGESTS = pathlib.Path(__file__).parent / "data" / "builder_digests.json"
 
 DATASET = "synthetic_catalog/tiny"
 LOCAL = ["--direct_running_mode=in_memory"]
@@ -114,10 +117,26 @@ def run_jobs(common: list[str], out: pathlib.Path, beam_args: list[str]) -> None
     )
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.xfail(
+    strict=True,
+    reason="Beam 2.77's DaskRunner hands TFDS's Beam writer an empty side input: the global "
+    "Top.Largest(1) of the example keys (tensorflow_datasets/core/writer.py, _assign_shard: "
+    "largest_key[0] -> IndexError). When this passes, drop the mark and build the jobs' data on Dask too.",
+)
+@pytest.mark.timeout(300)
+def test_tiny_dataset_built_on_dask_has_the_in_process_examples(tmp_path, cluster):
+    before = sum(tasks_run_by_workers(cluster).values())
+    dataset = inputs.load_dataset(DATASET, data_dir=str(tmp_path / "tfds"), beam_args=on_dask(cluster))
+    assert sum(tasks_run_by_workers(cluster).values()) > before  # generated in the Dask worker processes
+    expected = json.loads(BUILDER_DIGESTS.read_text())
+    assert digest.split_digests(dataset.pairs_builder.data_dir) == expected[DATASET]
+    assert digest.split_digests(dataset.items_builder.data_dir) == expected[f"{DATASET} items"]
+
+
+@pytest.mark.timeout(300)
 def test_tiny_dataset_stats_and_mi_on_dask_equal_the_in_process_run(tmp_path, cluster):
     tfds_dir = str(tmp_path / "tfds")
-    inputs.load_dataset(DATASET, data_dir=tfds_dir)  # the data stage, in-process (not a Beam pipeline yet)
+    inputs.load_dataset(DATASET, data_dir=tfds_dir)  # in-process (TFDS's Beam writer fails on Dask: see above)
     common = ["--dataset", DATASET, "--tfds-dir", tfds_dir]
     before = sum(tasks_run_by_workers(cluster).values())
     run_jobs(common, tmp_path / "local", LOCAL)
