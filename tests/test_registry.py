@@ -137,7 +137,7 @@ def test_a_new_dataset_family_is_one_registry_entry_and_one_loader(tmp_path, mon
 
     from recsys_ssl.datasets import inputs
 
-    def load_mirror(name, config, data_dir, raw_data_dir, csv_configs):
+    def load_mirror(name, config, data_dir, raw_data_dir, csv_configs, beam_args):
         return dc.replace(inputs.load_dataset(f"synthetic_catalog/{config}", data_dir), name=name)
 
     families = dict(inputs.DATASET_FAMILIES, mirror=inputs.DatasetFamily("mirror/<size>", load_mirror))

@@ -448,7 +448,7 @@ def _load_interactions_csv(name: str, config: str, data_dir: str, raw_data_dir, 
 class DatasetFamily:
     """One TFDS builder family: how its names read, and how a name becomes a :class:`Dataset`.
 
-    load(name, config, tfds data_dir, raw data root, csv_configs) -> Dataset.
+    load(name, config, tfds data_dir, raw data root, csv_configs, beam_args) -> Dataset.
     """
 
     pattern: str  # how its dataset names read, for error messages
