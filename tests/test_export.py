@@ -122,51 +122,23 @@ def test_savedmodels_in_a_fresh_process_match_the_in_memory_towers(tmp_path, tmp
 @pytest.mark.timeout(240)
 def test_saved_model_cli_runs_the_query_model_signatures(tmp_path_factory):
     (query_tower, _), _, version = fx.exported(tmp_path_factory)
-    cli = pathlib.Path(fx.PYTHON).parent / "saved_model_cli"
     exprs = "user_id=[b'u3'];user_tags=[[b't1', b't2']]"  # python literals (saved_model_cli evals them safely)
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
-    run = subprocess.run(
-        [
-            str(cli),
-            "run",
-            "--dir",
-            str(version / "query_model"),
-            "--tag_set",
-            "serve",
-            "--signature_def",
-            "top_k",
-            "--input_exprs",
-            exprs,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=200,
-        env=env,
-    )
+    run = _saved_model_cli_run(version / "query_model", "top_k", exprs)
     assert run.returncode == 0, run.stderr[-2000:]
     query = query_tower(_query_features([{"user_id": "u3", "user_tags": ["t1", "t2"]}])).numpy()
     rows, _ = index_lib.exact_top_k(query, np.load(version / "index" / "item_embeddings.npy"), 10)
     assert "Result for output key item_ids" in run.stdout and "Result for output key scores" in run.stdout
     assert f"b'i{rows[0][0]}'" in run.stdout.split("Result for output key item_ids")[1]
-    run = subprocess.run(
-        [
-            str(cli),
-            "run",
-            "--dir",
-            str(version / "query_model"),
-            "--tag_set",
-            "serve",
-            "--signature_def",
-            "serving_default",
-            "--input_exprs",
-            exprs,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=200,
-        env=env,
-    )
+    run = _saved_model_cli_run(version / "query_model", "serving_default", exprs)
     assert run.returncode == 0 and "Result for output key embedding" in run.stdout, run.stderr[-2000:]
+
+
+def _saved_model_cli_run(model_dir: pathlib.Path, signature: str, exprs: str) -> subprocess.CompletedProcess:
+    """TensorFlow's own ``saved_model_cli run`` on one signature of ``model_dir``."""
+    cli = pathlib.Path(fx.PYTHON).parent / "saved_model_cli"
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    command = [str(cli), "run", "--dir", str(model_dir), "--tag_set", "serve", "--signature_def", signature]
+    return subprocess.run([*command, "--input_exprs", exprs], capture_output=True, text=True, timeout=200, env=env)
 
 
 def test_a_failed_export_leaves_no_version(tmp_path, monkeypatch):
