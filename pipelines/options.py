@@ -10,8 +10,6 @@ import argparse
 import dataclasses
 import os
 import pathlib
-import sys
-import time
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -20,9 +18,11 @@ from pipelines import sources
 from recsys_ssl import artifacts, beam_runner, paths
 from recsys_ssl import features as features_lib
 
-# The options and the runner live in the library (the Beam data stage uses them too).
+# The options, the runner and the run live in the library (the Beam data stage uses them too).
 pipeline_options = beam_runner.pipeline_options
 make_runner = beam_runner.make_runner
+counters = beam_runner.counters
+run_and_report = beam_runner.run_and_report
 
 TRAIN_SPLITS = ("train", "train_10pct")
 
@@ -169,34 +169,6 @@ def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
     """A pipeline on the runner the options name; locally the FnApiRunner (never Prism)."""
     runner = make_runner(options)
     return beam.Pipeline(runner=runner, options=options) if runner else beam.Pipeline(options=options)
-
-
-def counters(result) -> dict[str, int]:
-    """The job's Beam counters (name -> committed or attempted value)."""
-    out: dict[str, int] = {}
-    try:
-        query = result.metrics().query()
-    except Exception:  # some runners do not report metrics
-        return out
-    for counter in query["counters"]:
-        value = counter.committed if counter.committed is not None else counter.attempted
-        out[counter.key.metric.name] = out.get(counter.key.metric.name, 0) + int(value or 0)
-    return out
-
-
-def run_and_report(pipeline: beam.Pipeline, job: str) -> dict[str, int]:
-    """Runs the pipeline to completion and prints its counters (progress and drops)."""
-    start = time.time()
-    print(f"[{job}] running on {type(pipeline.runner).__name__} ...", file=sys.stderr, flush=True)
-    result = pipeline.run()
-    result.wait_until_finish()
-    if getattr(result, "client", None) is not None:  # DaskRunner: its connection to the Dask scheduler
-        result.client.close()
-    found = counters(result)
-    print(f"[{job}] done in {time.time() - start:.1f}s; counters:", file=sys.stderr)
-    for name in sorted(found):
-        print(f"  {name:<36} {found[name]}", file=sys.stderr)
-    return found
 
 
 def local_path_or_url(path: str) -> str:

@@ -6,12 +6,14 @@ Standard Beam options pass through unchanged (``--runner``, ``--temp_location``,
 Without ``--runner`` (or with ``--runner=DirectRunner``) a pipeline runs locally on Beam's
 FnApiRunner in **multi-process** mode with 2 workers: hermetic, nothing downloaded. (Beam
 2.77's DirectRunner would first try the Prism runner, which downloads a binary; we call the
-FnApiRunner directly instead.) Lives in the library, below ``pipelines/`` and
-``recsys_ssl.datasets``, which both use it.
+FnApiRunner directly instead.) :func:`run_and_report` runs a pipeline and prints its counters.
+Lives in the library, below ``pipelines/`` and ``recsys_ssl.datasets``, which both use it.
 """
 
 from __future__ import annotations
 
+import sys
+import time
 from typing import Sequence
 
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
@@ -52,3 +54,33 @@ def make_runner(options: PipelineOptions):
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
     provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
     return fn_runner.FnApiRunner(provision_info=provision)
+
+
+def counters(result) -> dict[str, int]:
+    """The job's Beam counters (name -> committed or attempted value)."""
+    out: dict[str, int] = {}
+    try:
+        query = result.metrics().query()
+    except Exception:  # some runners do not report metrics
+        return out
+    for counter in query["counters"]:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        out[counter.key.metric.name] = out.get(counter.key.metric.name, 0) + int(value or 0)
+    return out
+
+
+def run_and_report(pipeline, job: str) -> dict[str, int]:
+    """Runs the pipeline to completion and prints its counters (progress and drops)."""
+    start = time.time()
+    print(f"[{job}] running on {type(pipeline.runner).__name__} ...", file=sys.stderr, flush=True)
+    result = pipeline.run()
+    result.wait_until_finish()
+    if getattr(result, "client", None) is not None:  # DaskRunner: its connection to the Dask scheduler
+        result.client.close()
+    found = counters(result)
+    print(f"[{job}] done in {time.time() - start:.1f}s; counters:", file=sys.stderr)
+    for name in sorted(found):
+        print(f"  {name:<36} {found[name]}", file=sys.stderr)
+    if not found:
+        print("  (none reported: a runner without metrics, e.g. the DaskRunner, or nothing counted)", file=sys.stderr)
+    return found

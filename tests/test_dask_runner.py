@@ -1,12 +1,12 @@
-"""The stats and MI Beam jobs on a real distributed engine: Dask, through Beam's DaskRunner.
+"""The data stage and the stats and MI Beam jobs on a real distributed engine: Dask, through Beam's DaskRunner.
 
 A 2-worker ``distributed.LocalCluster`` (worker *processes*, the same scheduler protocol a
-user's cluster speaks) runs each job through its CLI with ``--runner DaskRunner
---dask_client_address <scheduler>``; the in-process FnApiRunner runs the same job; every file
-either writes must be the same. The dataset (``synthetic_catalog/tiny``) is built in-process
-for those jobs: TFDS's Beam generation does not run on Beam 2.77's DaskRunner (a known
-limitation, pinned by the strict xfail below and stated in docs/cluster.md).
-How to run each stage on a cluster: docs/cluster.md.
+user's cluster speaks) runs each stage with ``--runner DaskRunner --dask_client_address
+<scheduler>``: ``synthetic_catalog/tiny`` is generated on Dask (datasets/beam_generate.py) and
+in-process, and every file of the two builds must be the same (the Beam build leaves the head
+share out of the metadata); then the stats and MI jobs run on Dask over the Dask-built dataset
+and on the in-process FnApiRunner over the in-process one, and every file either writes must be
+the same. How to run each stage on a cluster: docs/cluster.md.
 """
 
 import json
@@ -81,10 +81,11 @@ def csv_cells(text: bytes) -> list:
     ]
 
 
-def assert_same_artifacts(expected: pathlib.Path, actual: pathlib.Path, rel_tol: float = 0.0) -> int:
+def assert_same_artifacts(expected: pathlib.Path, actual: pathlib.Path, rel_tol: float = 0.0, paths=None) -> int:
     """Every file under ``expected`` equals the one under ``actual`` (and no file more); returns how many.
 
-    Bytes, except: ``manifest.json`` modulo its run fields, dead letters as multisets of lines (a
+    Bytes, except: ``manifest.json`` modulo its run fields (and with each ``paths`` key, a folder
+    ``actual``'s job read, replaced by its value), dead letters as multisets of lines (a
     bad row's line is fixed, the order of lines is not part of the job's contract), and with
     ``rel_tol`` the floats of JSON / CSV files to that relative tolerance (a sum of fractional
     masses depends on the order it is added in: partitions, combiner lifting).
@@ -95,6 +96,8 @@ def assert_same_artifacts(expected: pathlib.Path, actual: pathlib.Path, rel_tol:
     for name in files:
         want, got = (expected / name).read_bytes(), (actual / name).read_bytes()
         if name.name == "manifest.json":
+            for folder, expected_folder in (paths or {}).items():
+                got = got.replace(folder.encode(), expected_folder.encode())
             want, got = without_run_fields(json.loads(want)), without_run_fields(json.loads(got))
             assert got == want if not rel_tol else same_numbers(got, want, rel_tol), name
         elif name.parts[-2] == "dead_letter":
@@ -117,39 +120,66 @@ def run_jobs(common: list[str], out: pathlib.Path, beam_args: list[str]) -> None
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Beam 2.77's DaskRunner hands TFDS's Beam writer an empty side input: the global "
-    "Top.Largest(1) of the example keys (tensorflow_datasets/core/writer.py, _assign_shard: "
-    "largest_key[0] -> IndexError). When this passes, drop the mark and build the jobs' data on Dask too.",
-)
-@pytest.mark.timeout(300)
-def test_tiny_dataset_built_on_dask_has_the_in_process_examples(tmp_path, cluster):
+@pytest.fixture(scope="module")
+def tiny_builds(tmp_path_factory, cluster) -> dict:
+    """``synthetic_catalog/tiny`` built in-process and on Dask; where, and the Dask tasks it took."""
+    root = tmp_path_factory.mktemp("tiny")
+    local = inputs.load_dataset(DATASET, data_dir=str(root / "local"))
     before = sum(tasks_run_by_workers(cluster).values())
-    dataset = inputs.load_dataset(DATASET, data_dir=str(tmp_path / "tfds"), beam_args=on_dask(cluster))
-    assert sum(tasks_run_by_workers(cluster).values()) > before  # generated in the Dask worker processes
-    expected = json.loads(BUILDER_DIGESTS.read_text())
+    on_workers = inputs.load_dataset(DATASET, data_dir=str(root / "dask"), beam_args=on_dask(cluster))
+    tasks = sum(tasks_run_by_workers(cluster).values()) - before
+    return {"root": root, "local": local, "dask": on_workers, "dask_tasks": tasks}
+
+
+def assert_same_build(expected: pathlib.Path, actual: pathlib.Path) -> int:
+    """Every file of a TFDS data_dir equals the other build's (and no file more); returns how many.
+
+    Bytes, except each ``metadata.json``: equal but for ``counts.head_share``, which only an
+    in-process build computes (a Beam build writes null).
+    """
+    files = sorted(p.relative_to(expected) for p in expected.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(actual) for p in actual.rglob("*") if p.is_file())
+    for name in files:
+        want, got = (expected / name).read_bytes(), (actual / name).read_bytes()
+        if name.name == "metadata.json" and "head_share" in json.loads(want).get("counts", {}):
+            want, got = json.loads(want), json.loads(got)
+            assert isinstance(want["counts"].pop("head_share"), float) and got["counts"].pop("head_share") is None
+        assert got == want, name
+    return len(files)
+
+
+@pytest.mark.timeout(300)
+def test_tiny_dataset_built_on_dask_is_the_in_process_build(tiny_builds):
+    assert tiny_builds["dask_tasks"] > 0  # generated in the Dask worker processes
+    root = tiny_builds["root"]
+    # the builders' config folder, and per config: dataset_info, features, metadata, the shards
+    assert assert_same_build(root / "local", root / "dask") == 1 + 4 + 6
+    expected = json.loads(BUILDER_DIGESTS.read_text())  # the digests of the pre-template in-process code
+    dataset = tiny_builds["dask"]
     assert digest.split_digests(dataset.pairs_builder.data_dir) == expected[DATASET]
     assert digest.split_digests(dataset.items_builder.data_dir) == expected[f"{DATASET} items"]
+    assert dataset.metadata["counts"]["train"] == expected[DATASET]["train"]["examples"]
 
 
 @pytest.mark.timeout(300)
-def test_tiny_dataset_stats_and_mi_on_dask_equal_the_in_process_run(tmp_path, cluster):
-    tfds_dir = str(tmp_path / "tfds")
-    inputs.load_dataset(DATASET, data_dir=tfds_dir)  # in-process (TFDS's Beam writer fails on Dask: see above)
-    common = ["--dataset", DATASET, "--tfds-dir", tfds_dir]
+def test_tiny_dataset_stats_and_mi_on_dask_equal_the_in_process_run(tmp_path, cluster, tiny_builds):
+    root = tiny_builds["root"]
     before = sum(tasks_run_by_workers(cluster).values())
-    run_jobs(common, tmp_path / "local", LOCAL)
-    run_jobs(common, tmp_path / "dask", on_dask(cluster))
+    run_jobs(["--dataset", DATASET, "--tfds-dir", str(root / "local")], tmp_path / "local", LOCAL)
+    run_jobs(["--dataset", DATASET, "--tfds-dir", str(root / "dask")], tmp_path / "dask", on_dask(cluster))
     assert sum(tasks_run_by_workers(cluster).values()) > before  # the work ran in the Dask worker processes
 
     # Floats to 1e-12: the FnApiRunner lifts the combines (partial sums, then merged), Dask does not.
-    compared = assert_same_artifacts(tmp_path / "local", tmp_path / "dask", rel_tol=1e-12)
+    # The manifests name the dataset folder each job read.
+    compared = assert_same_artifacts(
+        tmp_path / "local", tmp_path / "dask", rel_tol=1e-12, paths={str(root / "dask"): str(root / "local")}
+    )
     assert compared == 18 + 7 + 8  # stats (14 vocabularies), MI, weighted MI: each with manifest and dead letters
     local_stats = json.loads((tmp_path / "local" / "stats" / "manifest.json").read_text())
     assert local_stats["counts"]["malformed_items"] == local_stats["counts"]["malformed_pairs"] == 0
-    dask_options = json.loads((tmp_path / "dask" / "stats" / "manifest.json").read_text())["options"]
-    assert dask_options["beam_args"][:2] == ["--runner", "DaskRunner"]
+    dask_stats = json.loads((tmp_path / "dask" / "stats" / "manifest.json").read_text())
+    assert dask_stats["options"]["beam_args"][:2] == ["--runner", "DaskRunner"]
+    assert str(root / "dask") in json.dumps(dask_stats["inputs"])  # it read the Dask-built dataset
 
 
 @pytest.mark.timeout(180)

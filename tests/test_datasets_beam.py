@@ -8,9 +8,13 @@ import builder_digests
 import numpy as np
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
+from etils import epath
+from tensorflow_datasets.core import naming
+from tensorflow_datasets.core.utils import shard_utils
 
 from pipelines import options as beam_options
-from recsys_ssl.datasets import _common, beam_generate, inputs
+from recsys_ssl.datasets import _common, beam_generate, example_writer, inputs
+from recsys_ssl.tf_setup import tf
 
 EXPECTED = json.loads((pathlib.Path(__file__).parent / "data" / "builder_digests.json").read_text())
 pytestmark = pytest.mark.timeout(900)  # 18 Beam builds in the module fixture
@@ -63,22 +67,91 @@ def test_split_per_query_is_the_protocol_split():
     )
 
 
+def _features(example) -> tuple:
+    """(split, index, {feature: values}) of a (split, (index, serialized example)), parsed by TensorFlow."""
+    split, (index, record) = example
+    features = tf.train.Example.FromString(record).features.feature
+    return split, index, {k: list(v.bytes_list.value) or list(v.int64_list.value) for k, v in features.items()}
+
+
 def test_a_pair_without_its_item_is_dropped_and_counted():
-    queries = [(0, {"q": "a"})]
-    items = [(0, {"i": "x"})]
-    pairs = [(0, 0, 0, 5, 0, 0, ("train",), {}), (1, 0, 7, 6, 0, 0, ("test",), {})]  # item row 7 is unknown
+    queries = [(0, example_writer.column_entries("q", [b"a"], False)[0])]
+    items = [(0, example_writer.column_entries("i", [b"x"], False)[0])]
+    own = example_writer.int64_entries("timestamp", np.array([5, 6]))
+    pairs = [(0, 0, 0, 5, 0, 0, ("train",), own[0]), (1, 0, 7, 6, 0, 0, ("test",), own[1])]  # item row 7 is unknown
 
     def build(pipeline):
         out = (
             pipeline
             | "Pairs" >> beam.Create(pairs)
             | beam_generate.JoinFeatures(pipeline | "Q" >> beam.Create(queries), pipeline | "I" >> beam.Create(items))
+            | beam.Map(_features)
         )
-        assert_that(out, equal_to([("train", (0, {"q": "a", "i": "x", "timestamp": 5}))]))
+        assert_that(out, equal_to([("train", 0, {"q": [b"a"], "i": [b"x"], "timestamp": [5]})]))
 
     result = _run(build).run()
     counters = beam_options.counters(result)
     assert counters.get("pairs_without_item") == 1 and "pairs_without_query" not in counters
+
+
+def test_sample_train_draws_the_in_process_sample_across_buckets():
+    rng = np.random.default_rng(5)
+    n, seed = 500, 11
+    is_test = rng.random(n) < 0.3
+    is_test[32:64] = True  # buckets 2 and 3 (16 pairs each) hold no train pair
+    records = [(int(i), 0, 0, 0, 0, 0, ("test",) if is_test[i] else ("train",), b"") for i in rng.permutation(n)]
+    sampled = set(_common.make_splits(is_test, seed, shuffle=False)["train_10pct"].tolist())
+    expected = [
+        (i, ("test",) if is_test[i] else ("train", "train_10pct") if i in sampled else ("train",)) for i in range(n)
+    ]
+    assert 0 < len(sampled) < n
+
+    def build(pipeline):
+        out = (
+            pipeline
+            | beam.Create(records)
+            | beam_generate.SampleTrain(seed, bucket=16)
+            | beam.Map(lambda p: (p[0], p[6]))
+        )
+        assert_that(out, equal_to(expected))
+
+    _run(build)
+
+
+def test_write_splits_writes_each_split_in_key_order_at_tfds_shard_boundaries(tmp_path):
+    rng = np.random.default_rng(7)
+    records = {
+        "train": {int(i): rng.bytes(int(rng.integers(1, 40))) for i in rng.choice(5000, 700, replace=False)},
+        "test": {int(i): rng.bytes(3) for i in (9, 2, 400, 7, 64)},
+    }
+    elements = [(split, kv) for split in records for kv in records[split].items()]
+    elements = [elements[k] for k in rng.permutation(len(elements))]
+    templates = {
+        split: naming.ShardedFileTemplate(
+            data_dir=epath.Path(tmp_path), dataset_name="d", split=split, filetype_suffix="tfrecord"
+        )
+        for split in _common.PAIRS_SPLITS
+    }
+    info_folder = str(tmp_path / "info")
+    shard_config = shard_utils.ShardConfig(num_shards=3)
+
+    def build(pipeline):
+        _ = (
+            pipeline
+            | beam.Create(elements)
+            | beam_generate.WriteSplits(templates, shard_config, info_folder, bucket=64)
+        )
+
+    _run(build)
+    # round(n * k / 3) for k = 1, 2, 3: the shard ends TFDS's writer uses
+    lengths = {"train": [233, 234, 233], "test": [2, 1, 2]}
+    infos = beam_generate.read_infos(info_folder, templates)
+    assert infos == {s: (lengths[s], sum(map(len, records[s].values()))) for s in lengths}  # no train_10pct
+    for split, by_index in records.items():
+        files = sorted(tmp_path.glob(f"d-{split}.tfrecord-*-of-00003"))
+        written = [[r.numpy() for r in tf.data.TFRecordDataset(str(f))] for f in files]  # TF checks the crcs
+        assert [len(shard) for shard in written] == lengths[split]
+        assert sum(written, []) == [by_index[i] for i in sorted(by_index)]
 
 
 def test_cli_builds_with_beam_and_refuses_beam_flags_without_it(tmp_path, capsys, monkeypatch):

@@ -16,8 +16,10 @@ infos set on the builder. The examples equal TFDS's up to the order of the map e
 protobuf itself varies per process): tests/test_example_writer.py compares the canonical
 digests (datasets/digest.py) of every shipped builder fixture with TFDS's own writer.
 
-``RECSYS_SSL_EXAMPLE_WRITER=tfds`` makes the builders use TFDS's writer instead (the
-reference of the tests and of ``bench/data_bench.py``).
+``RECSYS_SSL_EXAMPLE_WRITER=tfds`` makes the in-process builds use TFDS's writer instead (the
+reference of the tests and of ``bench/data_bench.py``). Beam builds always write these records,
+with Beam transforms (:mod:`recsys_ssl.datasets.beam_generate`: the same entries, TFDS's
+shard boundaries from :func:`shard_bounds`, the split infos from :func:`split_info`).
 """
 
 from __future__ import annotations
@@ -192,18 +194,24 @@ def pair_records(
 ) -> list[bytes]:
     """The serialized examples of the pairs at ``indices`` (a ``_common.PairsTable``): timestamp,
     pair columns, the query's and the item's cached entries."""
-    from recsys_ssl.datasets import _common
-
     queries = pairs.query_rows[indices].tolist()
     items = pairs.item_rows[indices].tolist()
-    own = [column_entries(k, v[indices], multi_valued[k], "pairs") for k, v in pairs.pair_columns.items()]
-    own.append(int64_entries(_common.TIMESTAMP, pairs.timestamps[indices]))
-    own = [b"".join(row) for row in zip(*own)]
+    pair_columns = {k: v[indices] for k, v in pairs.pair_columns.items()}
+    own = pair_entries(pair_columns, pairs.timestamps[indices], multi_valued)
     field, varints = _field, _VARINTS
     return [
         b"\x0a" + varints[len(inner)] + inner if len(inner) < 16384 else field(b"\x0a", inner)
         for inner in [p + query_blobs[q] + item_blobs[i] for p, q, i in zip(own, queries, items)]
     ]
+
+
+def pair_entries(pair_columns: dict, timestamps: np.ndarray, multi_valued: dict[str, bool]) -> list[bytes]:
+    """Per pair, its own map entries (the first part of its record): its pair columns', then its timestamp's."""
+    from recsys_ssl.datasets import _common
+
+    own = [column_entries(k, v, multi_valued[k], "pairs") for k, v in pair_columns.items()]
+    own.append(int64_entries(_common.TIMESTAMP, timestamps))
+    return [b"".join(row) for row in zip(*own)]
 
 
 def int64_entries(name: str, values: np.ndarray) -> list[bytes]:
@@ -293,9 +301,6 @@ def write_split(builder, split: str, batches: Iterator[list[bytes]], shard_confi
     total size, as TFDS's writer computes it) is known at the end, then the file is cut into
     TFDS's shards at TFDS's boundaries.
     """
-    import tensorflow_datasets as tfds
-    from tensorflow_datasets.core.utils import shard_utils
-
     template = builder._get_filename_template(split_name=split)
     staging = os.path.join(os.fspath(builder.data_path), f".{split}.tfrecord.tmp")
     sizes = []
@@ -305,16 +310,31 @@ def write_split(builder, split: str, batches: Iterator[list[bytes]], shard_confi
             sizes.append(np.fromiter(map(len, records), dtype=np.int64, count=len(records)))
     sizes = np.concatenate(sizes) if sizes else np.zeros(0, np.int64)
     total = int(sizes.sum())
-    num_shards = (shard_config or shard_utils.ShardConfig()).get_number_shards(total, len(sizes))
-    bounds = shard_utils.get_shard_boundaries(len(sizes), num_shards)
+    bounds = shard_bounds(total, len(sizes), shard_config)
+    num_shards = len(bounds)
     offsets = np.r_[0, np.cumsum(sizes + 16)]  # 16: the TFRecord framing of a record
     _cut(
         staging,
         [int(offsets[b]) for b in [0] + bounds],
         [template.sharded_filepath(shard_index=k, num_shards=num_shards) for k in range(num_shards)],
     )
-    lengths = np.diff([0] + bounds).tolist()
-    return tfds.core.SplitInfo(name=split, shard_lengths=lengths, num_bytes=total, filename_template=template)
+    return split_info(split, template, np.diff([0] + bounds).tolist(), total)
+
+
+def shard_bounds(num_bytes: int, num_examples: int, shard_config=None) -> list[int]:
+    """The end (exclusive) of each shard, in examples: TFDS's shard count for a split of this
+    size (its ``ShardConfig``) and TFDS's boundaries."""
+    from tensorflow_datasets.core.utils import shard_utils
+
+    num_shards = (shard_config or shard_utils.ShardConfig()).get_number_shards(num_bytes, num_examples)
+    return list(shard_utils.get_shard_boundaries(num_examples, num_shards))
+
+
+def split_info(split: str, template, shard_lengths: list[int], num_bytes: int):
+    """TFDS's ``SplitInfo`` of a written split (``num_bytes``: the serialized examples, unframed)."""
+    import tensorflow_datasets as tfds
+
+    return tfds.core.SplitInfo(name=split, shard_lengths=shard_lengths, num_bytes=num_bytes, filename_template=template)
 
 
 def _cut(staging: str, byte_bounds: list[int], paths: list) -> None:

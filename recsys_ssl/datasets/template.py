@@ -3,7 +3,8 @@
 A builder fills in ``spec()`` and ``read()``; the template writes the examples with TFDS's
 writer, with the fast in-process writer (:mod:`recsys_ssl.datasets.example_writer`: the same
 examples, serialized once per item and query), or through Beam
-(:mod:`recsys_ssl.datasets.beam_generate`) when the download config carries Beam options.
+(:mod:`recsys_ssl.datasets.beam_generate`: the fast writer's records, written by Beam
+transforms) when the download config carries Beam options.
 The shared tables, splits and feature dicts it uses live in :mod:`recsys_ssl.datasets._common`,
 below all three.
 """
@@ -77,9 +78,10 @@ class PairedBuilder(LocalBuilder, skip_registration=True):
         return {}
 
     def text_columns(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """String columns for the writer in use: bytes as they are for the fast writer
+        """String columns for the writer in use: bytes as they are for the fast writer and Beam
         (datasets/example_writer.py takes str or bytes), str for TFDS's (:func:`to_str_columns`)."""
-        return columns if getattr(self, "_fast", False) else to_str_columns(columns)
+        own_writer = getattr(self, "_fast", False) or getattr(self, "_beam", False)
+        return columns if own_writer else to_str_columns(columns)
 
     def is_items(self) -> bool:
         return self.builder_config.kind == ITEMS
@@ -98,34 +100,17 @@ class PairedBuilder(LocalBuilder, skip_registration=True):
     def _download_and_prepare(self, dl_manager: Any, download_config: Any) -> None:
         # Beam options in the DownloadConfig: generate with Beam (datasets/beam_generate.py).
         self._beam = bool(download_config.beam_runner or download_config.beam_options)
-        self._staging = None
         self._fast = self._fast_writer(download_config)
-        if self._fast:
+        if self._beam:
+            self._write_beam(dl_manager, download_config)
+        elif self._fast:
             self._write_fast(dl_manager, download_config)
-            return
-        try:
+        else:
             super()._download_and_prepare(dl_manager, download_config)
-        finally:
-            if self._staging:
-                from recsys_ssl.datasets import beam_generate
 
-                beam_generate.remove_staging(self._staging)
-        if self._beam and not self.is_items():  # the split sizes are known once the pipeline ran
-            counts = self.info.metadata["counts"]
-            counts.update({s: int(self.info.splits[s].num_examples) for s in PAIRS_SPLITS if s in self.info.splits})
-            self.info.metadata["empty_splits"] = [s for s in PAIRS_SPLITS if s not in self.info.splits]
-
-    def _split_generators(self, dl_manager: Any):
+    def _split_generators(self, dl_manager: Any):  # TFDS's own writer (RECSYS_SSL_EXAMPLE_WRITER=tfds)
         tables = self.read(dl_manager)
         self.info.metadata.update(tables.metadata)
-        if getattr(self, "_beam", False):
-            from recsys_ssl.datasets import beam_generate  # Beam only when asked for
-
-            if not self.is_items():
-                # head_share: in-process only (it needs the train split's item counts in one place)
-                self.info.metadata["counts"].update(pairs=int(len(tables.pairs.item_rows)), head_share=None)
-            self._staging = beam_generate.staging_folder()
-            return beam_generate.split_transforms(tables, self._staging)
         if self.is_items():
             return {ITEMS_SPLIT: self._generate_examples(item_examples(tables.items))}
         return self._pair_generators(tables)
@@ -181,6 +166,28 @@ class PairedBuilder(LocalBuilder, skip_registration=True):
                 batches = (ew.pair_records(pairs, chunk, query_blobs, item_blobs, multi) for chunk in ew.batches(rows))
                 infos.append(ew.write_split(self, split, batches, shard_config))
         self.info.set_splits(tfds.core.SplitDict(infos))
+
+    def _write_beam(self, dl_manager: Any, download_config: Any) -> None:
+        """The splits generated and written by a Beam pipeline (datasets/beam_generate.py: the
+        fast writer's examples); the split sizes are known once it ran."""
+        from recsys_ssl.datasets import beam_generate
+        from recsys_ssl.datasets import example_writer as ew
+
+        tables = self.read(dl_manager)
+        self.info.metadata.update(tables.metadata)
+        splits = [ITEMS_SPLIT] if self.is_items() else list(PAIRS_SPLITS)
+        templates = {split: self._get_filename_template(split_name=split) for split in splits}
+        multi = ew.multi_valued_of(self.info.features)
+        written = beam_generate.generate(tables, multi, templates, download_config.get_shard_config(), download_config)
+        self.info.set_splits(
+            tfds.core.SplitDict([ew.split_info(s, templates[s], *written[s]) for s in splits if s in written])
+        )
+        if not self.is_items():
+            # head_share: in-process only (it needs the train split's item counts in one place)
+            counts = self.info.metadata.setdefault("counts", {})
+            counts.update({s: int(self.info.splits[s].num_examples) if s in written else 0 for s in PAIRS_SPLITS})
+            counts.update(pairs=int(len(tables.pairs.item_rows)), head_share=None)
+            self.info.metadata["empty_splits"] = [s for s in PAIRS_SPLITS if s not in written]
 
     def _generate_examples(self, examples):  # the example iterators are made in _split_generators
         yield from examples
