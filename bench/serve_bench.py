@@ -19,7 +19,9 @@
 (b) The index from (a) is exported with small query/item towers (64-d output) and served by
     ``recsys-ssl serve`` in a subprocess; a second process drives it on loopback with
     ``--clients`` concurrent keep-alive clients for ``--duration`` seconds and reports
-    p50/p99 latency, QPS and errors.
+    p50/p99 latency, QPS and errors, and the server's CPU-seconds per request (``/proc``: user +
+    system time of the server process and its children over the phase, divided by the requests
+    answered), which other jobs on the cores move far less than QPS.
 
     .venv/bin/python bench/serve_bench.py                      # the full run (~5-10 min on 2 cores)
     .venv/bin/python bench/serve_bench.py --num-items 100000 --duration 10   # a quick one
@@ -356,11 +358,40 @@ def _serve_and_load(workdir: pathlib.Path, flags: str, phases: list[str], args) 
     try:
         # Warm up (first calls trace nothing, but page in the index; workers start), then the measured phases.
         _load(url, workdir, 2, 5)
-        result = {"server_flags": flags, "phases": {name: PHASES[name](url, workdir, args) for name in phases}}
+        result = {
+            "server_flags": flags,
+            "phases": {name: _measured_phase(name, server.pid, url, workdir, args) for name in phases},
+        }
         result["server_alive_after"] = server.poll() is None
     finally:
         server.terminate()
         server.wait(timeout=30)
+    return result
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its live descendants (``--workers``)."""
+    total, ticks = 0.0, os.sysconf("SC_CLK_TCK")
+    try:
+        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks
+        for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += process_cpu_s(int(child))
+    except (OSError, ValueError, IndexError):  # exited meanwhile
+        pass
+    return total
+
+
+def _measured_phase(name: str, pid: int, url: str, workdir: pathlib.Path, args) -> dict:
+    """One phase, plus the server's CPU per request (robust where wall-clock QPS is not: other
+    jobs share the cores) and the load average at its end."""
+    before = process_cpu_s(pid)
+    result = PHASES[name](url, workdir, args)
+    cpu_s = process_cpu_s(pid) - before
+    result["server_cpu_s"] = round(cpu_s, 2)
+    result["server_cpu_us_per_request"] = round(cpu_s / max(result["requests"], 1) * 1e6, 1)
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     return result
 
 
@@ -523,7 +554,7 @@ def main() -> int:
         print(f"server, {r['num_items']} items (in-process single-query ScaNN: {single} QPS)")
         print(
             f"  {'phase':<30} {'clients':>7} {'connection':<16} {'QPS':>7} {'/ScaNN':>7} {'p50 ms':>7} {'p99 ms':>7} "
-            f"{'errors':>14}  notes"
+            f"{'errors':>14} {'CPU us/req':>10}  notes"
         )
         rows = [(name, p) for name, p in r["phases"].items()]
         rows += [(f"keep-alive {flags}", v["phases"]["keep-alive"]) for flags, v in r["variants"].items()]
@@ -540,6 +571,7 @@ def main() -> int:
                 f"  {name:<30} {p['clients']:>7} {p['connection']:<16} {p['qps']:>7.0f} "
                 f"{p['qps_over_scann_single']:>7.1%} "
                 f"{p['latency_ms']['p50']:>7} {p['latency_ms']['p99']:>7} {p['errors']:>6} / {p['requests']:<7} "
+                f"{p.get('server_cpu_us_per_request', ''):>10} "
                 f"{'; '.join(notes)}"
             )
         output.write_text(json.dumps(results, indent=2) + "\n")
