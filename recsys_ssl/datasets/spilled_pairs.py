@@ -107,8 +107,6 @@ class SpilledPairs:
     a :class:`_common.PairsTable`'s.
     """
 
-    pair_columns: dict = {}
-
     def __init__(self, num_pairs: int, num_queries: int, seed: int, parent: str | None = None, window: int = WINDOW):
         self.num_pairs, self.num_queries, self.seed, self.window = int(num_pairs), int(num_queries), seed, window
         self.spill = Spill(parent)

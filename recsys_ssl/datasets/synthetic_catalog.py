@@ -34,6 +34,11 @@ Recall@50 .59 / .34 against .11 / .002), with the same items, Zipf law and ranks
 
 **Split.** Per query, the latest ceil(20%) pairs by (timestamp, item id) are ``test``,
 the rest ``train``; ``train_10pct`` is a uniform 10% sample of ``train`` (same test set).
+
+**Memory.** ``generate_pairs`` returns whole arrays (the oracle, the tests, the TFDS and Beam
+writers use them). The fast writer's build (``SyntheticCatalog.read``) takes :func:`spill_pairs`
+instead: the same pairs and split, drawn in pieces and kept on disk (datasets/spilled_pairs.py),
+so its memory does not grow with the number of pairs.
 """
 
 from __future__ import annotations
