@@ -7,12 +7,14 @@ pipeline (datasets/beam_generate.py, local FnApiRunner, 2 worker processes).
 
 Each build runs in a fresh child process (same command, same cores) into its own TFDS dir:
 the ``<size>-items`` config, then the pairs config, through ``download_and_prepare`` as
-``inputs.load_dataset`` does. The bench records its wall-clock time, the peak RSS of the whole
+``inputs.load_dataset`` does. The bench records its wall-clock time, its CPU time (user +
+system of the reaped child: steadier than wall time on a loaded machine), the peak RSS of the whole
 process tree (sampled every 0.1 s with psutil: the driver plus any Beam workers, summed), the
 load average before and after, and the digests of every split (datasets/digest.py): every
 build must hold the reference's examples. ``--reference-root`` runs the reference from another
 checkout (e.g. main before this change: "built in-process today"); the reference mode sets
-``RECSYS_SSL_EXAMPLE_WRITER=tfds``. ``--pairs`` builds the size's catalog with these numbers
+``RECSYS_SSL_EXAMPLE_WRITER=tfds``; ``--fast-root`` runs the fast and Beam modes from another
+checkout (e.g. an export of an earlier commit). ``--pairs`` builds the size's catalog with these numbers
 of pairs instead of the config's. Results: bench/results/data/<size>[_<tag>].json and .md.
 """
 
@@ -22,6 +24,7 @@ import argparse
 import json
 import os
 import pathlib
+import resource
 import subprocess
 import sys
 import tempfile
@@ -77,6 +80,7 @@ def build(size: str, mode: str, pairs: int = 0, root: pathlib.Path = ROOT) -> di
     env = dict(os.environ, PYTHONPATH=str(root), TF_CPP_MIN_LOG_LEVEL="3")
     env["RECSYS_SSL_EXAMPLE_WRITER"] = "tfds" if mode == "reference" else "fast"
     load_before, start = os.getloadavg()[0], time.time()
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, size, data_dir, mode, str(pairs)],
         env=env,
@@ -89,6 +93,8 @@ def build(size: str, mode: str, pairs: int = 0, root: pathlib.Path = ROOT) -> di
         peak = max(peak, _tree_rss(watched))
         time.sleep(0.1)
     wall = time.time() - start
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the child is reaped: its CPU time counts
+    cpu = sum(getattr(cpu_after, f) - getattr(cpu_before, f) for f in ("ru_utime", "ru_stime"))
     out = child.stdout.read()
     if child.returncode:
         raise SystemExit(f"{mode} build of {size} failed (exit {child.returncode})")
@@ -99,6 +105,7 @@ def build(size: str, mode: str, pairs: int = 0, root: pathlib.Path = ROOT) -> di
         "pairs": pairs or synthetic_pairs(size),
         "code": str(root),
         "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
         "peak_rss_tree_mb": round(peak / 2**20),
         "imports_tensorflow": "TENSORFLOW True" in out,
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
@@ -119,6 +126,9 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", nargs="+", choices=MODES, default=["reference", "fast"])
     parser.add_argument("--pairs", type=int, nargs="*", default=[], help="builds with these numbers of pairs instead")
     parser.add_argument("--reference-root", default=str(ROOT), help="checkout the reference runs (default: this one)")
+    parser.add_argument(
+        "--fast-root", default=str(ROOT), help="checkout the fast and Beam modes run (default: this one)"
+    )
     parser.add_argument("--tag", default="", help="suffix of the result files")
     parser.add_argument("--reference-json", help="compare with the reference run of an earlier result file")
     args = parser.parse_args(argv)
@@ -128,7 +138,7 @@ def main(argv=None) -> int:
         runs.append(next(r for r in earlier if r["mode"] == "reference"))
     for pairs in args.pairs or [0]:
         for mode in args.modes:
-            root = pathlib.Path(args.reference_root) if mode == "reference" else ROOT
+            root = pathlib.Path(args.reference_root if mode == "reference" else args.fast_root)
             runs.append(build(args.size, mode, pairs, root))
             print(json.dumps({k: v for k, v in runs[-1].items() if k != "digests"}), flush=True)
     result = {"size": args.size, "cpus": os.cpu_count(), "runs": runs}
@@ -149,15 +159,16 @@ def _table(result: dict) -> str:
     lines = [
         f"# synthetic_catalog/{result['size']}: TFDS's writer vs the fast writer vs Beam ({result['cpus']} CPUs)",
         "",
-        "| build | pairs | wall s | peak RSS, process tree (MB) | TensorFlow imported | load avg before, after "
-        "| speed-up vs reference | same examples as reference |",
-        "|---|---|---|---|---|---|---|---|",
+        "| build | code | pairs | wall s | CPU s (child tree, user + sys) | peak RSS, process tree (MB) "
+        "| TensorFlow imported | load avg before, after | speed-up vs reference | same examples as reference |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in result["runs"]:
         same = run.get("same_examples_as_reference", "-")
         same = "reference" if run["mode"] == "reference" else {True: "yes", False: "**no**"}.get(same, same)
         lines.append(
-            f"| {run['mode']} | {run['pairs']:,} | {run['wall_s']} | {run['peak_rss_tree_mb']:,} "
+            f"| {run['mode']} | {run['code']} | {run['pairs']:,} | {run['wall_s']} | {run.get('cpu_s', '-')} "
+            f"| {run['peak_rss_tree_mb']:,} "
             f"| {'yes' if run['imports_tensorflow'] else 'no'} | {run['load_average_1min'][0]}, "
             f"{run['load_average_1min'][1]} | {run.get('speedup_vs_reference', '-')} | {same} |"
         )

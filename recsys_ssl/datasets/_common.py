@@ -179,6 +179,21 @@ class PairsTable:
     def split_counts(self) -> dict[str, int]:
         return {name: int(len(rows)) for name, rows in self.splits.items()}
 
+    @property
+    def num_pairs(self) -> int:
+        return int(len(self.item_rows))
+
+    def head_share(self, num_items: int) -> float:
+        """:func:`popularity_head_share` of the train split's items."""
+        return popularity_head_share(self.item_rows[self.splits["train"]], num_items)
+
+    def split_parts(self, split: str, size: int) -> Iterator[tuple[PairsTable, np.ndarray]]:
+        """(table, rows) pieces of at most ``size`` pairs: the split's pairs in index order (the
+        fast writer's input; datasets/spilled_pairs.py has the same on disk)."""
+        rows = np.sort(self.splits[split])  # TFDS's writer orders the examples by key
+        for start in range(0, len(rows), size):
+            yield self, rows[start : start + size]
+
 
 def make_splits(is_test: np.ndarray, seed: int, shuffle: bool = True) -> dict[str, np.ndarray]:
     """train / train_10pct / test index arrays; pairs are written in a seeded random order.
@@ -241,10 +256,15 @@ def to_str_columns(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def popularity_head_share(item_rows: np.ndarray, num_items: int, head_fraction: float = 0.2) -> float:
     """Share of interactions that go to the top ``head_fraction`` of items by count."""
-    if len(item_rows) == 0:
+    return head_share_of_counts(np.bincount(item_rows, minlength=num_items), head_fraction)
+
+
+def head_share_of_counts(counts: np.ndarray, head_fraction: float = 0.2) -> float:
+    """:func:`popularity_head_share` from the per-item interaction counts."""
+    if counts.sum() == 0:
         return 0.0
-    counts = np.sort(np.bincount(item_rows, minlength=num_items))[::-1]
-    head = max(1, int(round(head_fraction * num_items)))
+    counts = np.sort(counts)[::-1]
+    head = max(1, int(round(head_fraction * len(counts))))
     return float(counts[:head].sum() / counts.sum())
 
 

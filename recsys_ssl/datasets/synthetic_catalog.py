@@ -34,11 +34,17 @@ Recall@50 .59 / .34 against .11 / .002), with the same items, Zipf law and ranks
 
 **Split.** Per query, the latest ceil(20%) pairs by (timestamp, item id) are ``test``,
 the rest ``train``; ``train_10pct`` is a uniform 10% sample of ``train`` (same test set).
+
+**Memory.** ``generate_pairs`` returns whole arrays (the oracle, the tests, the TFDS and Beam
+writers use them). The fast writer's build (``SyntheticCatalog.read``) takes :func:`spill_pairs`
+instead: the same pairs and split, drawn in pieces and kept on disk (datasets/spilled_pairs.py),
+so its memory does not grow with the number of pairs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import zlib
 from typing import Any
 
@@ -47,7 +53,7 @@ import tensorflow_datasets as tfds
 
 from recsys_ssl import features as features_lib
 from recsys_ssl import paths
-from recsys_ssl.datasets import _common, template
+from recsys_ssl.datasets import _common, spilled_pairs, template
 
 SPEC_NAME = "synthetic_catalog"
 PLANTED_GROUPS: list[list[str]] = [
@@ -350,6 +356,124 @@ def generate_pairs(
     return Interactions(queries, query_rows, item_rows, timestamps, item_ranks)
 
 
+PAIR_CHUNK = spilled_pairs.WINDOW  # pairs per step of the streamed generation (spill_pairs)
+
+
+def _positioned(rng: np.random.Generator, draws: int) -> np.random.Generator:
+    """A generator ``draws`` 64-bit outputs further along ``rng``'s stream (``PCG64.advance``),
+    holding rng's buffered 32-bit half (its next 32-bit draw takes it, as rng's would)."""
+    state = rng.bit_generator.state
+    bit_generator = np.random.PCG64()
+    bit_generator.state = state
+    bit_generator.advance(draws)  # resets the buffered half
+    advanced = bit_generator.state
+    advanced["has_uint32"], advanced["uinteger"] = state["has_uint32"], state["uinteger"]
+    bit_generator.state = advanced
+    return np.random.Generator(bit_generator)
+
+
+def pair_chunks(model: LatentModel, num_pairs: int, zipf_exponent: float = 1.0, size: int = PAIR_CHUNK):
+    """generate_pairs' three draws, ``size`` pairs at a time: (first pair, item rows, the query
+    sampler's uniforms, timestamps), the same numbers as its three whole-array calls.
+
+    Each draw is numpy's one call cut in pieces: a double takes one 64-bit output
+    (``choice(p=...)`` is the CDF searched with ``random``), so generators advanced to the
+    second and third draws' starts stream them side by side; bounded 32-bit integers
+    (timestamps) also take the bit generator's buffered half, which the third one inherits.
+    tests/test_datasets_synthetic.py checks the pieces against generate_pairs.
+    """
+    num_items = len(model.rank_to_item)
+    cdf = _zipf_probs(num_items, zipf_exponent).cumsum()
+    cdf /= cdf[-1]
+    ranks, uniforms, times = (_positioned(model.rng, k * num_pairs) for k in range(3))
+    for lo in range(0, num_pairs, size):
+        n = min(size, num_pairs - lo)
+        item_rows = model.rank_to_item[cdf.searchsorted(ranks.random(n), side="right")].astype(np.int64)
+        yield lo, item_rows, uniforms.random(n), TIME_START + times.integers(0, TIME_SPAN, size=n, dtype=np.int64)
+
+
+def spill_pairs(
+    items: dict[str, np.ndarray],
+    num_pairs: int,
+    seed: int = 0,
+    zipf_exponent: float = 1.0,
+    num_queries: int = 2_000,
+    chunk_size: int | None = None,
+    parent: str | None = None,
+    window: int = spilled_pairs.WINDOW,
+    **law,
+) -> tuple[dict[str, np.ndarray], spilled_pairs.SpilledPairs]:
+    """generate_pairs' pairs, split as build_pairs splits them, on disk (datasets/spilled_pairs.py):
+    the queries and the table, in memory that does not grow with ``num_pairs``.
+
+    Three passes: the draws (pair_chunks: item rows, timestamps and uniforms to disk, pairs per
+    item counted), the queries (the pairs bucketed by groups of generate_pairs' softmax chunks,
+    :func:`_spill_queries`), the split (``SpilledPairs.finish``). law: generate_pairs' other
+    keywords (temperature, item_noise, query_noise, unit_queries); parent: the spill's folder.
+    """
+    chunk_size = chunk_size or max(1, (1 << 22) // num_queries)
+    model = latent_model(items, seed, num_queries, **law)
+    table = spilled_pairs.SpilledPairs(num_pairs, num_queries, seed, parent, window)
+    counts = np.zeros(len(items["item_id"]), np.int64)
+    for _, item_rows, uniforms, timestamps in pair_chunks(model, num_pairs, zipf_exponent, window):
+        table.add_pairs(item_rows, timestamps)
+        table.spill.append("uniform", uniforms)
+        counts += np.bincount(item_rows, minlength=len(counts))
+    _spill_queries(model, table, counts, chunk_size)
+    table.items_with_pairs = int(np.count_nonzero(counts))
+    queries = model.queries
+    del model  # the latents go before the split
+    table.finish()
+    return queries, table
+
+
+def _chunk_groups(chunk_pairs: np.ndarray, limit: int) -> list[tuple[int, int]]:
+    """Consecutive chunks [start, end) holding at most ``limit`` pairs together (a heavier chunk alone)."""
+    groups, start, total = [], 0, 0
+    for chunk, n in enumerate(chunk_pairs.tolist()):
+        if chunk > start and total + n > limit:
+            groups.append((start, chunk))
+            start, total = chunk, 0
+        total += n
+    return groups + [(start, len(chunk_pairs))] if len(chunk_pairs) else groups
+
+
+def _spill_queries(model: LatentModel, table, counts: np.ndarray, chunk_size: int) -> None:
+    """The pairs' queries, as _sample_queries draws them, a group of its softmax chunks at a time.
+
+    generate_pairs cuts the distinct items (sorted) into chunks of ``chunk_size``; a pair's query
+    depends on its chunk and its uniform only (:class:`_ChunkSoftmax`). The pairs are bucketed on
+    disk by groups of consecutive chunks of at most ``table.window`` pairs, then each group's
+    bucket is read (a chunk heavier than that alone, in slices) and sampled chunk by chunk.
+    """
+    spill, window = table.spill, table.window
+    distinct = np.flatnonzero(counts)
+    starts = np.arange(0, len(distinct), chunk_size)
+    groups = _chunk_groups(np.add.reduceat(counts[distinct], starts) if len(distinct) else starts, window)
+    first_items = distinct[starts[[start for start, _ in groups]]] if groups else distinct[:0]
+    for lo in range(0, table.num_pairs, window):
+        item_rows = spill.read("item", lo, lo + window)
+        columns = dict(
+            pair=np.arange(lo, lo + len(item_rows)), item=item_rows, time=spill.read("time", lo, lo + window)
+        )
+        columns["uniform"] = spill.read("uniform", lo, lo + window)
+        spill.partition("group", np.searchsorted(first_items, item_rows, side="right") - 1, columns)
+    z, num_queries = _padded(model.z), len(model.z)
+    chunks = [distinct[start : start + chunk_size] for start in starts]
+    for group, (start, end) in enumerate(groups):
+        single = _ChunkSoftmax(model.x, z, chunks[start], num_queries) if end - start == 1 else None
+        for lo in range(0, spill.bucket_length("group", group, "pair"), window):  # one slice unless single
+            rows = spill.bucket("group", group, ("pair", "item", "time", "uniform"), lo, lo + window)
+            order = np.argsort(rows["item"], kind="stable")
+            rows = {name: column[order] for name, column in rows.items()}
+            query_rows = np.empty(len(order), np.int64)
+            for chunk in chunks[start:end]:
+                a, b = np.searchsorted(rows["item"], [chunk[0], chunk[-1] + 1])
+                softmax = single or _ChunkSoftmax(model.x, z, chunk, num_queries)
+                query_rows[a:b] = softmax.sample(np.searchsorted(chunk, rows["item"][a:b]), rows["uniform"][a:b])
+            table.add_queries(rows["pair"], query_rows, rows["item"], rows["time"])
+
+
 @dataclasses.dataclass
 class LatentModel:
     """What the pair sampler draws from; pairs are (item ~ Zipf over ranks, query ~ softmax(x[item] @ z.T)).
@@ -405,39 +529,67 @@ def _sample_queries(
 ) -> np.ndarray:
     """Each pair's query row, drawn from p(q | item) = softmax over ``x[item] @ z.T``.
 
-    One softmax row per distinct item, sampled by inverse CDF in two levels (a full-width
-    cumsum is the cost of big catalogs): the pair's uniform picks a block of BLOCK queries
-    from the block sums (one flat searchsorted per chunk: row r's normalised CDF is shifted by
-    r), then a query inside the block from that block's CDF.
+    One softmax row per distinct item, for ``chunk_size`` distinct items at a time
+    (:class:`_ChunkSoftmax`); a pair's query depends on its item's chunk (the items that share
+    its softmax block) and its uniform only, so the pairs of a chunk may come in any pieces.
     """
-    num_queries = len(z)
     order = np.argsort(item_rows, kind="stable")
     distinct, starts, counts = np.unique(item_rows[order], return_index=True, return_counts=True)
     query_rows = np.empty(len(item_rows), dtype=np.int64)
-    block = 64
-    num_blocks = -(-num_queries // block)
-    z = np.concatenate([z, np.zeros((num_blocks * block - num_queries, z.shape[1]), z.dtype)])
+    num_queries, z = len(z), _padded(z)
     for lo in range(0, len(distinct), chunk_size):
-        chunk = distinct[lo : lo + chunk_size]
+        softmax = _ChunkSoftmax(x, z, distinct[lo : lo + chunk_size], num_queries)
+        pair_ids = order[starts[lo] : starts[lo] + counts[lo : lo + chunk_size].sum()]
+        local_row = np.repeat(np.arange(len(softmax.chunk)), counts[lo : lo + chunk_size])
+        query_rows[pair_ids] = softmax.sample(local_row, uniforms[pair_ids])
+    return query_rows
+
+
+QUERY_BLOCK = 64  # queries per block of the two-level inverse CDF
+SAMPLE_BATCH = 1 << 15  # pairs per step of _ChunkSoftmax.sample (its [pairs, QUERY_BLOCK] CDFs)
+
+
+def _padded(z: np.ndarray) -> np.ndarray:
+    """z with zero rows up to a whole number of QUERY_BLOCK blocks (the padding queries)."""
+    num_blocks = -(-len(z) // QUERY_BLOCK)
+    return np.concatenate([z, np.zeros((num_blocks * QUERY_BLOCK - len(z), z.shape[1]), z.dtype)])
+
+
+class _ChunkSoftmax:
+    """p(q | item) = softmax over ``x[item] @ z.T`` for a chunk of distinct items, sampled by
+    inverse CDF in two levels (a full-width cumsum is the cost of big catalogs): the pair's
+    uniform picks a block of QUERY_BLOCK queries from the block sums (one flat searchsorted:
+    row r's normalised CDF is shifted by r), then a query inside the block from that block's CDF.
+
+    z: the padded query latents (:func:`_padded`); the pairs' results depend on the chunk's
+    items (the matrix product and the shift by the local row), never on which pairs come along.
+    """
+
+    def __init__(self, x: np.ndarray, z: np.ndarray, chunk: np.ndarray, num_queries: int):
+        self.chunk, self.num_queries = chunk, num_queries
+        self.num_blocks = len(z) // QUERY_BLOCK
         weights = x[chunk] @ z.T  # [C, num_blocks * block] logits, then unnormalised probabilities
         weights -= weights[:, :num_queries].max(axis=1, keepdims=True)
         np.exp(weights, out=weights)
         weights[:, num_queries:] = 0.0  # padding queries
-        weights = weights.reshape(len(chunk), num_blocks, block)
-        block_sums = weights.sum(axis=2, dtype=np.float64)  # [C, num_blocks]
-        block_cdf = np.cumsum(block_sums, axis=1)
-        totals = block_cdf[:, -1:]
-        pair_ids = order[starts[lo] : starts[lo] + counts[lo : lo + chunk_size].sum()]
-        local_row = np.repeat(np.arange(len(chunk)), counts[lo : lo + chunk_size])
-        u = uniforms[pair_ids]
-        shifted = block_cdf / totals + np.arange(len(chunk))[:, None]
-        b = np.searchsorted(shifted.ravel(), local_row + u, side="right") - local_row * num_blocks
-        b = np.clip(b, 0, num_blocks - 1)
-        residual = u * totals[local_row, 0] - (block_cdf[local_row, b] - block_sums[local_row, b])
-        inner_cdf = np.cumsum(weights[local_row, b], axis=1, dtype=np.float64)  # [P, block]
-        j = np.minimum((inner_cdf <= residual[:, None]).sum(axis=1), block - 1)
-        query_rows[pair_ids] = np.minimum(b * block + j, num_queries - 1)
-    return query_rows
+        self.weights = weights.reshape(len(chunk), self.num_blocks, QUERY_BLOCK)
+        self.block_sums = self.weights.sum(axis=2, dtype=np.float64)  # [C, num_blocks]
+        self.block_cdf = np.cumsum(self.block_sums, axis=1)
+        self.totals = self.block_cdf[:, -1:]
+        self.shifted = (self.block_cdf / self.totals + np.arange(len(chunk))[:, None]).ravel()
+
+    def sample(self, local_row: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """The query rows of pairs of the chunk's items ``chunk[local_row]`` with uniforms ``u``."""
+        out = np.empty(len(local_row), dtype=np.int64)
+        for lo in range(0, len(local_row), SAMPLE_BATCH):
+            rows, uniforms = local_row[lo : lo + SAMPLE_BATCH], u[lo : lo + SAMPLE_BATCH]
+            b = np.searchsorted(self.shifted, rows + uniforms, side="right") - rows * self.num_blocks
+            b = np.clip(b, 0, self.num_blocks - 1)
+            residual = uniforms * self.totals[rows, 0] - (self.block_cdf[rows, b] - self.block_sums[rows, b])
+            inner_cdf = np.cumsum(self.weights[rows, b], axis=1, dtype=np.float64)  # [P, block]
+            j = np.minimum((inner_cdf <= residual[:, None]).sum(axis=1), QUERY_BLOCK - 1)
+            out[lo : lo + SAMPLE_BATCH] = np.minimum(b * QUERY_BLOCK + j, self.num_queries - 1)
+        return out
 
 
 # --- the TFDS builder ----------------------------------------------------------------------
@@ -556,6 +708,8 @@ class SyntheticCatalog(template.PairedBuilder, skip_registration=True):
         if self.is_items():
             items = self.text_columns(generate_items(config.num_items, config.seed))
             return _common.Tables(items, {"counts": {"items": config.num_items}})
+        if getattr(self, "_fast", False):
+            return self._read_spilled()
         items, interactions, table = build_pairs(config)
         counts = dict(
             items=config.num_items,
@@ -565,3 +719,19 @@ class SyntheticCatalog(template.PairedBuilder, skip_registration=True):
         )
         queries = self.text_columns(interactions.queries)
         return _common.Tables(self.text_columns(items), {"counts": counts}, queries, table)
+
+    def _read_spilled(self) -> _common.Tables:
+        """The fast writer's tables: the same pairs and split on disk (:func:`spill_pairs`), so the
+        build's memory does not grow with the number of pairs."""
+        config = self.builder_config
+        items = generate_items(config.num_items, config.seed)
+        queries, table = spill_pairs(
+            items, config.num_pairs, parent=os.fspath(self.data_path), **config.generator_law()
+        )
+        counts = dict(
+            items=config.num_items,
+            queries=config.num_queries,
+            queries_with_pairs=table.counts["queries_with_pairs"],
+            items_with_pairs=table.items_with_pairs,
+        )
+        return _common.Tables(items, {"counts": counts}, queries, table)

@@ -29,7 +29,6 @@ from recsys_ssl.datasets._common import (
     num_rows,
     pair_examples,
     pairs_features,
-    popularity_head_share,
     to_str_columns,
 )
 
@@ -125,12 +124,9 @@ class PairedBuilder(LocalBuilder, skip_registration=True):
         """Adds the pair counts, head share and empty splits to the metadata; returns the non-empty splits."""
         table = tables.pairs
         counts = self.info.metadata.setdefault("counts", {})
-        counts.update(
-            table.split_counts(),
-            pairs=int(len(table.item_rows)),
-            head_share=popularity_head_share(table.item_rows[table.splits["train"]], num_rows(tables.items)),
-        )
-        empty = [split for split in PAIRS_SPLITS if len(table.splits[split]) == 0]
+        split_counts = table.split_counts()
+        counts.update(split_counts, pairs=table.num_pairs, head_share=table.head_share(num_rows(tables.items)))
+        empty = [split for split in PAIRS_SPLITS if split_counts[split] == 0]
         self.info.metadata["empty_splits"] = empty
         return [split for split in PAIRS_SPLITS if split not in empty]
 
@@ -160,11 +156,15 @@ class PairedBuilder(LocalBuilder, skip_registration=True):
         if self.is_items():
             infos = [ew.write_split(self, ITEMS_SPLIT, ew.item_records(item_blobs), shard_config)]
         else:
+            # A PairsTable, or a SpilledPairs (datasets/spilled_pairs.py) whose files go when written.
             pairs, infos = tables.pairs, []
-            for split in self._pair_metadata(tables):
-                rows = np.sort(pairs.splits[split])  # TFDS's writer orders the examples by key
-                batches = (ew.pair_records(pairs, chunk, query_blobs, item_blobs, multi) for chunk in ew.batches(rows))
-                infos.append(ew.write_split(self, split, batches, shard_config))
+            try:
+                for split in self._pair_metadata(tables):
+                    parts = pairs.split_parts(split, ew.CHUNK)  # in key order, as TFDS's writer orders them
+                    batches = (ew.pair_records(part, rows, query_blobs, item_blobs, multi) for part, rows in parts)
+                    infos.append(ew.write_split(self, split, batches, shard_config))
+            finally:
+                getattr(pairs, "close", lambda: None)()
         self.info.set_splits(tfds.core.SplitDict(infos))
 
     def _write_beam(self, dl_manager: Any, download_config: Any) -> None:
