@@ -4,6 +4,8 @@
     recsys-ssl data --dataset movielens/100k-user-item --data-dir ../shared/data
     recsys-ssl data --dataset interactions_csv/mine --interactions i.csv --items items.csv \\
         [--queries q.csv] --spec my_spec.yaml [--split-column split]
+    recsys-ssl data --dataset interactions_csv/mine --interactions 'data/interactions-*.parquet' \\
+        --items data/items.parquet --spec my_spec.yaml
     recsys-ssl data --dataset synthetic_catalog/1m --beam [Beam flags, e.g. --runner=DaskRunner ...]
 
 ``--beam`` generates with Apache Beam (recsys_ssl/datasets/beam_generate.py; docs/cluster.md):
@@ -48,10 +50,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="generate with Apache Beam; unrecognised arguments are Beam pipeline options (docs/cluster.md)",
     )
-    csv_group = parser.add_argument_group("interactions_csv")
-    csv_group.add_argument("--interactions", help="CSV: query id, item id, optional timestamp / split columns")
-    csv_group.add_argument("--items", help="CSV: one row per item with its features")
-    csv_group.add_argument("--queries", help="CSV (optional): one row per query with its features")
+    csv_group = parser.add_argument_group(
+        "interactions_csv",
+        "each input is a file, a glob pattern ('data/interactions-*.csv') or a comma-separated list "
+        "of them, read in sorted path order; CSV, or Parquet by the .parquet extension",
+    )
+    csv_group.add_argument("--interactions", help="query id, item id, optional timestamp / split columns")
+    csv_group.add_argument("--items", help="one row per item with its features")
+    csv_group.add_argument("--queries", help="(optional) one row per query with its features")
     csv_group.add_argument("--spec", help="feature spec (YAML/JSON) describing the CSV columns")
     csv_group.add_argument("--split-column", help="column holding train/test (default: split per query by time)")
     csv_group.add_argument("--name", help="dataset name (default: the part after interactions_csv/)")

@@ -57,7 +57,11 @@ VALIDATION_SUFFIX = "-val"
 
 @dataclasses.dataclass(frozen=True)
 class NamedCsv:
-    """A real catalog shipped as a spec, read from ``<raw data root>/<folder>`` (never copied here)."""
+    """A real catalog shipped as a spec, read from ``<raw data root>/<folder>`` (never copied here).
+
+    interactions / items / queries: a file, a glob pattern or a comma-separated list, CSV or
+    Parquet (see :mod:`recsys_ssl.datasets.interactions_csv`), relative to the folder.
+    """
 
     folder: str
     interactions: str
@@ -305,6 +309,11 @@ def _native_validation(name: str) -> bool:
     return builder == "movielens" and config in {c.name for c in movielens.Movielens.BUILDER_CONFIGS}
 
 
+def _under(folder: pathlib.Path, files: str) -> str:
+    """``files`` (a file, a glob pattern or a comma-separated list of them) under ``folder``."""
+    return ",".join(str(folder / part.strip()) for part in files.split(",") if part.strip())
+
+
 def _load_named_csv(name: str, data_dir, raw_data_dir) -> Dataset:
     """A :data:`NAMED_CSV` catalog: its raw files under the raw data root, built once as interactions_csv/<name>."""
     named = NAMED_CSV[name]
@@ -323,10 +332,10 @@ def _load_named_csv(name: str, data_dir, raw_data_dir) -> Dataset:
             )
         csv_configs = interactions_csv.make_configs(
             name,
-            folder / named.interactions,
-            folder / named.items,
+            _under(folder, named.interactions),
+            _under(folder, named.items),
             paths.SPECS_DIR / named.spec,
-            queries=folder / named.queries if named.queries else None,
+            queries=_under(folder, named.queries) if named.queries else None,
             split_column=named.split_column,
         )
     dataset = load_dataset(f"interactions_csv/{name}", data_dir, raw_data_dir, csv_configs=csv_configs)

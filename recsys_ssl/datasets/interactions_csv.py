@@ -1,46 +1,60 @@
-"""``interactions_csv``: your own catalog, from CSV files described by a feature spec.
+"""``interactions_csv``: your own catalog, from CSV or Parquet files described by a feature spec.
 
-Inputs (CSV with a header row; a column is named by the feature's ``column``, else its name):
+Inputs (a column is named by the feature's ``column``, else its name):
   interactions: the spec's ``query_key`` and ``item_key`` columns, the ``timestamp`` column when
     the spec names one (integers), and the split column when one is given (``train``/``test``).
-    Without a queries file, the other query features are read from this file, row by row.
+    Without a queries input, the other query features are read from this one, row by row.
   items: one row per item: every item feature (multi-valued cells are split on the feature's
     ``separator``, default ``|``; an empty cell is an empty list).
   queries (optional): one row per query: every query feature.
 
+Each input is a file, a glob pattern (``data/interactions-*.csv``) or a comma-separated list of
+them (:mod:`recsys_ssl.datasets._shards`): the shards are read one at a time in sorted path
+order, and the rows are those of their concatenation. A CSV shard has its own header row; a
+``.parquet`` shard is read in row batches, its cells turned into the text a CSV cell would
+hold (integers and floats as Python writes them, booleans ``true``/``false``, null an empty
+cell), and a multi-valued feature's column may also be a Parquet list column: the same table
+as CSV or as Parquet, whole or sharded, builds byte-identical examples. Every shard's header
+must be the first one's.
+
+Memory: the reading streams (one shard open at a time, Parquet a batch at a time), but the
+tables are held in memory once read (the split needs all of a query's rows, the pairs join
+the item and query tables), about the size of the parsed cells.
+
 Split: by the given split column, else per query by time as ../shared/bench/PROTOCOL.md
 (sort by (timestamp, item id), the last ceil(20%) to test; without a timestamp column the
-file order is the time order). ``train_10pct`` is a uniform 10% sample of train.
+order of the shards' concatenation is the time order: a row's time is its line there, the
+header being line 1, and a Parquet row counts as one line). ``train_10pct`` is a uniform 10%
+sample of train.
 
 Configs are made at build time (``make_configs``): ``<name>`` (pairs) and ``<name>-items``
 (the corpus). The spec is saved in the dataset's metadata, so a prepared dataset loads without
-the CSVs.
+the input files.
 
 Bad input: a spec column missing from a header raises ``features.SpecError`` naming the file
-and the column; a malformed row (field count, non-integer timestamp, bad split value,
-duplicate id) raises ValueError naming file and line; interactions whose item (or query, when a
-queries file is given) is unknown are dropped and counted in the metadata (``dropped``).
+and the column; shards whose headers differ, a pattern that matches no file, a malformed row
+(field count, non-integer timestamp, bad split value, duplicate id) or a Parquet value with no
+CSV form (a list outside a multi-valued column, bytes that are not UTF-8, a struct or date)
+raise ValueError naming the file (shard) and the line (CSV) or row (Parquet) and the field;
+interactions whose item (or query, when a queries input is given) is unknown are dropped and
+counted in the metadata (``dropped``).
 """
 
 from __future__ import annotations
 
 import collections
-import csv
 import dataclasses
 import pathlib
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from recsys_ssl import features as features_lib
-from recsys_ssl.datasets import _common, template
+from recsys_ssl.datasets import _common, _shards, template
+from recsys_ssl.datasets._shards import CsvRowError
 
 SPLIT_VALUES = ("train", "test")
-
-
-class CsvRowError(ValueError):
-    """A malformed CSV row; the message names the file and the line."""
 
 
 @dataclasses.dataclass
@@ -80,66 +94,43 @@ def make_configs(
     )
 
 
-def _read_csv(path: pathlib.Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
-    """(header, rows as (line number, fields)); a row with the wrong field count raises CsvRowError."""
-    if not path.is_file():
-        raise FileNotFoundError(f"CSV file {path} does not exist")
-    f = open(path, newline="", encoding="utf-8")
-    reader = csv.reader(f)
-    try:
-        header = next(reader)
-    except StopIteration:
-        f.close()
-        raise CsvRowError(f"{path}:1: empty file, expected a header row") from None
-    except UnicodeDecodeError as error:
-        f.close()
-        raise CsvRowError(f"{path}:1: not UTF-8 text ({error})") from None
-
-    def rows():
-        with f:
-            try:
-                for fields in reader:
-                    if not fields:  # a blank line
-                        continue
-                    if len(fields) != len(header):
-                        raise CsvRowError(
-                            f"{path}:{reader.line_num}: expected {len(header)} fields ({header}), "
-                            f"got {len(fields)}: {fields}"
-                        )
-                    yield reader.line_num, fields
-            except UnicodeDecodeError as error:  # decoded in blocks: the line is where the bad block starts
-                raise CsvRowError(f"{path}:{reader.line_num + 1}: not UTF-8 text ({error})") from None
-
-    return header, rows()
-
-
-def _cell(feature: features_lib.Feature, value: str):
+def _cell(feature: features_lib.Feature, value):
+    """A cell's value: a string, or a multi-valued feature's list (split on its separator)."""
     if feature.multi_valued:
+        if isinstance(value, list):  # a Parquet list column
+            return [v for v in value if v]
         return [v for v in value.split(feature.separator) if v]
     return value
 
 
-def _read_table(path: pathlib.Path, spec: features_lib.FeatureSpec, features: tuple, key: str, what: str):
-    """Reads a one-row-per-entity file -> (columns: feature -> object array, index: key -> row)."""
-    header, rows = _read_csv(path)
-    features_lib.check_columns(spec, header, features, str(path))
-    positions = [(f, header.index(f.csv_column)) for f in features]
-    key_position = header.index(spec.feature(key).csv_column)
+def _list_columns(features) -> set[str]:
+    """The columns whose Parquet cells may be lists: the multi-valued features'."""
+    return {f.csv_column for f in features if f.multi_valued}
+
+
+def _read_table(inputs: str, spec: features_lib.FeatureSpec, features: tuple, key: str, what: str):
+    """Reads a one-row-per-entity input -> (columns: feature -> object array, index: key -> row)."""
+    table = _shards.Table(inputs, "items" if key == spec.item_key else "queries", _list_columns(features))
+    features_lib.check_columns(spec, table.header, features, str(table.paths[0]))
+    positions = [(f, table.header.index(f.csv_column)) for f in features]
+    key_position = table.header.index(spec.feature(key).csv_column)
     records, index = [], {}
-    for line_no, fields in rows:
+    for shard, line_no, _, fields in table.rows():
         key_value = fields[key_position]
         if key_value in index:
-            raise CsvRowError(f"{path}:{line_no}: duplicate {what} {key_value!r} (first on line {index[key_value][1]})")
-        index[key_value] = (len(records), line_no)
+            _, first_shard, first_line = index[key_value]
+            first = f"on line {first_line}" if first_shard is shard else f"at {first_shard.where(first_line)}"
+            raise CsvRowError(f"{shard.where(line_no)}: duplicate {what} {key_value!r} (first {first})")
+        index[key_value] = (len(records), shard, line_no)
         records.append([_cell(f, fields[p]) for f, p in positions])
     if not records:  # a header alone would build an empty corpus (TFDS then fails without naming the file)
-        raise CsvRowError(f"{path}: no {what} rows after the header")
+        raise CsvRowError(f"{table.name}: no {what} rows after the header")
     columns = {}
     for i, (feature, _) in enumerate(positions):
         column = np.empty(len(records), dtype=object)
         column[:] = [r[i] for r in records]
         columns[feature.name] = column
-    return columns, {k: row for k, (row, _) in index.items()}
+    return columns, {k: row for k, (row, _, _) in index.items()}
 
 
 @dataclasses.dataclass
@@ -154,9 +145,9 @@ class CsvData:
 
 @dataclasses.dataclass
 class _Layout:
-    """Where the interactions file keeps what :func:`read_csvs` needs (column positions)."""
+    """Where the interactions input keeps what :func:`read_csvs` needs (column positions)."""
 
-    path: pathlib.Path
+    path: pathlib.Path  # the first shard (the header's file)
     query: int
     item: int
     timestamp: int | None
@@ -164,9 +155,9 @@ class _Layout:
     per_row_query: list  # (feature, position) of query features read per row (no queries file)
 
 
-def _interactions_layout(config: InteractionsCsvConfig, spec: features_lib.FeatureSpec, header: list) -> _Layout:
+def _interactions_layout(config: InteractionsCsvConfig, spec: features_lib.FeatureSpec, table) -> _Layout:
     """Checks the interactions header against the spec; a missing column raises SpecError naming it."""
-    path = pathlib.Path(config.interactions)
+    path, header = table.paths[0], table.header
     query_key, item_key = spec.feature(spec.query_key), spec.feature(spec.item_key)
     per_row_query = []
     if config.queries:
@@ -188,19 +179,19 @@ def _interactions_layout(config: InteractionsCsvConfig, spec: features_lib.Featu
 
 
 def read_csvs(config: InteractionsCsvConfig, spec: features_lib.FeatureSpec) -> CsvData:
-    items, item_index = _read_table(pathlib.Path(config.items), spec, spec.item_features, spec.item_key, "item id")
+    items, item_index = _read_table(config.items, spec, spec.item_features, spec.item_key, "item id")
     queries, query_index = None, None
     if config.queries:
-        queries, query_index = _read_table(
-            pathlib.Path(config.queries), spec, spec.query_features, spec.query_key, "query id"
-        )
-    header, rows = _read_csv(pathlib.Path(config.interactions))
-    layout = _interactions_layout(config, spec, header)
-    read = _read_interactions(rows, layout, config, spec, item_index, query_index)
+        queries, query_index = _read_table(config.queries, spec, spec.query_features, spec.query_key, "query id")
+    table = _shards.Table(
+        config.interactions, "interactions", () if config.queries else _list_columns(spec.query_features)
+    )
+    layout = _interactions_layout(config, spec, table)
+    read = _read_interactions(table.rows(), layout, config, spec, item_index, query_index)
     if not read["item_rows"]:  # nothing to train or evaluate on: say why rather than build empty splits
         dropped = read["dropped"]
         raise CsvRowError(
-            f"{layout.path}: no usable interactions"
+            f"{table.name}: no usable interactions"
             + (f" (dropped: {dict(dropped)})" if dropped else " (no rows after the header)")
         )
     if queries is None:
@@ -222,21 +213,21 @@ def _read_interactions(rows, layout: _Layout, config, spec, item_index: dict, qu
     out = {k: [] for k in ("query_rows", "item_rows", "timestamps", "is_test", "query_groups", "row_queries")}
     dropped: collections.Counter = collections.Counter()
     query_codes: dict[str, int] = {}
-    for line_no, fields in rows:
-        where = f"{layout.path}:{line_no}"
+    for shard, line_no, order, fields in rows:
+        where = shard.where(line_no)
         item_row = item_index.get(fields[layout.item])
         if item_row is None:
-            dropped[f"unknown item id (not in {pathlib.Path(config.items).name})"] += 1
+            dropped[f"unknown item id (not in {_shards.display_name(config.items)})"] += 1
             continue
         if query_index is not None:
             query_row = query_index.get(fields[layout.query])
             if query_row is None:
-                dropped[f"unknown query id (not in {pathlib.Path(config.queries).name})"] += 1
+                dropped[f"unknown query id (not in {_shards.display_name(config.queries)})"] += 1
                 continue
         else:
             query_row = len(out["row_queries"])
             out["row_queries"].append([_cell(f, fields[p]) for f, p in layout.per_row_query])
-        out["timestamps"].append(_timestamp(fields, layout.timestamp, spec.timestamp, where, line_no))
+        out["timestamps"].append(_timestamp(fields, layout.timestamp, spec.timestamp, where, order))
         if layout.split is not None:
             out["is_test"].append(_is_test(fields[layout.split], config.split_column, where))
         out["query_rows"].append(query_row)
@@ -247,13 +238,14 @@ def _read_interactions(rows, layout: _Layout, config, spec, item_index: dict, qu
     return out
 
 
-def _timestamp(fields: list[str], position: int | None, column: str | None, where: str, line_no: int) -> int:
-    """The row's timestamp column as an integer; without one, the line number (file order is time order)."""
+def _timestamp(fields: list, position: int | None, column: str | None, where: str, order: int) -> int:
+    """The row's timestamp column as an integer; without one, ``order``: its line number in the
+    shards' concatenation (file order is time order)."""
     if position is None:
-        return line_no
+        return order
     try:
         return int(fields[position])
-    except ValueError:
+    except (ValueError, TypeError):
         raise CsvRowError(f"{where}: timestamp {column!r} must be an integer, got {fields[position]!r}") from None
 
 
