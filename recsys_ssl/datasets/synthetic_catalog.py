@@ -345,15 +345,14 @@ def generate_pairs(
     chunk_size = chunk_size or max(1, (1 << 22) // num_queries)
     num_items = len(items["item_id"])
     model = latent_model(items, seed, num_queries, temperature, item_noise, query_noise, unit_queries)
-    queries, x, z, rng, rank_to_item = model.queries, model.x, model.z, model.rng, model.rank_to_item
-    ranks = rng.choice(num_items, size=num_pairs, p=_zipf_probs(num_items, zipf_exponent))
-    item_rows = rank_to_item[ranks].astype(np.int64)
-
-    query_rows = _sample_queries(x, z, item_rows, rng.random(num_pairs), chunk_size)
-    timestamps = TIME_START + rng.integers(0, TIME_SPAN, size=num_pairs, dtype=np.int64)
+    rank_to_item = model.rank_to_item
+    # The three draws in one piece (pair_chunks: numpy's whole-array choice / random / integers).
+    no_pairs = (0, np.empty(0, np.int64), np.empty(0), np.empty(0, np.int64))
+    _, item_rows, uniforms, timestamps = next(pair_chunks(model, num_pairs, zipf_exponent, max(num_pairs, 1)), no_pairs)
+    query_rows = _sample_queries(model.x, model.z, item_rows, uniforms, chunk_size)
     item_ranks = np.empty(num_items, dtype=np.int64)
     item_ranks[rank_to_item] = np.arange(num_items)
-    return Interactions(queries, query_rows, item_rows, timestamps, item_ranks)
+    return Interactions(model.queries, query_rows, item_rows, timestamps, item_ranks)
 
 
 PAIR_CHUNK = spilled_pairs.WINDOW  # pairs per step of the streamed generation (spill_pairs)
@@ -380,7 +379,8 @@ def pair_chunks(model: LatentModel, num_pairs: int, zipf_exponent: float = 1.0, 
     (``choice(p=...)`` is the CDF searched with ``random``), so generators advanced to the
     second and third draws' starts stream them side by side; bounded 32-bit integers
     (timestamps) also take the bit generator's buffered half, which the third one inherits.
-    tests/test_datasets_synthetic.py checks the pieces against generate_pairs.
+    generate_pairs takes its draws from here in one piece; tests/test_spilled_pairs.py checks the
+    pieces against numpy's whole-array calls.
     """
     num_items = len(model.rank_to_item)
     cdf = _zipf_probs(num_items, zipf_exponent).cumsum()
