@@ -1,5 +1,6 @@
 """The serving fast paths give what the general paths give: TensorFlow's executor called
-directly (:class:`recsys_ssl.retrieve.Signature`), and a request body read without arming a
+directly, on the single-threaded executor where it can run the graph
+(:class:`recsys_ssl.retrieve.Signature`), and a request body read without arming a
 timer when it has arrived (:func:`recsys_ssl.serve.app._receive_started`)."""
 
 from __future__ import annotations
@@ -37,6 +38,35 @@ def test_the_direct_signature_call_equals_the_public_one(tmp_path_factory, model
     for key in public:
         assert direct[key].dtype == public[key].dtype and direct[key].shape == public[key].shape
         np.testing.assert_array_equal(direct[key], public[key])
+    if name == "serving_default":  # the towers run on the single-threaded executor (no fallback)
+        assert signature._direct is not signature._direct_default
+
+
+def test_a_graph_the_single_threaded_executor_cannot_run_falls_back_to_the_default(tmp_path):
+    """Control flow (asynchronous If / While kernels) is refused by the single-threaded
+    executor: the first call retries on the default executor, keeps it, and gives the public
+    call's outputs."""
+    from recsys_ssl.tf_setup import tf
+
+    class WithControlFlow(tf.Module):
+        def __init__(self):
+            self.w = tf.Variable([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+        def embed(self, x):
+            y = tf.cond(tf.reduce_sum(x) > 0, lambda: x * 2.0, lambda: x - 1.0)
+            y = tf.while_loop(lambda i, y: i < 3, lambda i, y: (i + 1, y + 1.0), (tf.constant(0), y))[1]
+            return {"embedding": tf.matmul(y, self.w)}
+
+    module = WithControlFlow()
+    tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.embed})
+    signature = retrieve.Signature(tmp_path, "serving_default")
+    x = np.array([[1.0, 0.0, 2.0], [-1.0, 1.0, 0.0]], np.float32)  # sum > 0: the x * 2 branch
+    expected = ((x * 2.0 + 3.0) @ np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], np.float32)).astype(np.float32)
+    out = signature({"x": x})
+    np.testing.assert_allclose(out["embedding"], expected, rtol=1e-6)
+    assert signature._direct is signature._direct_default  # fell back, and stays there
+    np.testing.assert_array_equal(signature({"x": -x})["embedding"], signature.call_public({"x": -x})["embedding"])
 
 
 def _receive_after(delay_s: float, messages: list[dict]):
