@@ -8,14 +8,19 @@ stops after ``patience`` epochs without improvement and restores the best weight
 training ends. ``history`` holds (epoch, recall) pairs; ``report`` (e.g. an Optuna trial's
 report-and-prune) is called with (epoch, recall) after each evaluation and may raise to stop
 the run.
+
+With weight averaging (``train.ema_momentum``: the optimizer's ``use_ema``) every evaluation
+reads the averaged weights (:func:`averaged_weights`), the best epoch's weights kept are the
+averages, and training goes on from the raw weights.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import types
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -50,6 +55,40 @@ class ValidationSet:
         train = dataset.pair_columns("train", [spec.query_key, spec.item_key])
         pairs = dataset.pair_columns("test", list(dict.fromkeys(spec.query_feature_names + [spec.item_key])))
         return cls(spec, corpus, (train[spec.query_key], train[spec.item_key]), pairs)
+
+
+@contextlib.contextmanager
+def averaged_weights(model: tf.keras.Model) -> Iterator[bool]:
+    """Within the block the model's trainable variables hold the optimizer's moving averages;
+    the raw values come back on exit. Yields whether it swapped (False: no averages yet, or
+    an optimizer without ``use_ema``: the block sees the weights as they are).
+
+    Why here: tf_keras keeps the averages inside the optimizer and only writes them into the
+    model when ``fit`` ends (``finalize_variable_values``), but early stopping has to judge,
+    and keep, the averaged model every epoch while training continues on the raw trajectory.
+    tf_keras internals used: ``_model_variables_moving_average`` is a list aligned with the
+    variables the optimizer was built on, ``_index_dict`` maps ``_var_key(variable)`` (the
+    distributed container's id under a tf.distribute strategy) to a position in it -- the
+    lookup ``_overwrite_model_variables_with_average_value`` does.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    averages = getattr(optimizer, "_model_variables_moving_average", None)
+    if not getattr(optimizer, "use_ema", False) or not averages:
+        yield False
+        return
+    pairs = []
+    for variable in model.trainable_variables:
+        index = optimizer._index_dict.get(optimizer._var_key(variable))
+        if index is not None:
+            pairs.append((variable, averages[index]))
+    raw = [variable.numpy() for variable, _ in pairs]  # host copies of the raw values
+    for variable, average in pairs:
+        variable.assign(average)  # under a strategy: every replica's copy (cross-replica context)
+    try:
+        yield True
+    finally:
+        for (variable, _), value in zip(pairs, raw):
+            variable.assign(value)
 
 
 class ValidationRecall(tf.keras.callbacks.Callback):
@@ -90,16 +129,20 @@ class ValidationRecall(tf.keras.callbacks.Callback):
         )
 
     def on_epoch_end(self, epoch, logs=None):
-        metrics = self.evaluate()
-        value = float(metrics[f"recall@{self.k}"])
+        # With weight averaging: judge (and keep) the averaged model; training goes on raw.
+        with averaged_weights(self.model):
+            metrics = self.evaluate()
+            value = float(metrics[f"recall@{self.k}"])
+            improved = value > self.best_value
+            if improved:
+                self._best_weights = self.model.get_weights()
         epoch_number = epoch + 1
         self.history.append((epoch_number, value))
         if logs is not None:
             logs[f"val_recall@{self.k}"] = value
-        if value > self.best_value:
+        if improved:
             self.best_value, self.best_epoch, self._waited = value, epoch_number, 0
             self.best_metrics = metrics
-            self._best_weights = self.model.get_weights()
         else:
             self._waited += 1
         log.info(
@@ -117,6 +160,8 @@ class ValidationRecall(tf.keras.callbacks.Callback):
             self.model.stop_training = True
 
     def on_train_end(self, logs=None):
+        # fit has already written the final averages (finalize_variable_values); the best
+        # epoch's weights (averaged too, with weight averaging) replace them.
         if self._best_weights is not None:
             self.model.set_weights(self._best_weights)
 

@@ -108,6 +108,14 @@ class TrainConfig:
     early_stopping: on a dataset with a validation carve-out (``<name>-val``), evaluate exact
     Recall@``early_stopping_k`` on it after every epoch, keep the best epoch's weights and stop
     after ``early_stopping_patience`` epochs without improvement.
+    ema_momentum: Polyak / EMA weight averaging (None: off; else a momentum in [0, 1), e.g.
+    0.99 or 0.999). The optimizer keeps ``average = m * average + (1 - m) * weights`` after
+    every step (tf_keras ``use_ema``; the averages are optimizer variables, so backups and a
+    resumed run keep them) while training follows the raw weights. Everything that reads the
+    trained model reads the averages: the per-epoch validation evaluation (early stopping and
+    the best epoch's weights), the final weights saved under ``weights/`` and so what
+    ``evaluate`` and ``export`` read. The per-epoch ``checkpoints/`` hold the raw weights
+    (and the averages among the optimizer's variables).
     """
 
     batch_size: int | None = None
@@ -124,6 +132,7 @@ class TrainConfig:
     data_fraction: str = "full"
     strategy: str = "auto"
     cross_replica_negatives: bool = False
+    ema_momentum: float | None = None  # None: no weight averaging (see the class docstring)
 
 
 @dataclasses.dataclass
@@ -304,6 +313,8 @@ def validate(config: ExperimentConfig) -> None:
     ):
         if not 0.0 <= value < 1.0:
             raise _fail(s, field, f"must be in [0, 1), got {value}")
+    if config.train.ema_momentum is not None and not 0.0 <= config.train.ema_momentum < 1.0:
+        raise _fail(s, "train.ema_momentum", f"must be in [0, 1) or null (off), got {config.train.ema_momentum}")
     if config.ssl.alpha < 0:
         raise _fail(s, "ssl.alpha", f"must be non-negative, got {config.ssl.alpha}")
     if config.main.logq_weight < 0:

@@ -229,10 +229,14 @@ def _is_chief() -> bool:
 
 # -- model and input ---------------------------------------------------------------------------
 def make_optimizer(config: cfg.ExperimentConfig) -> tf.keras.optimizers.Optimizer:
-    rate = config.train.learning_rate
+    """The config's optimizer; with ``train.ema_momentum``, tf_keras's own weight averaging
+    (``use_ema``): the averages are optimizer variables (checkpointed by BackupAndRestore), and
+    ``Model.fit`` overwrites the weights with them when it ends (``finalize_variable_values``)."""
+    ema = config.train.ema_momentum
+    averaging = {} if ema is None else {"use_ema": True, "ema_momentum": ema}
     return {"adagrad": tf.keras.optimizers.Adagrad, "adam": tf.keras.optimizers.Adam, "sgd": tf.keras.optimizers.SGD}[
         config.train.optimizer
-    ](learning_rate=rate)
+    ](learning_rate=config.train.learning_rate, **averaging)
 
 
 def build_model(config: cfg.ExperimentConfig, data: TrainingData) -> TwoTowerModel:

@@ -101,6 +101,7 @@ SPACE: tuple[Knob, ...] = (
     Knob("model.hidden_width", "choice", choices=(128, 256, 512)),
     Knob("model.embedding_dim", "choice", choices=(32, 64, 128)),
     Knob("model.embedding_scale", "choice", choices=(0.5, 1.0, 2.0)),  # the spec's feature embedding widths
+    Knob("train.ema_momentum", "choice", choices=(0.0, 0.99, 0.999)),  # weight averaging; 0: off (None)
     Knob("ssl.alpha", "log", 0.01, 3.0, limits=(1e-4, 100.0), applies=_ssl_or_so),
     Knob("ssl.temperature", "log", 0.03, 1.0, limits=(1e-3, 10.0), applies=_ssl_or_so),
     Knob("ssl.batch_size", "choice", choices=(64, 128, 256, 512), applies=_ssl_or_so),
@@ -184,6 +185,10 @@ def sample(trial, knobs: list[Knob]) -> dict[str, Any]:
     return params
 
 
+# Knobs whose "off" is None in the config and 0 in the search space (Optuna's choices stay numbers).
+OFF_IS_ZERO = ("train.ema_momentum",)
+
+
 def warm_start_params(
     knobs: list[Knob], warm: cfg.ExperimentConfig, base: cfg.ExperimentConfig, overrides: dict[str, Any]
 ) -> dict[str, Any]:
@@ -197,6 +202,8 @@ def warm_start_params(
     for knob in knobs:
         source = warm if knob.reads(warm) else base
         value = overrides.get(knob.field, _field_value(source, knob.field))
+        if knob.field in OFF_IS_ZERO and value is None:
+            value = 0.0
         if value is None:
             continue
         if knob.kind == "choice":
@@ -217,8 +224,10 @@ def _field_value(config: cfg.ExperimentConfig, field: str) -> Any:
 
 
 def apply_params(config: cfg.ExperimentConfig, params: dict[str, Any]) -> cfg.ExperimentConfig:
-    """``config`` with sampled params; the tower-shape knobs set both towers' [hidden, embedding] widths."""
+    """``config`` with sampled params; the tower-shape knobs set both towers' [hidden, embedding] widths,
+    an :data:`OFF_IS_ZERO` knob's 0 is None (off)."""
     fields = {k: v for k, v in params.items() if k not in ("model.hidden_width", "model.embedding_dim")}
+    fields.update({k: None for k in OFF_IS_ZERO if k in fields and not fields[k]})
     if "model.hidden_width" in params or "model.embedding_dim" in params:
         hidden = params.get("model.hidden_width", config.model.item_hidden[0])
         embedding = params.get("model.embedding_dim", config.model.item_hidden[-1])
