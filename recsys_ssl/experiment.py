@@ -63,15 +63,18 @@ class Cell:
 
 
 def parse_sweep(text: str) -> tuple[str, list[Any]]:
-    """``ssl.alpha=0.1,0.3,1,3`` -> ("ssl.alpha", [0.1, 0.3, 1.0, 3.0]) (numbers stay numbers)."""
+    """``ssl.alpha=0.1,0.3,1,3`` -> ("ssl.alpha", [0.1, 0.3, 1, 3]): each value is read as YAML,
+    as ``--set`` reads its value (numbers stay numbers, ``null`` is None, ``true`` a bool)."""
+    import yaml
+
     field, sep, values = text.partition("=")
     if not sep or "." not in field or not values:
         raise ValueError(f"--sweep {text!r}: expected SECTION.FIELD=v1,v2,... (e.g. ssl.alpha=0.1,0.3,1,3)")
     parsed = []
     for value in values.split(","):
         try:
-            parsed.append(int(value) if value.lstrip("-").isdigit() else float(value))
-        except ValueError:
+            parsed.append(yaml.safe_load(value))
+        except yaml.YAMLError:
             parsed.append(value)
     return field, parsed
 

@@ -101,7 +101,7 @@ SPACE: tuple[Knob, ...] = (
     Knob("model.hidden_width", "choice", choices=(128, 256, 512)),
     Knob("model.embedding_dim", "choice", choices=(32, 64, 128)),
     Knob("model.embedding_scale", "choice", choices=(0.5, 1.0, 2.0)),  # the spec's feature embedding widths
-    Knob("train.ema_momentum", "choice", choices=(0.0, 0.99, 0.999)),  # weight averaging; 0: off (None)
+    Knob("train.ema_momentum", "choice", choices=(0.0, 0.98, 0.99, 0.999)),  # weight averaging; 0: off (None)
     Knob("ssl.alpha", "log", 0.01, 3.0, limits=(1e-4, 100.0), applies=_ssl_or_so),
     Knob("ssl.temperature", "log", 0.03, 1.0, limits=(1e-3, 10.0), applies=_ssl_or_so),
     Knob("ssl.batch_size", "choice", choices=(64, 128, 256, 512), applies=_ssl_or_so),

@@ -59,6 +59,9 @@ def test_grid_cells_and_names():
         experiment.build_grid(["baseline"], [0], ["half"])
     with pytest.raises(ValueError, match="SECTION.FIELD"):
         experiment.parse_sweep("alpha=1")
+    # values read as YAML, as --set reads them: null switches an optional knob off
+    assert experiment.parse_sweep("train.ema_momentum=null,0.999") == ("train.ema_momentum", [None, 0.999])
+    assert experiment.parse_sweep("train.optimizer=adam,sgd") == ("train.optimizer", ["adam", "sgd"])
 
 
 def test_mean_std_relative():
