@@ -60,6 +60,16 @@ class MainTaskConfig:
     # head for tail recall, like the popularity discount of item-based recommenders.
     logq_weight: float = 1.0
     remove_accidental_hits: bool = True
+    # Mixed negative sampling (Yang et al. 2020): B' items drawn uniformly from the corpus each
+    # step (their own draw, independent of the SSL batch), whose item-tower embeddings join the
+    # B in-batch candidates: every query's softmax sees B + B' candidates. 0: off (in-batch
+    # only). In-batch negatives are drawn by popularity, so a tail item is almost never one;
+    # uniform negatives are. logQ then uses the mixture's expected count
+    # Q_j = B * p_j + B' / N (N: the corpus; losses.mixed_sampling_probability, which divides
+    # it by B + B') for every candidate, and a uniform candidate equal to a query's positive is an accidental hit.
+    # A global count, split across replicas like the main batch (gathered back with
+    # train.cross_replica_negatives); at most the corpus size.
+    mixed_negatives: int = 0
 
 
 @dataclasses.dataclass
@@ -315,10 +325,13 @@ def validate(config: ExperimentConfig) -> None:
             raise _fail(s, field, f"must be in [0, 1), got {value}")
     if config.train.ema_momentum is not None and not 0.0 <= config.train.ema_momentum < 1.0:
         raise _fail(s, "train.ema_momentum", f"must be in [0, 1) or null (off), got {config.train.ema_momentum}")
-    if config.ssl.alpha < 0:
-        raise _fail(s, "ssl.alpha", f"must be non-negative, got {config.ssl.alpha}")
-    if config.main.logq_weight < 0:
-        raise _fail(s, "main.logq_weight", f"must be non-negative, got {config.main.logq_weight}")
+    for field, value in (
+        ("ssl.alpha", config.ssl.alpha),
+        ("main.logq_weight", config.main.logq_weight),
+        ("main.mixed_negatives", config.main.mixed_negatives),  # 0: off
+    ):
+        if value < 0:
+            raise _fail(s, field, f"must be non-negative, got {value}")
     for field, value in (
         ("train.batch_size", config.train.batch_size),
         ("train.epochs", config.train.epochs),

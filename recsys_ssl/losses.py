@@ -2,7 +2,8 @@
 
 ``contrastive_loss`` is PAPER.md's L_self (and, on un-augmented items, the SO baseline);
 ``gather_across_replicas`` lets either task use the negatives of every replica (the global
-batch) instead of only the local one.
+batch) instead of only the local one; ``mixed_sampling_probability`` is logQ's sampling
+probability when uniform corpus negatives are mixed into the in-batch ones (``main.mixed_negatives``).
 """
 
 from __future__ import annotations
@@ -55,3 +56,19 @@ def contrastive_loss(
     labels = tf.one_hot(tf.range(tf.shape(z)[0]), tf.shape(candidates)[0], dtype=logits.dtype)
     loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits))
     return loss, logits, labels
+
+
+def mixed_sampling_probability(p_in_batch, batch_size, num_uniform, corpus_size):
+    """Mixed negative sampling's (Yang et al. 2020) candidate sampling probability, for logQ.
+
+    The candidates are ``batch_size`` in-batch items (item j drawn with probability p_j, its
+    share of the training pairs) plus ``num_uniform`` items drawn uniformly from the
+    ``corpus_size`` items, so item j's expected count among them is
+    ``Q_j = batch_size * p_j + num_uniform / corpus_size``. Q_j (up to a constant factor,
+    which cancels in the softmax) is the sampling probability of EVERY candidate, in-batch or
+    uniform. Returned divided by the candidates ``batch_size + num_uniform``: the probability
+    that a candidate slot holds item j (it sums to 1 over the corpus, and stays <= 1, which
+    matters: ``tfrs`` clips the probabilities it is given to [1e-6, 1]). ``num_uniform = 0``
+    gives ``p_in_batch`` itself. Works on numpy arrays / floats and on float tensors alike.
+    """
+    return (batch_size * p_in_batch + num_uniform / corpus_size) / (batch_size + num_uniform)

@@ -3,14 +3,19 @@
 Training inputs, one element per step::
 
     {"pairs": {feature: [B] / [B, L] tf.string ...},        # query + item features of B pairs
-     "ssl_items": {item feature: [B_ssl] / [B_ssl, L] ...}}  # methods ssl and so only: items
+     "ssl_items": {item feature: [B_ssl] / [B_ssl, L] ...},  # methods ssl and so only: items
                                                              # drawn uniformly from the corpus
+     "negative_items": {item feature: [B'] ...}}             # main.mixed_negatives > 0 only: its
+                                                             # own uniform draw from the corpus
 
 Loss: ``L_main + alpha * L_self`` (PAPER.md sections 1-2), where
 
 * ``L_main``: ``tfrs.tasks.Retrieval``, in-batch softmax over cosine / tau, with logQ
   correction (``logits - log p_j``, p_j from the statistics job's item frequencies) and
-  accidental-hit removal; FD masks/drops item features here.
+  accidental-hit removal; FD masks/drops item features here. Mixed negative sampling
+  (``main.mixed_negatives``) appends the ``negative_items``' embeddings to the in-batch
+  candidates, and logQ then uses the mixture's ``Q_j = B p_j + B'/N``
+  (``losses.mixed_sampling_probability``).
 * ``L_self``: ``losses.contrastive_loss`` between two views of the SSL items through the SAME
   item tower (no projection head). SSL: augmented views (``augment``); SO: un-augmented.
 
@@ -91,8 +96,11 @@ class TwoTowerModel(tfrs.Model):
         item_frequencies: Mapping[str, int] | None = None,
         cfm_groups: Mapping | None = None,
         for_inference: bool = False,
+        corpus_size: int | None = None,
     ):
-        """``for_inference``: only the towers are used (no item frequencies / CFM groups needed)."""
+        """``for_inference``: only the towers are used (no item frequencies / CFM groups needed).
+        ``corpus_size``: N, the items the uniform negatives are drawn from (``main.mixed_negatives``;
+        None: the items of ``item_frequencies``)."""
         super().__init__()
         spec = spec.scaled_embeddings(config.model.embedding_scale)
         self.spec = spec
@@ -123,8 +131,18 @@ class TwoTowerModel(tfrs.Model):
         self._multi_valued = [f.name for f in items if f.multi_valued]
 
         self._probability_table = None
+        self._mixed = config.main.mixed_negatives > 0 and not for_inference
+        if self._mixed:
+            self._corpus_size = corpus_size or len(item_frequencies or {}) or None  # None: unknown (logQ off)
+            if self._corpus_size is not None and config.main.mixed_negatives > self._corpus_size:
+                raise ValueError(
+                    f"main.mixed_negatives {config.main.mixed_negatives} exceeds the {self._corpus_size} items "
+                    "of the corpus"
+                )
         if config.main.logq_correction and not for_inference:
-            self._probability_table = _logq_table(item_frequencies, config.main.logq_weight)
+            # Mixed negatives: the table holds p_j, the weight goes on the mixture Q_j (_logq).
+            weight = 1.0 if self._mixed else config.main.logq_weight
+            self._probability_table = _logq_table(item_frequencies, weight)
 
         group_matrix = None
         if config.needs_cfm_groups and not for_inference:
@@ -152,8 +170,44 @@ class TwoTowerModel(tfrs.Model):
         """[B] tf.string item ids -> [B] float32 p_j (logQ)."""
         return self._probability_table.lookup(item_ids)
 
-    def main_loss(self, pairs: Mapping[str, tf.Tensor], training: bool, seed: tf.Tensor) -> tf.Tensor:
-        """Mean in-batch softmax loss of this replica's pairs."""
+    def _logq(self, item_ids: tf.Tensor, negative_ids: tf.Tensor | None) -> tuple[tf.Tensor | None, tf.Tensor | None]:
+        """What logQ divides by (** logq_weight) for the in-batch candidates and the uniform ones.
+
+        In-batch only: p_j ** w (the table). Mixed: (Q_j / (B + B')) ** w, Q_j = B p_j + B'/N
+        from this replica's B and B' (cross-replica negatives scale both by the replicas: the
+        mixture is the same).
+        """
+        if self._probability_table is None:
+            return None, None
+        if negative_ids is None:
+            return self.item_probability(item_ids), None
+        batch = tf.cast(tf.size(item_ids), tf.float32)
+        num_uniform = tf.cast(tf.size(negative_ids), tf.float32)
+        corpus = tf.constant(float(self._corpus_size), tf.float32)
+        weight = self.config.main.logq_weight
+
+        def q(ids):
+            return tf.pow(
+                losses.mixed_sampling_probability(self.item_probability(ids), batch, num_uniform, corpus), weight
+            )
+
+        return q(item_ids), q(negative_ids)
+
+    def _gather(self, *values: tf.Tensor | None) -> list[tf.Tensor | None]:
+        """Each value's rows from every replica (``train.cross_replica_negatives``), else as is."""
+        if not self.config.train.cross_replica_negatives:
+            return list(values)
+        return [None if v is None else losses.gather_across_replicas(v) for v in values]
+
+    def main_loss(
+        self,
+        pairs: Mapping[str, tf.Tensor],
+        training: bool,
+        seed: tf.Tensor,
+        negative_items: Mapping[str, tf.Tensor] | None = None,
+    ) -> tf.Tensor:
+        """Mean softmax loss of this replica's pairs over the in-batch candidates, plus the
+        uniform ``negative_items`` (mixed negative sampling) when given."""
         query = self.query_tower(pairs)
         if self.config.method_entry.main_feature_dropout and training:
             seed_mask, seed_drop = augment.split_seed(seed, 2)
@@ -168,12 +222,19 @@ class TwoTowerModel(tfrs.Model):
         else:
             candidates = self.item_tower(pairs)
         item_ids = pairs[self.spec.item_key]
-        probability = self.item_probability(item_ids) if self._probability_table is not None else None
-        ids = _ids_to_int(item_ids) if self.config.main.remove_accidental_hits else None
-        if self.config.train.cross_replica_negatives:
-            candidates = losses.gather_across_replicas(candidates)
-            probability = None if probability is None else losses.gather_across_replicas(probability)
-            ids = None if ids is None else losses.gather_across_replicas(ids)
+        negative_ids = None if negative_items is None else negative_items[self.spec.item_key]
+        probability, negative_probability = self._logq(item_ids, negative_ids)
+        hits = self.config.main.remove_accidental_hits
+        ids = _ids_to_int(item_ids) if hits else None
+        candidates, probability, ids = self._gather(candidates, probability, ids)
+        if negative_items is not None:
+            # Appended after the in-batch candidates: the positives stay on the diagonal.
+            negatives, negative_probability, negative_ids = self._gather(
+                self.item_tower(negative_items), negative_probability, _ids_to_int(negative_ids) if hits else None
+            )
+            candidates = tf.concat([candidates, negatives], axis=0)
+            probability = None if probability is None else tf.concat([probability, negative_probability], axis=0)
+            ids = None if ids is None else tf.concat([ids, negative_ids], axis=0)
         per_example = self.retrieval_task(
             query,
             candidates,
@@ -215,7 +276,7 @@ class TwoTowerModel(tfrs.Model):
     def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
         pairs = inputs["pairs"]
         seed_main, seed_ssl = augment.split_seed(self._step_seed(), 2)
-        main = self.main_loss(pairs, training, seed_main)
+        main = self.main_loss(pairs, training, seed_main, inputs.get("negative_items") if self._mixed else None)
         self.main_loss_tracker.update_state(main)
         total = main
         if self.config.uses_ssl_batch and "ssl_items" in inputs:

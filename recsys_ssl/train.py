@@ -241,7 +241,9 @@ def make_optimizer(config: cfg.ExperimentConfig) -> tf.keras.optimizers.Optimize
 
 def build_model(config: cfg.ExperimentConfig, data: TrainingData) -> TwoTowerModel:
     """The compiled model (call inside the strategy's scope)."""
-    model = TwoTowerModel(data.spec, config, data.vocabularies, data.item_frequencies, data.cfm_groups)
+    model = TwoTowerModel(
+        data.spec, config, data.vocabularies, data.item_frequencies, data.cfm_groups, corpus_size=data.num_items
+    )
     model.compile(optimizer=make_optimizer(config))
     build_towers_now(model, data.spec)
     return model
@@ -263,7 +265,8 @@ def backed_up_step(backup_dir: str | os.PathLike) -> int:
 def training_dataset(
     config: cfg.ExperimentConfig, data: TrainingData, seed: int, skip_steps: int = 0
 ) -> tf.data.Dataset:
-    """Elements ``{"pairs": ..., "ssl_items": ...}`` (ssl_items for SSL/SO), global batches.
+    """Elements ``{"pairs": ..., "ssl_items": ..., "negative_items": ...}`` (ssl_items for SSL/SO;
+    negative_items, ``main.mixed_negatives`` uniform corpus items, when that is on), global batches.
 
     The stream is a pure function of the seed (seeded shuffles, repeated): batch ``n`` is the
     same in every run. ``skip_steps``: start at batch ``skip_steps`` -- a run resumed from a
@@ -272,14 +275,16 @@ def training_dataset(
     step-keyed augmentation seeds (``TwoTowerModel._step_seed``) the resumed run then ends with
     the uninterrupted run's model.
     """
-    pairs = data.batch_pairs(config.train.batch_size, seed)
+    streams = {"pairs": data.batch_pairs(config.train.batch_size, seed)}
     if config.uses_ssl_batch:
-        ssl_items = item_sampler.uniform_item_batches(
+        streams["ssl_items"] = item_sampler.uniform_item_batches(
             data.item_arrays, data.spec, config.ssl.batch_size or config.train.batch_size, seed=seed + 1
         )
-        dataset = tf.data.Dataset.zip((pairs, ssl_items)).map(lambda p, s: {"pairs": p, "ssl_items": s})
-    else:
-        dataset = pairs.map(lambda p: {"pairs": p})
+    if config.main.mixed_negatives:  # its own uniform draw, independent of the SSL batch
+        streams["negative_items"] = item_sampler.uniform_item_batches(
+            data.item_arrays, data.spec, config.main.mixed_negatives, seed=seed + 2, what="main.mixed_negatives"
+        )
+    dataset = tf.data.Dataset.zip(streams) if len(streams) > 1 else streams["pairs"].map(lambda p: {"pairs": p})
     if skip_steps:
         dataset = dataset.skip(skip_steps)
     options = tf.data.Options()

@@ -98,6 +98,7 @@ SPACE: tuple[Knob, ...] = (
     Knob("train.batch_size", "choice", choices=(32, 64, 128, 256, 512)),
     Knob("main.temperature", "log", 0.03, 1.0, limits=(1e-3, 10.0)),
     Knob("main.logq_weight", "float", 0.0, 1.0, limits=(0.0, 10.0)),
+    Knob("main.mixed_negatives", "choice", choices=(0, 256, 1024)),  # uniform corpus negatives; 0: off
     Knob("model.hidden_width", "choice", choices=(128, 256, 512)),
     Knob("model.embedding_dim", "choice", choices=(32, 64, 128)),
     Knob("model.embedding_scale", "choice", choices=(0.5, 1.0, 2.0)),  # the spec's feature embedding widths
@@ -163,6 +164,9 @@ def search_space(
             knob = dataclasses.replace(knob, choices=fit)
         elif knob.field == "ssl.batch_size":  # a uniform item batch must fit in the corpus
             fit = tuple(c for c in knob.choices if c <= num_items // 2) or (max(2, num_items // 2),)
+            knob = dataclasses.replace(knob, choices=fit)
+        elif knob.field == "main.mixed_negatives":  # a uniform draw must fit in the corpus: cap it
+            fit = tuple(dict.fromkeys(min(c, num_items) for c in knob.choices))
             knob = dataclasses.replace(knob, choices=fit)
         elif knob.field == "ssl.cfm_group_size":
             if num_item_features < 3:

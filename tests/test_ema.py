@@ -241,7 +241,12 @@ def test_yaml_round_trip_and_train_print_config(tmp_path, capsys, momentum):
 def test_tuning_knob_zero_is_off_and_the_tuned_yaml_round_trips(tmp_path):
     baseline = cfg.load_config("baseline")
     knobs = {k.field: k for k in tune.search_space(baseline, num_pairs=2000, num_items=300, num_item_features=5)}
-    assert knobs["train.ema_momentum"].kind == "choice" and knobs["train.ema_momentum"].choices == (0.0, 0.98, 0.99, 0.999)
+    assert knobs["train.ema_momentum"].kind == "choice" and knobs["train.ema_momentum"].choices == (
+        0.0,
+        0.98,
+        0.99,
+        0.999,
+    )
     assert tune.apply_params(baseline, {"train.ema_momentum": 0.0}).train.ema_momentum is None
     assert tune.apply_params(baseline, {"train.ema_momentum": 0}).train.ema_momentum is None
     tuned = tune.apply_params(baseline, {"train.ema_momentum": 0.999, "main.temperature": 0.2})

@@ -38,16 +38,18 @@ def uniform_item_batches(
     batch_size: int,
     seed: int | None = None,
     padded: bool = False,
+    what: str = "SSL batch size",
 ) -> tf.data.Dataset:
     """An endless tf.data.Dataset of item batches, uniform over the corpus, no repeats in a batch.
 
     Yields dicts of [B] tf.string (single-valued) and [B, max_len] tf.string (multi-valued).
-    ``padded=True`` means ``item_arrays`` already went through ``pad_item_arrays``.
+    ``padded=True`` means ``item_arrays`` already went through ``pad_item_arrays``. ``what``
+    names the knob that set ``batch_size`` in the error when it exceeds the corpus.
     """
     dense = dict(item_arrays) if padded else pad_item_arrays(item_arrays, spec)
     num_items = len(dense[spec.item_key])
     if batch_size > num_items:
-        raise ValueError(f"SSL batch size {batch_size} exceeds the {num_items} items of the corpus")
+        raise ValueError(f"{what} {batch_size} exceeds the {num_items} items of the corpus")
     corpus = {name: tf.constant(array.tolist(), tf.string) for name, array in dense.items()}
     # Shuffle and batch row indices, then gather whole batches: per-batch vectorised work
     # instead of per-item string dicts flowing through the shuffle buffer.
