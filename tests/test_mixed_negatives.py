@@ -182,14 +182,14 @@ def test_config_errors_name_the_field(data):
     TwoTowerModel(data.spec, too_many, data.vocabularies, for_inference=True)  # serving ignores it
 
 
-def test_tune_caps_the_choices_at_the_corpus():
+def test_tune_leaves_mixed_negatives_to_set():
+    """Not searched (it lowered a Frappe study's best, docs/tuning.md): a study's --set fixes it for every trial."""
     baseline = cfg.load_config("baseline")
-    small = {k.field: k for k in tune.search_space(baseline, 2000, 300, 5)}
-    assert small["main.mixed_negatives"].choices == (0, 256, 300)
-    big = {k.field: k for k in tune.search_space(baseline, 20000, 4082, 5)}
-    assert big["main.mixed_negatives"].choices == (0, 256, 1024)
-    config = tune.apply_params(baseline, {"main.mixed_negatives": 256})
-    assert config.main.mixed_negatives == 256
+    assert "main.mixed_negatives" not in {k.field for k in tune.search_space(baseline, 20000, 4082, 5)}
+    fixed = cfg.with_overrides(baseline, {"main.mixed_negatives": 256})
+    assert "main.mixed_negatives" not in {k.field for k in tune.search_space(fixed, 20000, 4082, 5)}
+    config = tune.apply_params(fixed, {"main.temperature": 0.2})
+    assert config.main.mixed_negatives == 256 and config.main.temperature == 0.2
 
 
 @pytest.mark.timeout(180)
