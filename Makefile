@@ -32,7 +32,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 test: lint
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+	$(BIN)/python -m pytest -q --durations=20 $(PYTEST_ARGS) tests
 
 demo: $(STAMP)
 	$(CLI) demo --run-dir $(RUN_DIR)

@@ -126,6 +126,11 @@ class TrainConfig:
     the best epoch's weights), the final weights saved under ``weights/`` and so what
     ``evaluate`` and ``export`` read. The per-epoch ``checkpoints/`` hold the raw weights
     (and the averages among the optimizer's variables).
+    weight_decay: decoupled weight decay (tf_keras optimizers' ``weight_decay``: after every
+    step each trained variable, embedding tables included, shrinks by ``learning_rate *
+    weight_decay`` of itself; None or 0: off). It is the project's only regularizer: the rows of
+    rare items shrink between their few updates, so their representation leans on the shared
+    feature embeddings.
     """
 
     batch_size: int | None = None
@@ -143,6 +148,7 @@ class TrainConfig:
     strategy: str = "auto"
     cross_replica_negatives: bool = False
     ema_momentum: float | None = None  # None: no weight averaging (see the class docstring)
+    weight_decay: float | None = None  # None: no weight decay (see the class docstring)
 
 
 @dataclasses.dataclass
@@ -320,11 +326,11 @@ def validate(config: ExperimentConfig) -> None:
         ("ssl.dropout_rate", config.ssl.dropout_rate),
         ("fd.mask_rate", config.fd.mask_rate),
         ("fd.dropout_rate", config.fd.dropout_rate),
+        ("train.ema_momentum", config.train.ema_momentum),  # None: off
+        ("train.weight_decay", config.train.weight_decay),  # None: off
     ):
-        if not 0.0 <= value < 1.0:
+        if value is not None and not 0.0 <= value < 1.0:
             raise _fail(s, field, f"must be in [0, 1), got {value}")
-    if config.train.ema_momentum is not None and not 0.0 <= config.train.ema_momentum < 1.0:
-        raise _fail(s, "train.ema_momentum", f"must be in [0, 1) or null (off), got {config.train.ema_momentum}")
     for field, value in (
         ("ssl.alpha", config.ssl.alpha),
         ("main.logq_weight", config.main.logq_weight),

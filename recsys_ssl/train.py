@@ -231,12 +231,15 @@ def _is_chief() -> bool:
 def make_optimizer(config: cfg.ExperimentConfig) -> tf.keras.optimizers.Optimizer:
     """The config's optimizer; with ``train.ema_momentum``, tf_keras's own weight averaging
     (``use_ema``): the averages are optimizer variables (checkpointed by BackupAndRestore), and
-    ``Model.fit`` overwrites the weights with them when it ends (``finalize_variable_values``)."""
+    ``Model.fit`` overwrites the weights with them when it ends (``finalize_variable_values``).
+    ``train.weight_decay``: the optimizers' decoupled weight decay (``var -= lr * wd * var``)."""
     ema = config.train.ema_momentum
-    averaging = {} if ema is None else {"use_ema": True, "ema_momentum": ema}
+    options = {} if ema is None else {"use_ema": True, "ema_momentum": ema}
+    if config.train.weight_decay:
+        options["weight_decay"] = config.train.weight_decay
     return {"adagrad": tf.keras.optimizers.Adagrad, "adam": tf.keras.optimizers.Adam, "sgd": tf.keras.optimizers.SGD}[
         config.train.optimizer
-    ](learning_rate=config.train.learning_rate, **averaging)
+    ](learning_rate=config.train.learning_rate, **options)
 
 
 def build_model(config: cfg.ExperimentConfig, data: TrainingData) -> TwoTowerModel:

@@ -85,11 +85,13 @@ def _assert_resumed_to_the_same_model(straight, killed, name):
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("method, augmentation", [("baseline", None), ("ssl", "cfm")])
+@pytest.mark.parametrize("method, augmentation", [("ssl", "cfm")])
 def test_two_worker_resumed_run_ends_with_the_uninterrupted_runs_model(tmp_path, method, augmentation):
     """MultiWorkerMirroredStrategy, 2 workers on localhost: both SIGKILLed after a backup, both
     started again with the same commands (same cluster), the chief's final weights equal an
-    uninterrupted 2-worker run's."""
+    uninterrupted 2-worker run's. SSL-CFM only (~2 min of CI each): its state is a superset
+    of the baseline's (the pair stream plus the uniform item batches' stream and the CFM
+    masks' seeds); the single-process test above covers both methods."""
     name = f"{method}_{augmentation}" if augmentation else method
 
     def workers(run_dir, sleep, ports):
