@@ -2,7 +2,8 @@
 A validation-only check on Frappe (``frappe-random``), outside the library's datasets.
 
     python bench/history_check.py --config bench/results/tuning/frappe_ema/tuned_baseline.yaml \
-        [--data-dir ../shared/data] [--seeds 0 1 2] [--variants nohist hist_shared hist_own]
+        [--work-dir /tmp/history_check] [--data-dir ../shared/data] [--seeds 0 1 2] \
+        [--variants nohist hist_shared hist_own] [--carve-seed 0]
 
 The Frappe builder has no history feature yet, so this script writes the check's own CSVs
 under ``--work-dir`` (never into the repository: Frappe's terms forbid redistribution):
@@ -55,8 +56,8 @@ def carve(rows: list[dict], seed: int = 0) -> tuple[set, dict[str, list[str]]]:
     return held_out, kept
 
 
-def write_interactions(rows: list[dict], path: pathlib.Path, with_history: bool) -> None:
-    held_out, kept = carve(rows)
+def write_interactions(rows: list[dict], path: pathlib.Path, with_history: bool, carve_seed: int = 0) -> None:
+    held_out, kept = carve(rows, carve_seed)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["user_id", "item_id", "split"] + (["history"] if with_history else []))
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=os.environ.get("RECSYS_SSL_DATA", str(ROOT.parent / "shared" / "data")))
     parser.add_argument("--seeds", nargs="+", default=["0", "1", "2"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--carve-seed", type=int, default=0, help="the carve-out's random seed (another carve-out)")
     args = parser.parse_args(argv)
     source = pathlib.Path(args.data_dir) / "frappe"
     if not (source / "interactions.csv").exists():
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     for variant in args.variants:
         folder = work / variant
         folder.mkdir(parents=True, exist_ok=True)
-        write_interactions(rows, folder / "interactions.csv", VARIANTS[variant] is not None)
+        write_interactions(rows, folder / "interactions.csv", VARIANTS[variant] is not None, args.carve_seed)
         write_spec(variant, folder / "spec.yaml")
         dataset, run_dir = f"interactions_csv/frappe_{variant}", str(folder / "run")
         if not (folder / "run" / "stats").exists():

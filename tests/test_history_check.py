@@ -57,3 +57,11 @@ def test_without_history_the_columns_are_those_of_the_spec(tmp_path):
     path = tmp_path / "interactions.csv"
     history_check.write_interactions(_rows(), path, with_history=False)
     assert path.read_text().splitlines()[0] == "user_id,item_id,split"
+
+
+def test_another_carve_seed_holds_out_other_apps_by_the_same_rule():
+    history_check = _module()
+    first, _ = history_check.carve(_rows(), 0)
+    other, kept = history_check.carve(_rows(), 1)
+    assert other != first and len(other) == len(first) == 3
+    assert all(app not in kept[user] for user, app in other)
