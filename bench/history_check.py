@@ -9,8 +9,10 @@ The Frappe builder has no history feature yet, so this script writes the check's
 under ``--work-dir`` (never into the repository: Frappe's terms forbid redistribution):
 
 * only Frappe's ``train`` rows are read; per user a seeded random ceil(10%) of the train apps
-  (users with one app keep it) becomes this check's ``test`` split: a validation carve-out
-  built by the same rule as ``<dataset>-val``, so the real test split is never read;
+  (users with one app keep it) becomes this check's ``test`` split: a validation carve-out of
+  the ``<dataset>-val`` view's size, drawn here (``--carve-seed``) rather than by
+  ``_common.validation_split``, so several carve-outs can be compared; the real test split is
+  never read;
 * ``history`` (multi-valued, ``|``-separated, at most 64 apps, a seeded sample when longer):
   on a training row the user's OTHER training apps (never the row's own app, which would leak
   the label), on a carve-out row all of the user's training apps (what a request would send);
@@ -33,13 +35,12 @@ import math
 import os
 import pathlib
 import random
-import statistics
 import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MAX_HISTORY = 64
-_HISTORY = "  - {name: history, kind: multi_categorical, max_len: 64, embedding_dim: 32%s}\n"
+_HISTORY = f"  - {{name: history, kind: multi_categorical, max_len: {MAX_HISTORY}, embedding_dim: 32%s}}\n"
 VARIANTS = {"nohist": None, "hist_shared": _HISTORY % ", shares_embedding: item_id", "hist_own": _HISTORY % ""}
 
 
@@ -86,13 +87,13 @@ def run(command: list[str]) -> None:
 
 
 def summary(results: pathlib.Path) -> str:
-    cells = json.loads(results.read_text())["runs"]
-
-    def stat(key: str) -> str:
-        values = [c["metrics"][key] for c in cells]
-        return f"{statistics.mean(values):.4f} ± {statistics.stdev(values) if len(values) > 1 else 0:.4f}"
-
-    return f"R@50 {stat('recall@50')}, tail R@50 {stat('tail/recall@50')} ({len(cells)} seeds)"
+    """The experiment's own summary rows (mean, sample std, n over seeds) for R@50 and tail R@50."""
+    rows = {r["metric"]: r for r in json.loads(results.read_text())["summary"]}
+    overall, tail = rows["recall@50"], rows["tail/recall@50"]
+    return (
+        f"R@50 {overall['mean']:.4f} ± {overall['std']:.4f}, tail R@50 {tail['mean']:.4f} ± {tail['std']:.4f} "
+        f"({overall['n']} seeds)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
