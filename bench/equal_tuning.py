@@ -56,8 +56,9 @@ def study_key(config: str, regime: str) -> str:
 
 
 def cell_name(config: str, regime: str, seed: int) -> str:
-    """``experiment``'s cell naming (``recsys_ssl.experiment.Cell``)."""
-    return f"{config}-{regime}-seed{seed}"
+    """``experiment``'s name for a test cell of the tuned config: its group is the config file's
+    stem (``tuned/<config>[-10pct].yaml``), then the regime and seed (``experiment.Cell``)."""
+    return f"{study_key(config, regime)}-{regime}-seed{seed}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +183,6 @@ class Grid:
             *self.data_flag(),
             timeout=self.timeout(600),  # a trial started before tune's --timeout may finish
         )  # fmt: skip
-        self.save(config, regime)
         return finished_trials(db) >= self.trials
 
     def test(self, config: str, regime: str) -> bool:
@@ -195,7 +195,6 @@ class Grid:
                 "--seeds", *map(str, self.seeds), *self.data_flag(),
                 timeout=self.timeout(),
             )  # fmt: skip
-            self.save(config, regime)
         return all(self.run.metrics(config, regime, s).exists() for s in self.seeds)
 
     def table(self, regime: str) -> None:
@@ -222,6 +221,7 @@ class Grid:
             regime_done = True
             for config in self.methods:
                 done = self.tune(config, regime) and self.test(config, regime)
+                self.save(config, regime)  # also what an earlier, interrupted run left in the run dir
                 regime_done = regime_done and done
                 print(f"grid {self.dataset} {study_key(config, regime)}: {'done' if done else 'not done'}", flush=True)
             if regime_done:
@@ -264,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         args.data_dir,
     )
     complete = grid.run_all()
-    print(f"equal_tuning {args.dataset}: {'the grid is complete' if complete else 'stopped; rerun to continue'}")
+    scope = f"{args.dataset}, {' and '.join(args.regimes)} data"
+    print(f"equal_tuning {scope}: {'complete' if complete else 'stopped before the end; rerun to continue'}")
     return 0
 
 

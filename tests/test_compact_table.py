@@ -45,3 +45,18 @@ def test_compact_table_marks_only_differences_beyond_two_baseline_stds():
     assert "0.0800 ± 0.0010 (-20.0%) *" in rows[("ssl_cfm", "10%")]
     assert "| 0.3000 ± 0.0100 |" in rows[("baseline", "full")]
     assert rows[("baseline", "full")].count(" - ") == 4  # the other four columns are absent
+
+
+def test_baseline_flag_names_the_reference_group(tmp_path, capsys):
+    """A tuned grid's groups are its config files' stems: ``--baseline baseline-10pct``."""
+    import json
+
+    summary = [
+        _row("baseline-10pct", "10pct", "tail/recall@50", 0.010, 0.002),
+        _row("ssl_cfm-10pct", "10pct", "tail/recall@50", 0.020, 0.001),  # +0.010 > 2 x 0.002
+    ]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"summary": summary}))
+    assert compact_table.main([str(path), "--baseline", "baseline-10pct"]) == 0
+    assert "0.0200 ± 0.0010 (+100.0%) *" in capsys.readouterr().out
+    assert compact_table.main([str(path), "--baseline"]) == 2

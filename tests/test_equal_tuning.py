@@ -49,8 +49,9 @@ def test_piece_paths_follow_tune_and_experiment_naming(tmp_path):
     for regime in ("full", "10pct"):
         assert pieces.study("ssl_cfm", regime) == tune.study_dir(tmp_path, "ssl_cfm", regime)
         assert pieces.tuned("ssl_cfm", regime) == tune.tuned_path(tmp_path, "ssl_cfm", regime)
-        cell = experiment.Cell(group="ssl_cfm", config_name="ssl_cfm", regime=regime, seed=3)
-        assert pieces.metrics("ssl_cfm", regime, 3) == tmp_path / "eval" / cell.name / "metrics.json"
+        # The cell experiment runs for the tuned config file, as the grid passes it.
+        (cell,) = experiment.build_grid([str(pieces.tuned("ssl_cfm", regime))], seeds=[3], regimes=[regime])
+        assert pieces.metrics("ssl_cfm", regime, 3) == experiment.metrics_path(tmp_path, cell)
 
 
 def test_finished_trials_counts_complete_and_pruned_not_failed(tmp_path):
@@ -72,7 +73,7 @@ def test_copy_pieces_round_trip_and_newer_wins(tmp_path):
     (results.root / "eval" / "other-full-seed0").mkdir(parents=True)  # not this grid's piece
 
     copied = grid.copy_pieces(results, run, "baseline", "10pct", seeds=(0, 1))
-    assert sorted(copied) == ["eval/baseline-10pct-seed0/metrics.json", "tune/baseline-10pct/study.sqlite3"]
+    assert sorted(copied) == ["eval/baseline-10pct-10pct-seed0/metrics.json", "tune/baseline-10pct/study.sqlite3"]
     assert (run.study("baseline", "10pct") / "study.sqlite3").read_bytes() == b"stored study"
     assert not (run.root / "eval" / "other-full-seed0").exists()
 

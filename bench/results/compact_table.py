@@ -1,6 +1,7 @@
 """One compact Markdown table from an experiment's results.json: method x regime rows.
 
     .venv/bin/python bench/results/compact_table.py bench/results/ml100k_user_item/results.json
+    .venv/bin/python bench/results/compact_table.py results.json --baseline baseline-10pct
 
 Columns: Recall@10, Recall@50, MAP@50, head / tail Recall@50 (the experiment's --head-fraction
 slice), each "mean ± std (relative change vs the baseline)". A cell is marked ``*`` when its
@@ -51,11 +52,14 @@ def compact_table(results: dict, baseline: str = "baseline") -> str:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
+    baseline = "baseline"
+    if len(argv) == 3 and argv[1] == "--baseline":  # e.g. a tuned grid's "baseline-10pct"
+        baseline = argv[2]
+    elif len(argv) != 1:
         print(__doc__, file=sys.stderr)
         return 2
     with open(argv[0]) as f:
-        print(compact_table(json.load(f)))
+        print(compact_table(json.load(f), baseline))
     return 0
 
 
