@@ -5,6 +5,8 @@ import json
 import pathlib
 import sys
 
+import pytest
+
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "bench" / "results"))
 
 import target_check  # noqa: E402
@@ -77,10 +79,7 @@ def test_unreadable_results_name_the_file(tmp_path, capsys):
     bad = tmp_path / "x" / "grid_10pct" / "results.json"
     bad.parent.mkdir(parents=True)
     bad.write_text("{not json")
-    try:
+    with pytest.raises(SystemExit) as exit_:  # argparse's error: exit status 2
         target_check.main([str(bad)])
-    except SystemExit as exit_:
-        assert exit_.code == 2
-    else:
-        raise AssertionError("a broken results.json must be refused")
+    assert exit_.value.code == 2
     assert str(bad) in capsys.readouterr().err
