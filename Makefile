@@ -9,7 +9,8 @@ CLI := $(BIN)/recsys-ssl
 # Where a pipeline run keeps its artifacts, and which dataset it runs on.
 RUN_DIR ?= runs/demo
 DATASET ?= synthetic_catalog/10k
-CONFIG ?= data/configs/ssl_cfm.yaml
+# The shipped default method (recsys_ssl/registry.py DEFAULT_CONFIG: validation's pick, issue 15).
+CONFIG ?= data/configs/ssl_dropout_only.yaml
 TRIALS ?= 40
 FRACTION ?= full
 PYTEST_ARGS ?=

@@ -1,8 +1,9 @@
 """``recsys-ssl demo``: every stage of the pipeline on the embedded default, end to end.
 
-data (TFDS synthetic catalog) -> stats and MI (Beam) -> train baseline and SSL-CFM briefly ->
-evaluate both (head/tail table) -> export (SavedModels + tuned ScaNN index) -> serve ->
-a few retrieval queries from a real HTTP client -> stop the server.
+data (TFDS synthetic catalog) -> stats and MI (Beam) -> train the baseline and the shipped
+default method (``registry.DEFAULT_CONFIG``) briefly -> evaluate both (head/tail table) ->
+export the default (SavedModels + tuned ScaNN index) -> serve -> a few retrieval queries from
+a real HTTP client -> stop the server.
 
 Each stage runs as its own ``recsys-ssl <stage>`` process, exactly as a user would type it
 (the commands are printed), so its progress bars show and its state cannot leak into the next
@@ -23,9 +24,10 @@ import urllib.error
 import urllib.request
 
 from recsys_ssl.paths import DEFAULT_RUN_DIR
+from recsys_ssl.registry import DEFAULT_CONFIG
 
 DEFAULT_DATASET = "synthetic_catalog/10k"
-METHODS = ("baseline", "ssl_cfm")
+METHODS = ("baseline", DEFAULT_CONFIG)
 
 
 def _banner(text: str) -> None:
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     for method in METHODS:
         _stage(f"evaluate {method}", ["evaluate", "--name", method, *common], timings)
-    _stage("export", ["export", "--name", "ssl_cfm", "--model-name", "retrieval", *common], timings)
+    _stage("export", ["export", "--name", DEFAULT_CONFIG, "--model-name", "retrieval", *common], timings)
 
     _banner("evaluation (full-corpus, exact; head = top 20% items by training count)")
     table = _metrics_table(run_dir, METHODS)
@@ -202,8 +204,9 @@ def main(argv: list[str] | None = None) -> int:
 
     total = time.perf_counter() - started
     _banner(f"demo finished in {total:.1f} s; artifacts under {run_dir}")
+    width = max(len(name) for name in timings)
     for name, seconds in timings.items():
-        print(f"  {name:<20} {seconds:>7.1f} s  {100 * seconds / total:5.1f}%")
+        print(f"  {name:<{width}} {seconds:>7.1f} s  {100 * seconds / total:5.1f}%")
     summary = {
         "dataset": args.dataset,
         "run_dir": str(run_dir),
