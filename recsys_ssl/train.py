@@ -366,8 +366,12 @@ def run(
     verbose: int | str = "auto",
     extra_callbacks: list[tf.keras.callbacks.Callback] = (),
     report: Callable[[int, float], None] | None = None,
+    durable: bool = True,
 ) -> dict[str, Any]:
     """Trains, writes ``<run_dir>/train/<name>/`` and returns its manifest (dict).
+
+    ``durable=False``: a throwaway run, never resumed (a tuning trial): no backups, per-epoch
+    checkpoints or TensorBoard logs (~10% of a trial's time on 2 cores; the same model).
 
     A run whose ``backup/`` exists (killed, or finished) resumes from it: ``initial_step`` in
     the manifest says where this invocation started. Knobs left to the catalog (batch size,
@@ -395,15 +399,9 @@ def run(
     # ParameterServerStrategy allows no batch-level callbacks: back up per epoch, no throughput.
     parameter_server = isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy)
     callbacks, monitors = _callbacks(config, data, train_dir, out_dir, steps_per_epoch, parameter_server, report)
-    log.info(
-        "training %s (%s) for %d epochs x %d steps, global batch %d on %d replica(s)",
-        name,
-        config.method,
-        epochs,
-        steps_per_epoch,
-        config.train.batch_size,
-        replicas,
-    )
+    if not durable:
+        callbacks = [c for c in callbacks if not isinstance(c, _DURABILITY_CALLBACKS)]
+    log.info(_start_line(name, config, epochs, steps_per_epoch, replicas))
     history = model.fit(
         dataset,
         epochs=epochs,
@@ -417,6 +415,13 @@ def run(
     if not chief:
         shutil.rmtree(out_dir, ignore_errors=True)
     return manifest
+
+
+def _start_line(name: str, config: cfg.ExperimentConfig, epochs: int, steps_per_epoch: int, replicas: int) -> str:
+    return (
+        f"training {name} ({config.method}) for {epochs} epochs x {steps_per_epoch} steps, "
+        f"global batch {config.train.batch_size} on {replicas} replica(s)"
+    )
 
 
 def _replicas(strategy: tf.distribute.Strategy, config: cfg.ExperimentConfig) -> int:
@@ -441,6 +446,14 @@ def _write_run_files(out_dir: pathlib.Path, data: TrainingData, manifest: Mappin
     (out_dir / "spec.json").write_text(json.dumps(data.spec.to_dict(), indent=1) + "\n")
     (out_dir / "vocabularies.json").write_text(json.dumps(dict(data.vocabularies)) + "\n")
     (out_dir / artifacts.MANIFEST).write_text(artifacts.dumps_json(manifest))
+
+
+# What a durable run writes besides its weights: the resume point, per-epoch checkpoints, logs.
+_DURABILITY_CALLBACKS = (
+    tf.keras.callbacks.BackupAndRestore,
+    tf.keras.callbacks.ModelCheckpoint,
+    tf.keras.callbacks.TensorBoard,
+)
 
 
 @dataclasses.dataclass

@@ -340,7 +340,11 @@ class Tuning:
 
         tf.keras.backend.clear_session()
         try:
-            manifest = train.run(config, self.run_dir, self.data, name=name, verbose=self.verbose, report=report)
+            # A trial is deleted when it ends and never resumed (a killed trial is marked failed):
+            # it skips backups, checkpoints and TensorBoard logs.
+            manifest = train.run(
+                config, self.run_dir, self.data, name=name, verbose=self.verbose, report=report, durable=False
+            )
         finally:
             shutil.rmtree(RunLayout(self.run_dir).train(name), ignore_errors=True)
         return {**manifest["early_stopping"], "batch_size": manifest["config"]["train"]["batch_size"]}

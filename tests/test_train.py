@@ -185,3 +185,34 @@ def test_tfds_dir_flag_and_the_deprecated_data_dir_alias(capsys):
     assert old.tfds_dir == "t"
     err = capsys.readouterr().err  # ... with a one-line notice
     assert err.count("\n") == 1 and "--data-dir is deprecated" in err and "--tfds-dir" in err
+
+
+def _saved_weights(path: pathlib.Path) -> dict[str, np.ndarray]:
+    reader = tf.train.load_checkpoint(str(path))
+    return {
+        key: reader.get_tensor(key)
+        for key in reader.get_variable_to_shape_map()
+        if "/.ATTRIBUTES/VARIABLE_VALUE" in key and "save_counter" not in key
+    }
+
+
+@pytest.mark.timeout(180)
+def test_a_non_durable_run_writes_no_backups_or_logs_and_trains_the_same_model(tmp_path):
+    """``durable=False`` (tuning trials) drops only I/O: the same seed gives the same weights
+    (optimizer slots included) as a durable run, with no backup/, checkpoints/ or logs/."""
+    import model_fixtures
+
+    data = model_fixtures.training_data()
+    config = model_fixtures.tiny_config("ssl", "cfm", epochs=2, steps_per_epoch=20, backup_every_steps=5)
+    runs = {}
+    for durable in (True, False):
+        tf.keras.backend.clear_session()
+        run_dir = tmp_path / ("durable" if durable else "throwaway")
+        manifest = train.run(config, run_dir, data, verbose=0, durable=durable)
+        assert manifest["steps"] == 40
+        out = run_dir / "train" / config.name
+        assert all((out / part).exists() == durable for part in ("backup", "checkpoints", "logs")), durable
+        runs[durable] = _saved_weights(out / train.WEIGHTS)
+    assert runs[True].keys() == runs[False].keys() and len(runs[True]) > 4
+    for key, value in runs[True].items():
+        np.testing.assert_array_equal(value, runs[False][key], err_msg=key)
