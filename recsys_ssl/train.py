@@ -371,7 +371,7 @@ def run(
     """Trains, writes ``<run_dir>/train/<name>/`` and returns its manifest (dict).
 
     ``durable=False``: a throwaway run, never resumed (a tuning trial): no backups, per-epoch
-    checkpoints or TensorBoard logs (~10% of a trial's time on 2 cores; the same model).
+    checkpoints or TensorBoard logs (~13% of a trial's time on 2 cores; the same model).
 
     A run whose ``backup/`` exists (killed, or finished) resumes from it: ``initial_step`` in
     the manifest says where this invocation started. Knobs left to the catalog (batch size,
