@@ -398,9 +398,9 @@ def run(
     dataset = training_dataset(config, data, config.seed, skip_steps=resume_step)
     # ParameterServerStrategy allows no batch-level callbacks: back up per epoch, no throughput.
     parameter_server = isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy)
-    callbacks, monitors = _callbacks(config, data, train_dir, out_dir, steps_per_epoch, parameter_server, report)
-    if not durable:
-        callbacks = [c for c in callbacks if not isinstance(c, _DURABILITY_CALLBACKS)]
+    callbacks, monitors = _callbacks(
+        config, data, train_dir, out_dir, steps_per_epoch, parameter_server, report, durable
+    )
     log.info(_start_line(name, config, epochs, steps_per_epoch, replicas))
     history = model.fit(
         dataset,
@@ -448,14 +448,6 @@ def _write_run_files(out_dir: pathlib.Path, data: TrainingData, manifest: Mappin
     (out_dir / artifacts.MANIFEST).write_text(artifacts.dumps_json(manifest))
 
 
-# What a durable run writes besides its weights: the resume point, per-epoch checkpoints, logs.
-_DURABILITY_CALLBACKS = (
-    tf.keras.callbacks.BackupAndRestore,
-    tf.keras.callbacks.ModelCheckpoint,
-    tf.keras.callbacks.TensorBoard,
-)
-
-
 @dataclasses.dataclass
 class _Monitors:
     """The callbacks whose results the manifest records."""
@@ -473,8 +465,10 @@ def _callbacks(
     steps_per_epoch: int,
     parameter_server: bool,
     report: Callable[[int, float], None] | None,
+    durable: bool = True,
 ) -> tuple[list[tf.keras.callbacks.Callback], _Monitors]:
-    """Backups (resume), per-epoch checkpoints, TensorBoard, throughput, early stopping."""
+    """Backups (resume), per-epoch checkpoints, TensorBoard (the three only when ``durable``),
+    throughput, early stopping."""
     monitors = _Monitors(_Throughput(config.train.batch_size), _InitialStep())  # start: after BackupAndRestore
     if data.validation is not None and config.train.early_stopping:
         from recsys_ssl.callbacks import ValidationRecall
@@ -485,7 +479,7 @@ def _callbacks(
             patience=config.train.early_stopping_patience,
             report=report,
         )
-    callbacks = [
+    durability = [  # a throwaway run (a tuning trial) is never resumed or inspected
         tf.keras.callbacks.BackupAndRestore(
             str(train_dir / "backup"),
             delete_checkpoint=False,
@@ -495,6 +489,9 @@ def _callbacks(
         tf.keras.callbacks.TensorBoard(
             str(out_dir / "logs"), update_freq="epoch" if parameter_server else max(1, min(100, steps_per_epoch))
         ),
+    ]
+    callbacks = [
+        *(durability if durable else []),
         *([] if parameter_server else [monitors.throughput]),
         monitors.start,
         # Before the checkpoint of the final weights: it restores the best epoch's at train end.

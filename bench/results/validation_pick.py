@@ -32,6 +32,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from equal_tuning import METHODS, REGIMES, study_key  # noqa: E402  (the grid's own names)
 
+from recsys_ssl import tune  # noqa: E402
+
 BASELINE = "baseline"
 SSL_PREFIX = "ssl_"
 
@@ -53,10 +55,8 @@ def best_validation(path: pathlib.Path, min_trials: int) -> float | None:
     if len(names) != 1:
         raise ValueError(f"{path}: expected one study, found {len(names)} ({names})")
     study = optuna.load_study(study_name=names[0], storage=storage)
-    finished = [
-        t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    ]
-    if len(finished) < min_trials or not any(t.state == optuna.trial.TrialState.COMPLETE for t in finished):
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if tune.finished(study) < min_trials or not complete:  # tune's own count: complete or pruned
         return None
     return float(study.best_value)
 
