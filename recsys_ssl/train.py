@@ -465,7 +465,7 @@ def _callbacks(
     steps_per_epoch: int,
     parameter_server: bool,
     report: Callable[[int, float], None] | None,
-    durable: bool = True,
+    durable: bool,
 ) -> tuple[list[tf.keras.callbacks.Callback], _Monitors]:
     """Backups (resume), per-epoch checkpoints, TensorBoard (the three only when ``durable``),
     throughput, early stopping."""
@@ -479,7 +479,26 @@ def _callbacks(
             patience=config.train.early_stopping_patience,
             report=report,
         )
-    durability = [  # a throwaway run (a tuning trial) is never resumed or inspected
+    callbacks = [
+        # A throwaway run (a tuning trial) is never resumed or inspected: none of the three.
+        *(_durability_callbacks(config, train_dir, out_dir, steps_per_epoch, parameter_server) if durable else []),
+        *([] if parameter_server else [monitors.throughput]),
+        monitors.start,
+        # Before the checkpoint of the final weights: it restores the best epoch's at train end.
+        *([monitors.early_stopping] if monitors.early_stopping else []),
+    ]
+    return callbacks, monitors
+
+
+def _durability_callbacks(
+    config: cfg.ExperimentConfig,
+    train_dir: pathlib.Path,
+    out_dir: pathlib.Path,
+    steps_per_epoch: int,
+    parameter_server: bool,
+) -> list[tf.keras.callbacks.Callback]:
+    """What a durable run writes besides its weights: backups (resume), per-epoch checkpoints, logs."""
+    return [
         tf.keras.callbacks.BackupAndRestore(
             str(train_dir / "backup"),
             delete_checkpoint=False,
@@ -490,14 +509,6 @@ def _callbacks(
             str(out_dir / "logs"), update_freq="epoch" if parameter_server else max(1, min(100, steps_per_epoch))
         ),
     ]
-    callbacks = [
-        *(durability if durable else []),
-        *([] if parameter_server else [monitors.throughput]),
-        monitors.start,
-        # Before the checkpoint of the final weights: it restores the best epoch's at train end.
-        *([monitors.early_stopping] if monitors.early_stopping else []),
-    ]
-    return callbacks, monitors
 
 
 def _manifest(
