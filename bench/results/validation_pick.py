@@ -42,11 +42,8 @@ def study_dir(dataset_dir: pathlib.Path, method: str, regime: str) -> pathlib.Pa
     return dataset_dir / "tune" / study_key(method, regime)
 
 
-def best_validation(path: pathlib.Path, min_trials: int) -> float | None:
-    """The best trial's validation R@50 of the study at ``path``; None when the study is missing
-    or has fewer than ``min_trials`` finished (complete or pruned) trials."""
-    if not path.exists():
-        return None
+def load_study(path: pathlib.Path):
+    """The one Optuna study stored in the SQLite file at ``path`` (``tune`` writes one per file)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -54,7 +51,17 @@ def best_validation(path: pathlib.Path, min_trials: int) -> float | None:
     names = optuna.study.get_all_study_names(storage)
     if len(names) != 1:
         raise ValueError(f"{path}: expected one study, found {len(names)} ({names})")
-    study = optuna.load_study(study_name=names[0], storage=storage)
+    return optuna.load_study(study_name=names[0], storage=storage)
+
+
+def best_validation(path: pathlib.Path, min_trials: int) -> float | None:
+    """The best trial's validation R@50 of the study at ``path``; None when the study is missing
+    or has fewer than ``min_trials`` finished (complete or pruned) trials."""
+    if not path.exists():
+        return None
+    import optuna
+
+    study = load_study(path)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if tune.finished(study) < min_trials or not complete:  # tune's own count: complete or pruned
         return None
